@@ -1,0 +1,234 @@
+"""``vlaecodec``: train, eval, models, and the codec commands."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from vlaecodec.model import VLAEConfig
+from vlaecodec.train import TrainSettings
+
+
+class CleanErrors(click.Group):
+    """Turn expected failures into one-line errors with a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("vlaecodec: interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - the CLI boundary: report, do not crash
+            from vlaecodec.errors import describe
+            click.echo(f"vlaecodec: error: {describe(e)}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=CleanErrors)
+@click.version_option(package_name="vlaecodec")
+def cli():
+    """vlaecodec: a learned lossless image codec built on the Variational Lossy Autoencoder."""
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="JSON file with model and training settings (flags override it).")
+@click.option("--data", help="cifar10 | cifar10+photos | photos | mnist | bmnist | omniglot | a folder")
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue exactly from RUN/checkpoint.safetensors.")
+@click.option("--decoder", type=click.Choice(["local", "full", "factorized"]))
+@click.option("--prior", type=click.Choice(["normal", "ar"]))
+@click.option("--likelihood", type=click.Choice(["categorical", "logistic"]))
+@click.option("--mixtures", type=int)
+@click.option("--window", nargs=2, type=int, help="A B: window A pixels wide, B rows up.")
+@click.option("--z-channels", type=int)
+@click.option("--hidden", type=int)
+@click.option("--pixel-hidden", type=int)
+@click.option("--res-blocks", type=int)
+@click.option("--pixel-blocks", type=int)
+@click.option("--beta", type=float)
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float)
+@click.option("--steps", type=int, help="Length of the learning-rate schedule (total steps).")
+@click.option("--minutes", type=float, help="Stop this invocation after this many minutes.")
+@click.option("--ckpt-minutes", type=float, help="Checkpoint every this many minutes.")
+@click.option("--photo-frac", type=float)
+@click.option("--grey-frac", type=float)
+@click.option("--limit", type=int, help="Use only the first N training images.")
+@click.option("--cifar-parts", help="Comma-separated CIFAR-10 train mosaics to use, e.g. 0,1.")
+@click.option("--val-every", type=int)
+@click.option("--warmup", type=int, help="Learning-rate warm-up steps.")
+@click.option("--seed", type=int)
+@click.option("--bf16", is_flag=True, default=None, help="bf16 autocast (always on for CUDA).")
+@click.option("--device", help="cpu | cuda (default: cuda when available).")
+@click.option("--threads", type=int, help="torch CPU threads.")
+def train(config_file, run_dir, resume, device, threads, **flags):
+    """Train a VLAE into a run folder (checkpoints and an exported model + card)."""
+    import torch
+    from vlaecodec.train import train as run_training
+    if threads:
+        torch.set_num_threads(threads)
+    settings = json.loads(Path(config_file).read_text()) if config_file else {}
+    run = Path(run_dir)
+    if resume and (run / "checkpoint.safetensors").exists() and not config_file:
+        from safetensors import safe_open
+        with safe_open(str(run / "checkpoint.safetensors"), "pt") as f:
+            meta = json.loads(f.metadata()["meta"])
+        settings = {**meta["settings"], **meta["config"]}
+    if flags.get("window"):
+        flags["window"] = list(flags["window"])
+    if flags.get("cifar_parts"):
+        flags["cifar_parts"] = [int(v) for v in flags["cifar_parts"].split(",")]
+    settings.update({k: v for k, v in flags.items() if v is not None and v != ()})
+    cfg = VLAEConfig.from_dict(settings)
+    s = TrainSettings(**{k: v for k, v in settings.items() if k in TrainSettings.__dataclass_fields__})
+    if s.data in ("bmnist", "omniglot"):
+        cfg.levels, cfg.channels = 2, 1
+    elif s.data == "mnist":
+        cfg.channels = 1
+    meta = run_training(cfg, s, run, resume=resume, device=device)
+    click.echo(json.dumps({"run": str(run), "step": meta["step"], "train_seconds": meta["train_seconds"]}))
+
+
+@cli.command("eval")
+@click.option("--model", "model_name", default="default", show_default=True, help="Zoo name or .safetensors path.")
+@click.option("--data", "dataset", default="cifar10-test", show_default=True,
+              help="cifar10-test | kodak | bmnist-test | mnist-test | omniglot-test | a folder")
+@click.option("--limit", type=int, help="Only the first N images.")
+@click.option("--iw", "iw_samples", type=int, default=0, help="Also the importance-weighted bound with k samples.")
+@click.option("--batch-size", type=int, default=100, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--update-card", is_flag=True, help="Store the result in the model's card.")
+def eval_cmd(model_name, dataset, limit, iw_samples, batch_size, seed, as_json, update_card):
+    """Test-set -ELBO in bits/dim, split into distortion and rate."""
+    import torch
+    from vlaecodec import data as D
+    from vlaecodec.evaluate import evaluate
+    from vlaecodec.zoo import load_model, read_card, resolve, write_card
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model, card = load_model(model_name)
+    images = D.load_dataset(dataset, limit)
+    if model.cfg.levels == 2 and not D.is_binary_dataset(dataset):
+        raise click.ClickException(f"model {card['name']} is for binary images; use bmnist-test or omniglot-test")
+    res = evaluate(model, images, batch_size=batch_size, iw_samples=iw_samples, seed=seed,
+                   progress=not as_json)
+    res = {"model": card["name"], "data": dataset, **res}
+    if update_card:
+        weights = resolve(model_name)
+        c = read_card(weights)
+        c.setdefault("results", {})[dataset + (f"[:{limit}]" if limit else "")] = {
+            **{k: res[k] for k in ("n", "bpd", "distortion_bpd", "rate_bpd", "active_units")},
+            "command": "vlaecodec " + " ".join(sys.argv[1:])}
+        write_card(weights, c)
+    if as_json:
+        click.echo(json.dumps(res))
+    else:
+        for k, v in res.items():
+            click.echo(f"{k:>28}: {v}")
+
+
+def _codec(model_name: str, threads: int):
+    import torch
+    from vlaecodec.api import load_codec
+    torch.set_num_threads(threads)
+    return load_codec(model_name)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", help="Output file (one input), folder (several), or - for stdout.")
+@click.option("--archive", is_flag=True, help="All inputs into one chained file (-o names it).")
+@click.option("--model", "model_name", default="default", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Parallel processes for many inputs.")
+@click.option("--threads", type=int, default=1, show_default=True, help="torch threads per process.")
+@click.option("--elbo/--no-elbo", default=True, help="Also report the model's -ELBO (elbo_bpd).")
+def encode(inputs, output, archive, model_name, force, as_json, jobs, threads, elbo):
+    """Encode images losslessly into .vlae files."""
+    from vlaecodec import cliops
+    cliops.encode_command(list(inputs), output, archive, model_name, force, as_json, jobs, threads, elbo)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", help="Output image (one input), folder (several or an archive), or - for stdout.")
+@click.option("--model", "model_name", default="auto", show_default=True,
+              help="auto: the zoo model whose id the file names.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--jobs", type=int, default=1, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+def decode(inputs, output, model_name, force, jobs, threads):
+    """Decode .vlae files to PNG, bit-exact."""
+    from vlaecodec import cliops
+    cliops.decode_command(list(inputs), output, model_name, force, jobs, threads)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True)
+def info(files, as_json):
+    """Describe .vlae files (reads the header only; no model needed)."""
+    from vlaecodec import cliops
+    cliops.info_command(list(files), as_json)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("name")
+@click.option("--active-threshold", type=float, default=0.01, show_default=True,
+              help="Latent channels with less KL (bits per latent, on 1000 training images) are not coded.")
+@click.option("--force", is_flag=True)
+def export(run_dir, name, active_threshold, force):
+    """Copy a run's model into the zoo (models/NAME) with its card and its active latent channels."""
+    import shutil
+    from vlaecodec import data as D
+    from vlaecodec.evaluate import evaluate
+    from vlaecodec.zoo import MODELS_DIR, load_model, read_card, write_card
+    src = Path(run_dir) / "model.safetensors"
+    dst = MODELS_DIR / f"{name}.safetensors"
+    if dst.exists() and not force:
+        raise click.ClickException(f"{dst} exists (use --force)")
+    model, _ = load_model(str(src))
+    train_name = "bmnist-test" if model.cfg.levels == 2 else "cifar10-train"
+    images = D.load_mnist("train", 1000) if model.cfg.levels == 2 else D.load_cifar10("train", 1000)
+    if model.cfg.levels == 2:
+        images = D.binarize_static(images)
+    kl = evaluate(model, images)["kl_bits_per_latent_channel"]
+    card = read_card(src)
+    card["name"] = name
+    card["active_channels"] = [c for c, v in enumerate(kl) if v >= active_threshold]
+    card["active_channels_rule"] = f"KL >= {active_threshold} bits per latent on the first 1000 {train_name.split('-')[0]} training images"
+    shutil.copyfile(src, dst)
+    write_card(dst, card)
+    click.echo(json.dumps({"model": name, "active_channels": card["active_channels"], "kl_bits": kl}))
+
+
+@cli.command("models")
+@click.option("--json", "as_json", is_flag=True)
+def models_cmd(as_json):
+    """List the model zoo."""
+    from vlaecodec.zoo import list_models
+    rows = []
+    for c in list_models():
+        results = c.get("results", {})
+        rows.append({"name": c["name"], "beta": c.get("beta"), "data": c.get("data"),
+                     "window": c.get("window"), "parameters": c.get("parameters"), "results": results})
+    if as_json:
+        click.echo(json.dumps(rows))
+    else:
+        for r in rows:
+            click.echo(f"{r['name']:<20} beta={r['beta']} data={r['data']} params={r['parameters']}")
+
+
+def main():
+    cli()
+
+
+if __name__ == "__main__":
+    main()

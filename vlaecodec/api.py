@@ -1,0 +1,79 @@
+"""Python API: ``encode(image) -> bytes`` and ``decode(bytes) -> numpy array``.
+
+>>> import numpy as np, vlaecodec.api as api
+>>> img = np.random.default_rng(1).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+>>> data = api.encode(img)                        # the default model from models/
+>>> bool((api.decode(data) == img).all())
+True
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from .codec import Codec, CodingStats
+from .evaluate import pad_to_multiple
+from .fileformat import unpack_header
+from .model import LOG2
+from .zoo import DEFAULT_MODEL, load_model
+
+
+@lru_cache(maxsize=4)
+def load_codec(name: str = DEFAULT_MODEL) -> Codec:
+    """The codec of a zoo model (cached per process)."""
+    model, card = load_model(name)
+    return Codec(model, card["model_id"], active_channels=card.get("active_channels"))
+
+
+def encode(image: np.ndarray, model: str = DEFAULT_MODEL) -> bytes:
+    """Lossless .vlae bytes of a uint8 image [H,W], [H,W,1] or [H,W,3]."""
+    if isinstance(image, np.ndarray) and image.ndim == 2:
+        image = image[..., None]
+    return load_codec(model).encode(image)
+
+
+def encode_many(images: list[np.ndarray], model: str = DEFAULT_MODEL,
+                stats: CodingStats | None = None) -> bytes:
+    """One archive holding several images, chained on one ANS stack."""
+    return load_codec(model).encode_many([i[..., None] if i.ndim == 2 else i for i in images], stats)
+
+
+def _codec_for(data: bytes, model: str | None) -> Codec:
+    if model is not None:
+        return load_codec(model)
+    header, _ = unpack_header(data)
+    from .zoo import list_models
+    for card in list_models():
+        if card.get("sha256") == header.model_id:
+            return load_codec(card["name"])
+    from .errors import VlaeError
+    raise VlaeError(f"this file needs model {header.model_id[:16]}…, which is not in the zoo")
+
+
+def decode(data: bytes, model: str | None = None) -> np.ndarray:
+    """Pixels [H,W,C] of a single-image .vlae file (the model is found from the file's id)."""
+    return _codec_for(data, model).decode(data)
+
+
+def decode_many(data: bytes, model: str | None = None) -> list[np.ndarray]:
+    return _codec_for(data, model).decode_many(data)
+
+
+@torch.no_grad()
+def elbo_bpd(image: np.ndarray, model: str = DEFAULT_MODEL, samples: int = 4, seed: int = 0) -> float:
+    """The model's -ELBO for one image in bits per subpixel (float network, averaged over z samples)."""
+    codec = load_codec(model)
+    net = load_model(model)[0]
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].long()
+    if x.shape[1] < net.cfg.channels:
+        x = x.expand(-1, net.cfg.channels, -1, -1)
+    x, valid = pad_to_multiple(x)
+    torch.manual_seed(seed)
+    total = 0.0
+    for _ in range(samples):
+        out = net(x, valid=valid)
+        total += float(out["distortion"].sum() + out["rate"].sum())
+    del codec
+    return total / samples / (LOG2 * image.size)

@@ -1,0 +1,264 @@
+"""What the codec commands do with files: read images safely, write outputs atomically,
+never overwrite without --force, report one JSON object per input."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import VlaeError
+from .fileformat import MODE_NAMES, unpack_header
+
+STDIO = "-"
+
+
+# --- images in and out -------------------------------------------------------------------
+def read_image(path: str) -> np.ndarray:
+    """An 8-bit grey or RGB image as uint8 [H,W,C]; anything else is a clear VlaeError.
+
+    Palette images become RGB (or grey when the palette is grey): same pixels, no loss.
+    Stored pixels are coded as they are: EXIF orientation is not applied."""
+    if path != STDIO and Path(path).is_dir():
+        raise VlaeError(f"{path}: is a directory")
+    source = sys.stdin.buffer if path == STDIO else path
+    try:
+        with Image.open(source) as im:
+            if getattr(im, "n_frames", 1) > 1:
+                raise VlaeError(f"{path}: animated images are not supported")
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                raise VlaeError(f"{path}: {mode} images (16-bit or float) are not supported; 8-bit grey or RGB only")
+            if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
+                raise VlaeError(f"{path}: images with alpha are not supported yet; flatten to RGB first")
+            if mode not in ("L", "RGB", "1", "P"):
+                raise VlaeError(f"{path}: {mode} images are not supported; 8-bit grey or RGB only")
+            im.load()
+            if mode == "P":
+                rgb = np.asarray(im.convert("RGB"))
+                if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+                    return np.ascontiguousarray(rgb[..., :1])
+                return np.ascontiguousarray(rgb)
+            arr = np.asarray(im.convert("L") if mode == "1" else im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise VlaeError(f"{path}: no such file") from None
+        raise VlaeError(f"{path}: not a readable image ({type(e).__name__})") from None
+    if arr.size == 0:
+        raise VlaeError(f"{path}: image has no pixels")
+    return np.ascontiguousarray(arr[..., None] if arr.ndim == 2 else arr)
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def read_bytes(path: str) -> bytes:
+    if path == STDIO:
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    if p.is_dir():
+        raise VlaeError(f"{path}: is a directory")
+    if not p.exists():
+        raise VlaeError(f"{path}: no such file")
+    return p.read_bytes()
+
+
+def check_writable(path: str, force: bool) -> None:
+    """Refuse before any work: an existing output without --force, or a missing folder."""
+    if path == STDIO:
+        return
+    p = Path(path)
+    if p.exists() and not force:
+        raise VlaeError(f"{path}: exists (use --force to overwrite)")
+    if p.is_dir():
+        raise VlaeError(f"{path}: is a directory")
+    if not p.parent.exists():
+        raise VlaeError(f"{p.parent}: no such folder")
+    if not os.access(p.parent, os.W_OK):
+        raise VlaeError(f"{p.parent}: not writable")
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write to a temporary file beside the target, then rename: never a partial output."""
+    if path == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- encode ------------------------------------------------------------------------------
+def _output_for(inp: str, output: str | None, many: bool, suffix: str) -> str:
+    if output == STDIO or (output and not many):
+        return output
+    name = "stdin" if inp == STDIO else Path(inp).stem
+    folder = Path(output) if output else (Path(".") if inp == STDIO else Path(inp).parent)
+    return str(folder / f"{name}{suffix}")
+
+
+def _encode_one(args) -> dict:
+    inp, out, model_name, threads, with_elbo = args
+    import torch
+    from .api import elbo_bpd, load_codec
+    torch.set_num_threads(threads)
+    img = read_image(inp)
+    data = load_codec(model_name).encode(img)
+    write_atomic(out, data)
+    rec = {"input": inp, "output": out, "width": img.shape[1], "height": img.shape[0],
+           "channels": img.shape[2], "bytes": len(data), "bpd": len(data) * 8 / img.size}
+    if with_elbo:
+        rec["elbo_bpd"] = elbo_bpd(img, model_name)
+    return rec
+
+
+def _prepare_outputs(pairs, force):
+    for _, out in pairs:
+        check_writable(out, force)
+    if len({o for _, o in pairs}) != len(pairs):
+        raise VlaeError("several inputs would write the same output")
+
+
+def encode_command(inputs, output, archive, model_name, force, as_json, jobs, threads, with_elbo):
+    if archive or (len(inputs) > 1 and output and output.endswith(".vlae")):
+        return _encode_archive(inputs, output, model_name, force, as_json, threads)
+    many = len(inputs) > 1
+    if many and output and output != STDIO and not Path(output).is_dir():
+        raise VlaeError(f"{output}: several inputs need an existing output folder (or --archive)")
+    pairs = [(i, _output_for(i, output, many, ".vlae")) for i in inputs]
+    _prepare_outputs(pairs, force)
+    tasks = [(i, o, model_name, threads, with_elbo) for i, o in pairs]
+    _run(tasks, _encode_one, jobs, as_json)
+
+
+def _encode_archive(inputs, output, model_name, force, as_json, threads):
+    import torch
+    from .api import elbo_bpd, load_codec
+    if not output:
+        raise VlaeError("an archive needs -o OUT.vlae")
+    check_writable(output, force)
+    torch.set_num_threads(threads)
+    images = [read_image(i) for i in inputs]
+    data = load_codec(model_name).encode_many(images)
+    write_atomic(output, data)
+    dims = sum(i.size for i in images)
+    rec = {"output": output, "images": len(images), "bytes": len(data), "bpd": len(data) * 8 / dims}
+    if output != STDIO and as_json:
+        rec["elbo_bpd"] = sum(elbo_bpd(i, model_name) * i.size for i in images) / dims
+    _report(rec, as_json)
+
+
+def _report(rec: dict, as_json: bool) -> None:
+    stream = sys.stderr if rec.get("output") == STDIO and not as_json else sys.stdout
+    if rec.get("output") == STDIO and as_json:
+        stream = sys.stderr  # stdout carries the file itself
+    if as_json:
+        print(json.dumps(rec), file=stream, flush=True)
+    else:
+        line = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items())
+        print(line, file=stream, flush=True)
+
+
+def _run(tasks, fn, jobs, as_json):
+    failures = 0
+    if jobs > 1 and len(tasks) > 1:
+        import multiprocessing as mp
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(fn, t) for t in tasks]
+            for t, f in zip(tasks, futures):
+                failures += _collect(t[0], f.result, as_json)
+    else:
+        progress = _progress(len(tasks))
+        for t in tasks:
+            failures += _collect(t[0], lambda t=t: fn(t), as_json)
+            progress()
+    if failures:
+        raise VlaeError(f"{failures} of {len(tasks)} inputs failed")
+
+
+def _progress(total: int):
+    if total < 3 or not sys.stderr.isatty():
+        return lambda: None
+    from tqdm import tqdm
+    bar = tqdm(total=total, unit="img")
+    return lambda: bar.update(1)
+
+
+def _collect(name, result, as_json) -> int:
+    from .errors import describe
+    try:
+        _report(result(), as_json)
+        return 0
+    except Exception as e:  # noqa: BLE001 - one bad input must not stop the others
+        msg = describe(e)
+        print(f"vlaecodec: error: {msg if msg.startswith(str(name)) else f'{name}: {msg}'}", file=sys.stderr)
+        return 1
+
+
+# --- decode ------------------------------------------------------------------------------
+def _decode_one(args) -> dict:
+    inp, out, model_name, threads = args
+    import torch
+    from .api import decode_many
+    torch.set_num_threads(threads)
+    data = read_bytes(inp)
+    images = decode_many(data, None if model_name == "auto" else model_name)
+    if len(images) == 1:
+        write_atomic(out, png_bytes(images[0]))
+        return {"input": inp, "output": out, "width": images[0].shape[1], "height": images[0].shape[0]}
+    folder = Path(out).with_suffix("") if out != STDIO else None
+    if folder is None:
+        raise VlaeError("an archive decodes to a folder, not stdout")
+    folder.mkdir(exist_ok=True)
+    for k, img in enumerate(images):
+        write_atomic(str(folder / f"{k:05d}.png"), png_bytes(img))
+    return {"input": inp, "output": str(folder), "images": len(images)}
+
+
+def decode_command(inputs, output, model_name, force, jobs, threads):
+    many = len(inputs) > 1
+    if many and output and output != STDIO and not Path(output).is_dir():
+        raise VlaeError(f"{output}: several inputs need an existing output folder")
+    pairs = [(i, _output_for(i, output, many, ".png")) for i in inputs]
+    _prepare_outputs(pairs, force)
+    _run([(i, o, model_name, threads) for i, o in pairs], _decode_one, jobs, as_json=False)
+
+
+# --- info --------------------------------------------------------------------------------
+def info_command(files, as_json):
+    failures = 0
+    for f in files:
+        try:
+            data = read_bytes(f)
+            header, _ = unpack_header(data)
+            dims = sum(i.width * i.height * i.channels for i in header.images)
+            first = header.images[0]
+            rec = {"file": f, "width": first.width, "height": first.height, "channels": first.channels,
+                   "images": len(header.images), "mode": MODE_NAMES[header.mode],
+                   "model": header.model_id, "z_bits": header.z_bits, "bytes": len(data),
+                   "header_bytes": header.size, "bpd": len(data) * 8 / dims}
+            _report(rec, as_json)
+        except Exception as e:  # noqa: BLE001
+            from .errors import describe
+            print(f"vlaecodec: error: {f}: {describe(e)}", file=sys.stderr)
+            failures += 1
+    if failures:
+        sys.exit(1)

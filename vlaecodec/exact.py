@@ -1,0 +1,309 @@
+"""The VLAE networks in exact integer arithmetic, for coding.
+
+Why: the decoder must reproduce the encoder's probabilities bit for bit, but float32
+results change with batch shape and instruction set.  Here every weight and activation is
+an integer (fixed point, activations at scale 2**ACT_BITS), stored in float64.  Products
+and sums of integers stay exact in float64 while their magnitude is below 2**53, and each
+layer's weights are scaled so that the worst case cannot exceed it (activations are
+clamped to +-2**ACT_CLAMP_BITS, sum |w| <= 2**WEIGHT_SUM_BITS).  Exact sums do not depend
+on summation order, so the result is the same for any batch shape, thread count, BLAS or
+CPU: the encoder evaluates the whole image at once, the decoder pixel-wave by pixel-wave.
+
+Quantizing the float weights uses only exact operations (frexp, multiply by a power of
+two, round), and the tables below come from Python's ``decimal`` module, not from libm.
+
+>>> import torch
+>>> from vlaecodec.model import VLAE, VLAEConfig
+>>> net = ExactVLAE(VLAE(VLAEConfig(hidden=8, pixel_hidden=8, z_channels=2, res_blocks=1)))
+>>> x = torch.randint(0, 256, (1, 3, 8, 8))
+>>> mean, logscale = net.posterior(x)
+>>> bool((mean == mean.round()).all())
+True
+"""
+from __future__ import annotations
+
+import math
+from decimal import Decimal, getcontext
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import LOGSCALE_MAX, LOGSCALE_MIN, VLAE, window_offsets
+
+ACT_BITS = 12            # activations are integers at scale 2**12
+ACT_CLAMP_BITS = 22      # |activation| <= 2**22 (i.e. 1024.0)
+WEIGHT_SUM_BITS = 29     # sum_i |w_int| <= 2**29, so |acc| <= 2**51 < 2**53
+MAX_WEIGHT_BITS = 24
+DT = torch.float64
+
+
+def _floor_shift(acc: torch.Tensor, shift: int) -> torch.Tensor:
+    """floor(acc / 2**shift), exact for integer-valued float64."""
+    return torch.floor(acc * (2.0 ** -shift)) if shift else acc
+
+
+def _clamp(a: torch.Tensor) -> torch.Tensor:
+    lim = float(2 ** ACT_CLAMP_BITS)
+    return a.clamp(-lim, lim)
+
+
+def _weight_exponent(w: torch.Tensor) -> int:
+    """Largest power-of-two scale with fan_in * max|w| * 2**s <= 2**WEIGHT_SUM_BITS (exact: frexp)."""
+    fan_in = w[0].numel()
+    peak = float(w.abs().max())
+    if peak == 0.0:
+        return MAX_WEIGHT_BITS
+    _, e_w = math.frexp(peak)                  # peak < 2**e_w
+    e_f = max(fan_in - 1, 1).bit_length()      # fan_in <= 2**e_f
+    return min(MAX_WEIGHT_BITS, WEIGHT_SUM_BITS - e_w - e_f)
+
+
+class QLinear:
+    """A convolution (or 1x1 layer) with integer weights: out = floor(W.x + b) at scale 2**out_bits."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, in_bits: int,
+                 out_bits: int = ACT_BITS, in_scale: float = 1.0, stride: int = 1, padding=0):
+        w = weight.detach().double() * in_scale
+        self.w_bits = _weight_exponent(w)
+        self.shift = self.w_bits + in_bits - out_bits
+        assert self.shift >= 0, "weights too large for the fixed-point format"
+        self.weight = torch.round(w * 2.0 ** self.w_bits)
+        b = torch.zeros(w.shape[0], dtype=DT) if bias is None else bias.detach().double()
+        self.bias = torch.round(b * 2.0 ** (self.w_bits + in_bits))
+        self.stride, self.padding = stride, padding
+        self.matrix = self.weight.reshape(self.weight.shape[0], -1).t().contiguous()  # for 1x1 use
+
+    def conv(self, a: torch.Tensor) -> torch.Tensor:
+        acc = F.conv2d(a, self.weight, self.bias, stride=self.stride, padding=self.padding)
+        return _clamp(_floor_shift(acc, self.shift))
+
+    def rows(self, a: torch.Tensor, matrix: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer applied to rows of features [n, fan_in] (a 1x1 conv, or a gathered window
+        with its own column order in ``matrix``)."""
+        m = self.matrix if matrix is None else matrix
+        return _clamp(_floor_shift(torch.addmm(self.bias, a, m), self.shift))
+
+
+def _q(conv: torch.nn.Conv2d, in_bits: int = ACT_BITS, **kw) -> QLinear:
+    return QLinear(conv.weight, conv.bias, in_bits, stride=conv.stride[0], padding=conv.padding[0], **kw)
+
+
+def _qres(block) -> tuple[QLinear, QLinear]:
+    return _q(block.conv1), _q(block.conv2)
+
+
+def _res(a, pair):
+    c1, c2 = pair
+    return a + c2.conv(torch.relu(c1.conv(torch.relu(a))))
+
+
+def pixels_to_input(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Integer pixels -> the integer network input u = 2x - (levels-1) (0 means 'outside')."""
+    return (2 * x.to(DT)) - (levels - 1)
+
+
+class ExactVLAE:
+    """Integer-exact evaluation of a trained :class:`VLAE` (normal prior, any decoder kind but
+    ``full``).  Pixel tables come from :meth:`pixel_logits_rows`, which works on any set of
+    pixels whose window is known."""
+
+    def __init__(self, model: VLAE):
+        cfg = model.cfg
+        if cfg.decoder == "full" or cfg.prior != "normal":
+            raise ValueError("exact coding supports local/factorized decoders with the normal prior")
+        self.cfg = cfg
+        in_scale = 1.0 / (cfg.levels - 1)  # normalize(x) = u / (levels-1)
+        enc, zd, heads = model.encoder, model.zdecoder, model.heads
+        self.e_inp = _q(enc.inp, in_bits=0, in_scale=in_scale)
+        self.e_down1, self.e_down2 = _q(enc.down1), _q(enc.down2)
+        self.e_blocks = [_qres(b) for b in enc.blocks]
+        self.e_out = _q(enc.out)
+        self.z_inp = _q(zd.inp)
+        self.z_blocks = [_qres(b) for b in zd.blocks]
+        self.z_up1, self.z_up2 = _q(zd.up1), _q(zd.up2)
+        self.local = cfg.decoder == "local"
+        if self.local:
+            wc = model.context
+            w = (wc.conv.weight * wc.mask).detach()
+            self.window = QLinear(w, wc.conv.bias, 0, in_scale=in_scale)
+            self.left, self.right, self.up = wc.left, wc.right, wc.up
+            # the same weights as a matrix over gathered window pixels, ordered (offset, channel)
+            offs = window_offsets(cfg.window)
+            cols = [self.window.weight[:, :, self.up + dy, self.left + dx] for dy, dx in offs]
+            self.window_matrix = torch.stack(cols, dim=1).reshape(w.shape[0], -1).t().contiguous()
+            self.offsets = offs
+        self.trunk = [(_q(b[1]), _q(b[3])) for b in heads.trunk]
+        self.embed = [torch.round(e.weight.detach().double() * 2 ** ACT_BITS) for e in heads.embed]
+        self.hidden = [_q(h) for h in heads.hidden]
+        self.out = [_q(o) for o in heads.out]
+        self.embed_index = heads.embed_index
+        self.logistic = cfg.likelihood == "logistic"
+
+    # --- encoder and z-decoder (whole images) ----------------------------------------------
+    @torch.no_grad()
+    def posterior(self, x: torch.Tensor):
+        """Integer (mean, logscale) at scale 2**ACT_BITS for integer images x [B,C,H,W], H,W % 4 == 0."""
+        a = torch.relu(self.e_inp.conv(pixels_to_input(x, self.cfg.levels)))
+        a = torch.relu(self.e_down1.conv(a))
+        a = self.e_down2.conv(a)
+        for pair in self.e_blocks:
+            a = _res(a, pair)
+        mean, logscale = self.e_out.conv(torch.relu(a)).chunk(2, dim=1)
+        lo, hi = LOGSCALE_MIN * 2 ** ACT_BITS, LOGSCALE_MAX * 2 ** ACT_BITS
+        return mean, logscale.clamp(lo, hi)
+
+    @torch.no_grad()
+    def z_features(self, z_int: torch.Tensor) -> torch.Tensor:
+        """Per-pixel conditioning [B, ph, H, W] from integer latents at scale 2**ACT_BITS."""
+        a = self.z_inp.conv(z_int.to(DT))
+        for pair in self.z_blocks:
+            a = _res(a, pair)
+        a = F.interpolate(torch.relu(a), scale_factor=2, mode="nearest")
+        a = self.z_up2.conv(torch.relu(self.z_up1.conv(a)))
+        return F.interpolate(a, scale_factor=2, mode="nearest")
+
+    @torch.no_grad()
+    def context(self, x: torch.Tensor, zfeat: torch.Tensor) -> torch.Tensor:
+        """Window features plus z features for every pixel of a fully known image."""
+        if not self.local:
+            return zfeat
+        u = F.pad(pixels_to_input(x, self.cfg.levels), (self.left, self.right, self.up, 0))
+        return self.window.conv(u) + zfeat
+
+    def context_rows(self, u_pad: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
+                     zfeat_rows: torch.Tensor) -> torch.Tensor:
+        """The same features for chosen pixels, gathering their windows from the padded input
+        u_pad [C, H+up, W+left+right] (one image)."""
+        if not self.local:
+            return zfeat_rows
+        cols = [u_pad[:, ys + self.up + dy, xs + self.left + dx].t() for dy, dx in self.offsets]
+        return self.window.rows(torch.cat(cols, dim=1), self.window_matrix) + zfeat_rows
+
+    # --- per-pixel layers ------------------------------------------------------------------
+    def trunk_rows(self, ctx: torch.Tensor) -> torch.Tensor:
+        for c1, c2 in self.trunk:
+            ctx = ctx + c2.rows(torch.relu(c1.rows(torch.relu(ctx))))
+        return ctx
+
+    def head_rows(self, c: int, t: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+        """Integer head output [n, P] of channel c; prev [n, c] holds the pixel's earlier channels."""
+        u = t
+        if self.embed:
+            for p in range(c):
+                u = u + self.embed[self.embed_index(c, p)][prev[:, p]]
+        return self.out[c].rows(torch.relu(self.hidden[c].rows(torch.relu(u))))
+
+    def probabilities(self, c: int, t: torch.Tensor, prev: torch.Tensor | None) -> np.ndarray:
+        """Probability rows [n, levels] of channel c, identical wherever computed."""
+        params = self.head_rows(c, t, prev)
+        if not self.logistic:
+            return logits_to_probabilities(params)
+        prev_u = None if prev is None or not self.embed else (2 * prev[:, :c] - (self.cfg.levels - 1))
+        return logistic_probabilities(params, prev_u, c, self.cfg.mixtures, self.cfg.levels)
+
+
+# --- integer probability tables ------------------------------------------------------------
+EXP_STEP_BITS = 8        # the exp table has 256 entries per nat
+EXP_RANGE_NATS = 40
+PROB_BITS = 30
+
+
+@lru_cache(maxsize=1)
+def exp_table() -> np.ndarray:
+    """round(2**30 * exp(-k/256)) for k = 0 .. 40*256, from ``decimal`` (no libm)."""
+    getcontext().prec = 40
+    step = (Decimal(-1) / Decimal(2 ** EXP_STEP_BITS)).exp()
+    out, v = [], Decimal(2 ** PROB_BITS)
+    for _ in range(EXP_RANGE_NATS * 2 ** EXP_STEP_BITS + 1):
+        out.append(int(v.to_integral_value()))
+        v *= step
+    return np.array(out, dtype=np.int64)
+
+
+def logits_to_probabilities(logits: torch.Tensor) -> np.ndarray:
+    """Integer logits [n, L] (scale 2**ACT_BITS) -> float64 probability rows for constriction.
+
+    softmax through an integer exp table: weights are integers, and the float64 division by
+    their (exact integer) sum is correctly rounded, hence identical on every machine."""
+    lg = logits.numpy().astype(np.int64)
+    d = (lg.max(axis=1, keepdims=True) - lg) >> (ACT_BITS - EXP_STEP_BITS)
+    table = exp_table()
+    w = table[np.minimum(d, len(table) - 1)]
+    return w / w.sum(axis=1, keepdims=True, dtype=np.int64)
+
+
+# --- discretized logistic mixture in integers ------------------------------------------------
+SIGMOID_GRID_BITS = 7    # sigmoid tabulated every 1/128 ...
+SIGMOID_RANGE = 20       # ... on [-20, 20]
+SIGMOID_BITS = 28
+MIX_WEIGHT_SHIFT = 8     # mixture weights at 2**22, so sum_k w_k * mass_k < 2**53
+LOGISTIC_GRID_BITS = 8   # log scale rounded to 1/256 for the 1/s table
+
+
+@lru_cache(maxsize=1)
+def sigmoid_table() -> np.ndarray:
+    """round(2**28 * sigmoid(j/128)) for j = -2560 .. 2560, from ``decimal``."""
+    getcontext().prec = 40
+    n = SIGMOID_RANGE << SIGMOID_GRID_BITS
+    one = Decimal(1)
+    out = [int((Decimal(1 << SIGMOID_BITS) / (one + (Decimal(-j) / (1 << SIGMOID_GRID_BITS)).exp()))
+               .to_integral_value()) for j in range(-n, n + 1)]
+    return np.array(out, dtype=np.int64)
+
+
+@lru_cache(maxsize=1)
+def logistic_inv_scale_table() -> np.ndarray:
+    """round(2**12 * exp(-s/256)) over the clamped log-scale range, from ``decimal``."""
+    from .model import LOGISTIC_LOGSCALE_MAX, LOGISTIC_LOGSCALE_MIN
+    getcontext().prec = 40
+    g = 1 << LOGISTIC_GRID_BITS
+    lo, hi = int(LOGISTIC_LOGSCALE_MIN * g), int(LOGISTIC_LOGSCALE_MAX * g)
+    return np.array([int(((Decimal(-s) / g).exp() * (1 << ACT_BITS)).to_integral_value())
+                     for s in range(lo, hi + 1)], dtype=np.int64)
+
+
+@lru_cache(maxsize=4)
+def upper_edges(levels: int) -> np.ndarray:
+    """Upper bin edges of values 0..levels-2 on [-1, 1] at scale 2**12, rounded to nearest (integers only)."""
+    num = np.array([(2 * v - (levels - 2)) << ACT_BITS for v in range(levels - 1)], dtype=np.int64)
+    return (2 * num + (levels - 1)) // (2 * (levels - 1))
+
+
+def logistic_probabilities(params: torch.Tensor, prev_u: torch.Tensor | None, c: int, K: int,
+                           levels: int) -> np.ndarray:
+    """Probability rows [n, levels] of a discretized logistic mixture from integer head outputs.
+
+    params [n, K*(3+c)]: weight logits, means and log scales at scale 2**12, then one mean
+    coefficient per earlier channel; prev_u [n, c] are those channels as u = 2x - (levels-1)."""
+    from .model import LOGISTIC_LOGSCALE_MAX, LOGISTIC_LOGSCALE_MIN
+    p = params.numpy().astype(np.int64)
+    logit_w, mean, logscale = p[:, :K], p[:, K:2 * K], p[:, 2 * K:3 * K]
+    if prev_u is not None:
+        u = prev_u.numpy().astype(np.int64)
+        for q in range(c):
+            coef = p[:, (3 + q) * K:(4 + q) * K]
+            mean = mean + (coef * u[:, q:q + 1]) // (levels - 1)  # coef * x_q, x_q = u/(levels-1)
+    g = 1 << LOGISTIC_GRID_BITS
+    lo, hi = int(LOGISTIC_LOGSCALE_MIN * g), int(LOGISTIC_LOGSCALE_MAX * g)
+    half = 1 << (ACT_BITS - LOGISTIC_GRID_BITS - 1)
+    ls = np.clip((logscale + half) >> (ACT_BITS - LOGISTIC_GRID_BITS), lo, hi)  # nearest grid point
+    inv_s = logistic_inv_scale_table()[ls - lo]                                  # n,K
+    t = (upper_edges(levels)[None, None, :] - mean[:, :, None]) * inv_s[:, :, None]  # n,K,L-1 at 2**24
+    # sigmoid by linear interpolation in the table, in integers
+    step_bits = 2 * ACT_BITS - SIGMOID_GRID_BITS
+    n_grid = SIGMOID_RANGE << SIGMOID_GRID_BITS
+    t = np.clip(t, -n_grid << step_bits, (n_grid << step_bits) - 1)
+    j, frac = (t >> step_bits) + n_grid, t & ((1 << step_bits) - 1)
+    table = sigmoid_table()
+    lo_v = table[j]
+    cdf = lo_v + (((table[j + 1] - lo_v) * frac) >> step_bits)
+    n = len(p)
+    full = np.concatenate([np.zeros((n, K, 1), np.int64), cdf, np.full((n, K, 1), 1 << SIGMOID_BITS, np.int64)], 2)
+    mass = np.diff(full, axis=2)                                                 # n,K,L
+    d = (logit_w.max(axis=1, keepdims=True) - logit_w + (1 << (ACT_BITS - EXP_STEP_BITS - 1))) >> (ACT_BITS - EXP_STEP_BITS)
+    etable = exp_table()
+    w = etable[np.minimum(d, len(etable) - 1)] >> MIX_WEIGHT_SHIFT              # n,K
+    total = np.einsum("nk,nkl->nl", w, mass)
+    return total / total.sum(axis=1, keepdims=True, dtype=np.int64)

@@ -1,0 +1,264 @@
+"""Training: deterministic batches, checkpoints that resume exactly, torchrun-ready.
+
+Batches are a pure function of (seed, step, rank), so a run killed at any point and resumed
+from its last checkpoint continues exactly as if it had never stopped.  The checkpoint
+(``checkpoint.safetensors``) holds the model, the Adam state and the RNG state as tensors
+and everything else as JSON metadata: no pickle.  Multi-GPU / multi-node goes through
+``torchrun`` and ``DistributedDataParallel``; nothing here is specific to it beyond
+reading the rank.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from . import data as D
+from .model import LOG2, VLAE, VLAEConfig, count_parameters
+from .zoo import save_model, torch_device
+
+
+@dataclass
+class TrainSettings:
+    data: str = "cifar10"          # cifar10 | cifar10+photos | photos | bmnist | mnist | omniglot | folder path
+    photo_frac: float = 0.5        # share of photo crops in a batch for cifar10+photos
+    grey_frac: float = 0.0         # share of images turned grey (R=G=B) so one model codes both
+    crop: int = 32
+    beta: float = 1.0
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 200
+    steps: int = 10000             # length of the cosine schedule
+    seed: int = 0
+    ckpt_minutes: float = 5.0
+    minutes: float = 0.0           # stop this invocation after this many minutes (0: no limit)
+    bf16: bool = False
+    limit: int = 0                 # use only the first N training images (0: all)
+    val_every: int = 500
+    cifar_parts: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+
+
+class BatchSource:
+    """Training images; ``batch(step, rank)`` is deterministic."""
+
+    def __init__(self, s: TrainSettings, channels: int):
+        self.s, self.channels = s, channels
+        self.binary = s.data in ("bmnist", "omniglot")
+        self.fixed, self.photos = None, None
+        name = s.data
+        if name.startswith("cifar10"):
+            self.fixed = D.load_cifar10("train", s.limit or None, parts=s.cifar_parts)
+        elif name in ("mnist", "bmnist"):
+            self.fixed = D.load_mnist("train", s.limit or None)
+        elif name == "omniglot":
+            self.fixed = D.load_omniglot("background_small", s.limit or None)
+        if name.endswith("photos"):
+            self.photos = D.load_photos()
+        elif Path(name).is_dir():
+            self.photos = D.load_folder(name)
+        if self.fixed is None and self.photos is None:
+            raise ValueError(f"unknown training data {name!r}")
+        # hold out a few training images to watch the validation bpd (never the test set)
+        if self.fixed is not None:  # a fixed random slice (the data are grouped by class)
+            perm = np.random.default_rng(12345).permutation(len(self.fixed))
+            self.val = self.fixed[perm[:256]]
+            self.fixed = self.fixed[np.sort(perm[256:])]
+        else:
+            self.val = D.random_crops(self.photos, 256, s.crop, np.random.default_rng(12345))
+
+    def batch(self, step: int, rank: int, size: int) -> np.ndarray:
+        rng = np.random.default_rng([self.s.seed, step, rank])
+        n_photo = 0 if self.photos is None else (size if self.fixed is None else int(round(size * self.s.photo_frac)))
+        parts = []
+        if size - n_photo:
+            parts.append(self.fixed[rng.integers(0, len(self.fixed), size - n_photo)])
+        if n_photo:
+            parts.append(D.random_crops(self.photos, n_photo, self.s.crop, rng))
+        x = np.concatenate(parts)
+        if not self.binary and x.shape[-1] == 3:
+            flip = rng.random(len(x)) < 0.5
+            x[flip] = x[flip, :, ::-1]
+            if self.s.grey_frac > 0:
+                grey = rng.random(len(x)) < self.s.grey_frac
+                y = (x[grey].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round()
+                x[grey] = np.repeat(y.clip(0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+        if self.binary:
+            x = (rng.random(x.shape) < x / 255.0).astype(np.uint8)  # dynamic binarization
+        return x
+
+    def validation(self) -> np.ndarray:
+        x = self.val
+        return D.binarize_static(x) if self.binary else x
+
+
+def to_tensor(x: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).long().to(device)
+
+
+def lr_at(s: TrainSettings, step: int) -> float:
+    warm = min(1.0, (step + 1) / max(1, s.warmup))
+    progress = min(1.0, step / max(1, s.steps))
+    return s.lr * warm * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+# --- checkpoints: safetensors + JSON metadata ------------------------------------------
+def save_checkpoint(path: Path, model: VLAE, opt: torch.optim.Optimizer, meta: dict) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for i, p in enumerate(model.parameters()):
+        st = opt.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in st:
+                tensors[f"opt.{i}.{key}"] = st[key].detach().cpu().contiguous()
+        if "step" in st:
+            tensors[f"opt.{i}.step"] = torch.as_tensor(st["step"]).float().reshape(1).cpu()
+    tensors["rng.torch"] = torch.get_rng_state()
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
+    tmp.replace(path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+
+
+def load_checkpoint(path: Path, model: VLAE, opt: torch.optim.Optimizer) -> dict:
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+    tensors = load_file(str(path))
+    dev = next(model.parameters()).device
+    model.load_state_dict({k[6:]: v.to(dev) for k, v in tensors.items() if k.startswith("model.")})
+    for i, p in enumerate(model.parameters()):
+        if f"opt.{i}.exp_avg" in tensors:
+            opt.state[p] = {
+                "step": tensors[f"opt.{i}.step"].reshape(()),
+                "exp_avg": tensors[f"opt.{i}.exp_avg"].to(dev),
+                "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"].to(dev),
+            }
+    torch.set_rng_state(tensors["rng.torch"])
+    return meta
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return f"CPU {platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+@torch.no_grad()
+def validate(model: VLAE, x: np.ndarray, device, beta: float) -> dict:
+    model.eval()
+    out = {"bpd": 0.0, "d": 0.0, "r": 0.0}
+    n = 0
+    for i in range(0, len(x), 128):
+        xb = to_tensor(x[i:i + 128], device)
+        o = model(xb, beta, sample=True)
+        dims = o["dims"] * LOG2
+        out["bpd"] += o["bpd"].sum().item()
+        out["d"] += (o["distortion"] / dims).sum().item()
+        out["r"] += (o["rate"] / dims).sum().item()
+        n += len(xb)
+    model.train()
+    return {k: v / n for k, v in out.items()}
+
+
+def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False,
+          model_card: dict | None = None, device: str | None = None) -> dict:
+    """Train (or continue training) into ``run_dir``; returns the final metadata."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    dev = torch_device(device)
+    if distributed:
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(dev)
+    else:
+        rank, world = 0, 1
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = run_dir / "checkpoint.safetensors"
+    torch.manual_seed(s.seed)
+    model = VLAE(cfg).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=s.lr)
+    meta = {"step": 0, "train_seconds": 0.0, "segments": []}
+    if resume and ckpt.exists():
+        meta = load_checkpoint(ckpt, model, opt)
+        if rank == 0:
+            print(f"resumed from {ckpt} at step {meta['step']}", file=sys.stderr)
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    source = BatchSource(s, cfg.channels)
+    per_rank = s.batch_size // world
+    segment = {"command": shlex.join(sys.argv), "hardware": hardware(), "world_size": world,
+               "start_step": meta["step"], "seconds": 0.0}
+    meta["segments"].append(segment)
+    meta.update(config=cfg.to_dict(), settings=s.__dict__)
+    start = time.time()
+    last_ckpt = start
+    step = meta["step"]
+    log = (run_dir / "log.jsonl").open("a") if rank == 0 else None
+
+    def checkpoint():
+        seg_time = time.time() - start
+        segment["seconds"] = round(seg_time, 1)
+        segment["end_step"] = step
+        meta["step"] = step
+        total = sum(sg["seconds"] for sg in meta["segments"])
+        meta["train_seconds"] = round(total, 1)
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(ckpt, model, opt, meta)
+            card = dict(model_card or {})
+            card.update(beta=s.beta, data=s.data, steps=step, train_seconds=meta["train_seconds"],
+                        training_segments=meta["segments"], parameters=count_parameters(model),
+                        latent_shape=f"{cfg.z_channels} x H/4 x W/4", window=cfg.window,
+                        decoder=cfg.decoder, prior=cfg.prior, settings=s.__dict__)
+            save_model(model, run_dir / "model.safetensors", card)
+
+    model.train()
+    bar = tqdm(total=s.steps, initial=step, disable=rank != 0, dynamic_ncols=True, mininterval=2)
+    ema = None
+    while step < s.steps:
+        if s.minutes and time.time() - start > s.minutes * 60:
+            break
+        for g in opt.param_groups:
+            g["lr"] = lr_at(s, step)
+        x = to_tensor(source.batch(step, rank, per_rank), dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s.bf16 or dev.type == "cuda"):
+            out = net(x, s.beta)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+        opt.step()
+        step += 1
+        bpd = out["bpd"].mean().item()
+        ema = bpd if ema is None else 0.98 * ema + 0.02 * bpd
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{out['loss'].item():.3f}", bpd=f"{ema:.3f}",
+                            rate=f"{(out['rate'] / out['dims']).mean().item() / LOG2:.3f}")
+        if rank == 0 and (step % s.val_every == 0 or step == s.steps):
+            v = validate(model, source.validation(), dev, s.beta)
+            rec = {"step": step, "train_bpd": ema, "val_bpd": v["bpd"], "val_d": v["d"], "val_r": v["r"],
+                   "lr": lr_at(s, step), "seconds": round(time.time() - start, 1)}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.write(json.dumps(rec))
+        if time.time() - last_ckpt > s.ckpt_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+    checkpoint()
+    bar.close()
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return meta
