@@ -56,6 +56,7 @@ def cli():
 @click.option("--steps", type=int, help="Length of the learning-rate schedule (total steps).")
 @click.option("--minutes", type=float, help="Stop this invocation after this many minutes.")
 @click.option("--ckpt-minutes", type=float, help="Checkpoint every this many minutes.")
+@click.option("--stop-after", type=int, help="Stop this invocation after this many steps.")
 @click.option("--photo-frac", type=float)
 @click.option("--grey-frac", type=float)
 @click.option("--limit", type=int, help="Use only the first N training images.")

@@ -46,10 +46,10 @@ def _codec_for(data: bytes, model: str | None) -> Codec:
     header, _ = unpack_header(data)
     from .zoo import list_models
     for card in list_models():
-        if card.get("sha256") == header.model_id:
+        if card.get("sha256", "").startswith(header.model_id):
             return load_codec(card["name"])
     from .errors import VlaeError
-    raise VlaeError(f"this file needs model {header.model_id[:16]}…, which is not in the zoo")
+    raise VlaeError(f"this file needs model {header.model_id}, which is not in the zoo")
 
 
 def decode(data: bytes, model: str | None = None) -> np.ndarray:

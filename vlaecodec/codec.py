@@ -6,9 +6,11 @@ One image, as the decoder sees it (the encoder does the inverse, in reverse orde
     x     = pop(local PixelCNN tables given z), wave by wave     # p(x|z)
     push(z, posterior tables q(z|x))                             # give back the borrowed bits
 
-Images of an archive are chained on one ANS stack: the bits that image i borrows when the
-encoder pops its z are the compressed bits of images i+1.. .  The last image has nothing to
-borrow from, so its z is the posterior's mode bin, sent at the prior's cost.
+Each image is cut into bands of rows, each with its own z (the pixel window still reaches
+across band borders).  Bands and images are chained on one ANS stack: the bits that a band
+borrows when the encoder pops its z are the compressed bits of everything decoded after it.
+The very last band has nothing to borrow from, so its z is the posterior's mode bin, sent at
+the prior's cost; it is kept small (``tail`` rows).
 
 >>> import numpy as np
 >>> from vlaecodec.model import VLAE, VLAEConfig
@@ -30,16 +32,22 @@ import torch.nn.functional as F
 
 from .errors import VlaeError
 from .exact import ExactVLAE, pixels_to_input
-from .fileformat import Header, ImageInfo, max_pixels, pack, unpack
+from .fileformat import MODEL_ID_BYTES, Header, ImageInfo, max_pixels, pack, unpack
 from .latents import Latents
 from .model import VLAE
 
 DEFAULT_Z_BITS = 8
+DEFAULT_BAND = 64   # rows per band: each band has its own z, chained by bits-back
+DEFAULT_TAIL = 8    # rows of the last band, the only one with nothing to borrow from
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 
 
-def pixel_digest(img: np.ndarray) -> bytes:
-    return hashlib.sha256(np.ascontiguousarray(img, dtype=np.uint8).tobytes()).digest()[:8]
+def pixel_digest(images: list[np.ndarray]) -> bytes:
+    """SHA-256 prefix of all pixels, image after image: checked after every decode."""
+    h = hashlib.sha256()
+    for img in images:
+        h.update(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
+    return h.digest()[:8]
 
 
 def wavefront(height: int, width: int, lag: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -53,6 +61,23 @@ def wavefront(height: int, width: int, lag: int) -> list[tuple[torch.Tensor, tor
         ys = torch.arange(y0, min(height - 1, t // lag) + 1)
         steps.append((ys, t - lag * ys))
     return steps
+
+
+def band_rows(height: int, band: int, tail: int) -> list[tuple[int, int]]:
+    """Row ranges of the bands of an image, top to bottom.
+
+    The bottom band (decoded last, encoded first) has no bits below it to borrow, so its z
+    costs the full prior price: it is kept to ``tail`` rows.  Every other band borrows from
+    the bands below it.
+
+    >>> band_rows(32, 64, 8), band_rows(150, 64, 8), band_rows(32, 64, 0)
+    ([(0, 24), (24, 32)], [(0, 64), (64, 128), (128, 140), (140, 150)], [(0, 32)])
+    """
+    if height <= tail + 4 or tail <= 0:
+        body = height  # no tail: bands of `band` rows all the way
+        return [(s, min(s + band, body)) for s in range(0, body, band)]
+    body = ((height - tail) // 4) * 4
+    return [(s, min(s + band, body)) for s in range(0, body, band)] + [(body, height)]
 
 
 def _to_chw(img: np.ndarray) -> torch.Tensor:
@@ -79,7 +104,8 @@ class Codec:
     """Encoder/decoder for one model.  ``model_id`` is written to and checked in every file."""
 
     def __init__(self, model: VLAE, model_id: str, z_bits: int = DEFAULT_Z_BITS,
-                 active_channels: list[int] | None = None):
+                 active_channels: list[int] | None = None, band: int = DEFAULT_BAND,
+                 tail: int = DEFAULT_TAIL):
         self.net = ExactVLAE(model)
         self.cfg = model.cfg
         self.model_id = model_id
@@ -87,6 +113,7 @@ class Codec:
         zc = self.cfg.z_channels
         self.active = list(range(zc)) if active_channels is None else sorted(active_channels)
         self.lag = (self.net.right + 1) if self.net.local else None
+        self.band, self.tail = band, tail
 
     # --- pieces shared by encoder and decoder ---------------------------------------------
     def _rgb(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,13 +138,15 @@ class Codec:
         return wavefront(H, W, self.lag)
 
     # --- pixels -------------------------------------------------------------------------
-    def _push_pixels(self, coder, x: torch.Tensor, zfeat: torch.Tensor, chunk: int = 16384) -> None:
-        """Push all pixels of x [C,H,W] so that :meth:`_pop_pixels` pops them wave by wave."""
-        C, H, W = x.shape
-        ctx = self.net.context(x[None], zfeat[None, :, :H, :W])[0]
-        steps = self._schedule(H, W)
+    def _push_pixels(self, coder, x: torch.Tensor, window_feat: torch.Tensor, zfeat: torch.Tensor,
+                     rows: tuple[int, int], chunk: int = 8192) -> None:
+        """Push the pixels of rows [r0, r1) of x [C,H,W] so that :meth:`_pop_pixels` pops them
+        wave by wave.  ``window_feat`` holds the window features of the whole image."""
+        C, _, W = x.shape
+        r0, r1 = rows
+        ctx = zfeat[:, :r1 - r0, :W] if window_feat is None else window_feat[:, r0:r1] + zfeat[:, :r1 - r0, :W]
         groups, cur, size = [], [], 0
-        for st in steps:  # group waves into chunks of about `chunk` pixels
+        for st in self._schedule(r1 - r0, W):  # group waves into chunks of about `chunk` pixels
             cur.append(st)
             size += len(st[0])
             if size >= chunk:
@@ -130,7 +159,7 @@ class Codec:
             xs = torch.cat([g[1] for g in group])
             n = len(ys)
             t = self.net.trunk_rows(ctx[:, ys, xs].t().contiguous())
-            prev = x[:, ys, xs].t().contiguous()
+            prev = x[:, ys + r0, xs].t().contiguous()
             probs = np.concatenate([self.net.probabilities(c, t, prev) for c in range(C)])
             symbols = np.concatenate([prev[:, c].numpy() for c in range(C)]).astype(np.int32)
             # decoder order: wave by wave, and inside a wave channel by channel
@@ -143,58 +172,71 @@ class Codec:
             order = np.concatenate(order)
             coder.encode_reverse(symbols[order], CATEGORICAL, probs[order])
 
-    def _pop_pixels(self, coder, zfeat: torch.Tensor, C: int, H: int, W: int) -> torch.Tensor:
+    def _pop_pixels(self, coder, x: torch.Tensor, u_pad: torch.Tensor, zfeat: torch.Tensor,
+                    rows: tuple[int, int]) -> None:
+        """Pop rows [r0, r1) into x [C,H,W] (and its padded network input u_pad)."""
         net = self.net
-        x = torch.zeros(C, H, W, dtype=torch.long)
-        pad = (net.up, net.left + net.right) if net.local else (0, 0)
-        u_pad = torch.zeros(C, H + pad[0], W + pad[1], dtype=torch.float64)
-        zf = zfeat[:, :H, :W]
-        for ys, xs in self._schedule(H, W):
-            ctx = net.context_rows(u_pad, ys, xs, zf[:, ys, xs].t())
+        C, _, W = x.shape
+        r0, r1 = rows
+        zf = zfeat[:, :r1 - r0, :W]
+        for ys, xs in self._schedule(r1 - r0, W):
+            ctx = net.context_rows(u_pad, ys + r0, xs, zf[:, ys, xs].t())
             t = net.trunk_rows(ctx)
             prev = torch.zeros(len(ys), C, dtype=torch.long)
             for c in range(C):
-                probs = net.probabilities(c, t, prev)
-                sym = torch.from_numpy(coder.decode(CATEGORICAL, probs).astype(np.int64))
+                sym = torch.from_numpy(coder.decode(CATEGORICAL, net.probabilities(c, t, prev)).astype(np.int64))
                 prev[:, c] = sym
-                x[c, ys, xs] = sym
+                x[c, ys + r0, xs] = sym
                 if net.local:
-                    u_pad[c, ys + net.up, xs + net.left] = pixels_to_input(sym, self.cfg.levels)
-        return x
+                    u_pad[c, ys + r0 + net.up, xs + net.left] = pixels_to_input(sym, self.cfg.levels)
 
-    # --- one image ----------------------------------------------------------------------
-    def _encode_one(self, coder, img: np.ndarray, borrow: bool, stats: CodingStats) -> None:
-        x = self._rgb(_to_chw(img))
-        H, W = x.shape[1:]
-        grid = (-(-H // 4), -(-W // 4))
-        mean, logscale = self._posterior_rows(x)
-        uniform = constriction.stream.model.Uniform(self.latents.K)
+    # --- one band of one image: the unit of bits-back ----------------------------------
+    def _encode_band(self, coder, x, window_feat, rows, borrow: bool, stats: CodingStats) -> None:
+        band = x[:, rows[0]:rows[1]]
+        grid = (-(-band.shape[1] // 4), -(-band.shape[2] // 4))
+        mean, logscale = self._posterior_rows(band)
         if borrow:  # bits-back: z is a sample from q(z|x) read off the stack
-            q = self.latents.posterior_probabilities(mean, logscale)
             before = coder.num_bits()
-            bins = coder.decode(CATEGORICAL, q).astype(np.int32)
+            bins = coder.decode(CATEGORICAL, self.latents.posterior_probabilities(mean, logscale)).astype(np.int32)
             stats.bits_back += before - coder.num_bits()
-        else:
+        else:  # nothing below to borrow from: the posterior's mode bin, at the prior's cost
             bins = self.latents.mode_bins(mean)
         zfeat = self.net.z_features(self._z_from_bins(bins, grid))[0]
         before = coder.num_bits()
-        self._push_pixels(coder, x, zfeat)
+        self._push_pixels(coder, x, window_feat, zfeat, rows)
         stats.bits_pixels += coder.num_bits() - before
         before = coder.num_bits()
-        coder.encode_reverse(bins, uniform)
+        coder.encode_reverse(bins, constriction.stream.model.Uniform(self.latents.K))
         stats.bits_prior += coder.num_bits() - before
 
-    def _decode_one(self, coder, info: ImageInfo, borrow: bool) -> np.ndarray:
-        H, W = info.height, info.width
-        grid = (-(-H // 4), -(-W // 4))
+    def _decode_band(self, coder, x, u_pad, rows, borrow: bool) -> None:
+        r0, r1 = rows
+        W = x.shape[2]
+        grid = (-(-(r1 - r0) // 4), -(-W // 4))
         n_lat = len(self.active) * grid[0] * grid[1]
-        uniform = constriction.stream.model.Uniform(self.latents.K)
-        bins = coder.decode(uniform, n_lat).astype(np.int32)
+        bins = coder.decode(constriction.stream.model.Uniform(self.latents.K), n_lat).astype(np.int32)
         zfeat = self.net.z_features(self._z_from_bins(bins, grid))[0]
-        x = self._pop_pixels(coder, zfeat, self.cfg.channels, H, W)
+        self._pop_pixels(coder, x, u_pad, zfeat, rows)
         if borrow:
-            mean, logscale = self._posterior_rows(x)
+            mean, logscale = self._posterior_rows(x[:, r0:r1])
             coder.encode_reverse(bins, CATEGORICAL, self.latents.posterior_probabilities(mean, logscale))
+
+    def _encode_one(self, coder, img: np.ndarray, last: bool, stats: CodingStats) -> None:
+        x = self._rgb(_to_chw(img))
+        window_feat = self.net.window_features(x[None])[0] if self.net.local else None
+        bands = band_rows(x.shape[1], self.band, self.tail if last else 0)
+        for i in reversed(range(len(bands))):
+            self._encode_band(coder, x, window_feat, bands[i], not (last and i == len(bands) - 1), stats)
+
+    def _decode_one(self, coder, info: ImageInfo, last: bool) -> np.ndarray:
+        H, W, C = info.height, info.width, self.cfg.channels
+        x = torch.zeros(C, H, W, dtype=torch.long)
+        net = self.net
+        pad = (net.up, net.left + net.right) if net.local else (0, 0)
+        u_pad = torch.zeros(C, H + pad[0], W + pad[1], dtype=torch.float64)
+        bands = band_rows(H, self.band, self.tail if last else 0)
+        for i, rows in enumerate(bands):
+            self._decode_band(coder, x, u_pad, rows, not (last and i == len(bands) - 1))
         img = x.permute(1, 2, 0).numpy().astype(np.uint8)
         if info.channels < img.shape[2]:
             if not ((img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()):
@@ -209,13 +251,14 @@ class Codec:
         infos = []
         for img in images:
             check_image(img, self.cfg.channels)
-            infos.append(ImageInfo(img.shape[1], img.shape[0], img.shape[2], pixel_digest(img)))
+            infos.append(ImageInfo(img.shape[1], img.shape[0], img.shape[2]))
         coder = constriction.stream.stack.AnsCoder()
         with torch.no_grad():
             for i in reversed(range(len(images))):
-                self._encode_one(coder, images[i], borrow=i < len(images) - 1, stats=stats)
-        header = Header(model_id=self.model_id, z_bits=self.latents.bits,
-                        active=self.active, images=infos)
+                self._encode_one(coder, images[i], last=i == len(images) - 1, stats=stats)
+        header = Header(model_id=self.model_id[:2 * MODEL_ID_BYTES], z_bits=self.latents.bits,
+                        active=self.active, images=infos, band=self.band, tail=self.tail,
+                        digest=pixel_digest(images))
         return pack(header, coder.get_compressed())
 
     def encode(self, image: np.ndarray, stats: CodingStats | None = None) -> bytes:
@@ -223,20 +266,19 @@ class Codec:
 
     def decode_many(self, data: bytes) -> list[np.ndarray]:
         header, words = unpack(data)
-        if header.model_id != self.model_id:
-            raise VlaeError(f"file was made with model {header.model_id[:16]}, not this model "
-                            f"({self.model_id[:16]}); decode it with that model")
+        if header.model_id != self.model_id[:2 * MODEL_ID_BYTES]:
+            raise VlaeError(f"file was made with model {header.model_id}, not this model "
+                            f"({self.model_id[:2 * MODEL_ID_BYTES]}); decode it with that model")
         if header.z_bits != self.latents.bits or any(c >= self.cfg.z_channels for c in header.active):
             raise VlaeError("corrupt file: latent layout does not match the model")
-        self.active = header.active
+        self.active, self.band, self.tail = header.active, header.band, header.tail
         coder = constriction.stream.stack.AnsCoder(words)
         out = []
         with torch.no_grad():
             for i, info in enumerate(header.images):
-                img = self._decode_one(coder, info, borrow=i < len(header.images) - 1)
-                if pixel_digest(img) != info.digest:
-                    raise VlaeError(f"decoded pixels of image {i} fail their checksum (corrupt file)")
-                out.append(img)
+                out.append(self._decode_one(coder, info, last=i == len(header.images) - 1))
+        if pixel_digest(out) != header.digest:
+            raise VlaeError("decoded pixels fail their checksum (corrupt file); nothing written")
         return out
 
     def decode(self, data: bytes) -> np.ndarray:

@@ -165,12 +165,15 @@ class ExactVLAE:
         return F.interpolate(a, scale_factor=2, mode="nearest")
 
     @torch.no_grad()
+    def window_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Window features of every pixel of fully known images x [B,C,H,W]."""
+        u = F.pad(pixels_to_input(x, self.cfg.levels), (self.left, self.right, self.up, 0))
+        return self.window.conv(u)
+
+    @torch.no_grad()
     def context(self, x: torch.Tensor, zfeat: torch.Tensor) -> torch.Tensor:
         """Window features plus z features for every pixel of a fully known image."""
-        if not self.local:
-            return zfeat
-        u = F.pad(pixels_to_input(x, self.cfg.levels), (self.left, self.right, self.up, 0))
-        return self.window.conv(u) + zfeat
+        return self.window_features(x) + zfeat if self.local else zfeat
 
     def context_rows(self, u_pad: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
                      zfeat_rows: torch.Tensor) -> torch.Tensor:

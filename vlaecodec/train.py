@@ -43,6 +43,7 @@ class TrainSettings:
     seed: int = 0
     ckpt_minutes: float = 5.0
     minutes: float = 0.0           # stop this invocation after this many minutes (0: no limit)
+    stop_after: int = 0            # stop this invocation after this many steps (0: no limit)
     bf16: bool = False
     limit: int = 0                 # use only the first N training images (0: all)
     val_every: int = 500
@@ -227,8 +228,11 @@ def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False
     model.train()
     bar = tqdm(total=s.steps, initial=step, disable=rank != 0, dynamic_ncols=True, mininterval=2)
     ema = None
+    first_step = step
     while step < s.steps:
         if s.minutes and time.time() - start > s.minutes * 60:
+            break
+        if s.stop_after and step - first_step >= s.stop_after:
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(s, step)
