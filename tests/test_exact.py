@@ -24,16 +24,17 @@ def test_pixel_tables_do_not_depend_on_batch_shape(likelihood):
     net = ExactVLAE(tiny_model(likelihood=likelihood))
     x = torch.randint(0, 256, (1, 3, 16, 12))
     zf = net.z_features(torch.randint(-4096, 4096, (1, 2, 4, 3)).double())[0]
-    ctx_all = net.context(x, zf[None])[0]
-    ys, xs = torch.meshgrid(torch.arange(16), torch.arange(12), indexing="ij")
+    ctx_all = net.context(x, zf[None])[0].numpy()
+    zf = zf.numpy()
+    ys, xs = np.meshgrid(np.arange(16), np.arange(12), indexing="ij")
     ys, xs = ys.reshape(-1), xs.reshape(-1)
-    prev = x[0][:, ys, xs].t().contiguous()
-    t_all = net.trunk_rows(ctx_all[:, ys, xs].t().contiguous())
+    prev = np.ascontiguousarray(x[0].numpy()[:, ys, xs].T)
+    t_all = net.trunk_rows(np.ascontiguousarray(ctx_all[:, ys, xs].T))
     whole = [net.probabilities(c, t_all, prev) for c in range(3)]
     # the decoder's way: a few pixels at a time, windows gathered from a padded buffer
-    u_pad = torch.nn.functional.pad(pixels_to_input(x[0], 256), (net.left, net.right, net.up, 0))
+    u_pad = torch.nn.functional.pad(pixels_to_input(x[0], 256), (net.left, net.right, net.up, 0)).numpy()
     for sl in (slice(0, 1), slice(5, 40), slice(100, 192)):
-        ctx = net.context_rows(u_pad, ys[sl], xs[sl], zf[:, ys[sl], xs[sl]].t())
+        ctx = net.context_rows(u_pad, ys[sl], xs[sl], np.ascontiguousarray(zf[:, ys[sl], xs[sl]].T))
         t = net.trunk_rows(ctx)
         for c in range(3):
             part = net.probabilities(c, t, prev[sl])
@@ -64,9 +65,10 @@ def test_exact_logistic_tables_match_the_float_model():
         t = model.heads.trunk_forward(model.pixel_context(x, z))
         p = model.heads.head(1, t, x).float()
         want = logistic_mixture_probs(*model.heads.split_logistic(1, p, x), 256)[0].permute(1, 2, 0).reshape(-1, 256)
-    ys, xs = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    ys, xs = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
     ys, xs = ys.reshape(-1), xs.reshape(-1)
-    ctx = net.context(x, net.z_features(z.double()))[0]
-    got = net.probabilities(1, net.trunk_rows(ctx[:, ys, xs].t().contiguous()), x[0][:, ys, xs].t().contiguous())
+    ctx = net.context(x, net.z_features(z.double()))[0].numpy()
+    got = net.probabilities(1, net.trunk_rows(np.ascontiguousarray(ctx[:, ys, xs].T)),
+                            np.ascontiguousarray(x[0].numpy()[:, ys, xs].T))
     kl = (want.numpy() * np.log((want.numpy() + 1e-12) / (got + 1e-12))).sum(1).mean()
     assert kl < 1e-3

@@ -37,7 +37,7 @@ from .latents import Latents
 from .model import VLAE
 
 DEFAULT_Z_BITS = 8
-DEFAULT_BAND = 64   # rows per band: each band has its own z, chained by bits-back
+DEFAULT_GROWTH = 8  # each band at most this many times the rows below it (see band_rows)
 DEFAULT_TAIL = 8    # rows of the last band, the only one with nothing to borrow from
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 
@@ -58,26 +58,36 @@ def wavefront(height: int, width: int, lag: int) -> list[tuple[torch.Tensor, tor
     steps = []
     for t in range(width + lag * (height - 1)):
         y0 = max(0, -(-(t - width + 1) // lag))
-        ys = torch.arange(y0, min(height - 1, t // lag) + 1)
-        steps.append((ys, t - lag * ys))
+        ys = np.arange(y0, min(height - 1, t // lag) + 1)
+        if len(ys):  # narrow images have empty waves
+            steps.append((ys, t - lag * ys))
     return steps
 
 
-def band_rows(height: int, band: int, tail: int) -> list[tuple[int, int]]:
+def band_rows(height: int, tail: int, growth: int = 8) -> list[tuple[int, int]]:
     """Row ranges of the bands of an image, top to bottom.
 
-    The bottom band (decoded last, encoded first) has no bits below it to borrow, so its z
-    costs the full prior price: it is kept to ``tail`` rows.  Every other band borrows from
-    the bands below it.
+    Each band has its own z and borrows the bits for it from the bands below, which must hold
+    enough compressed data; the bottom band (decoded last) has nothing below and pays for its
+    z in full, so it is only ``tail`` rows.  Going up, each band is at most ``growth`` times
+    the rows below it: few bands (the decoder's waves span a whole band) and always enough
+    bits to borrow.  ``tail = 0``: one band (an archive's images borrow from the next image).
 
-    >>> band_rows(32, 64, 8), band_rows(150, 64, 8), band_rows(32, 64, 0)
-    ([(0, 24), (24, 32)], [(0, 64), (64, 128), (128, 140), (140, 150)], [(0, 32)])
+    >>> band_rows(32, 8), band_rows(512, 8), band_rows(3000, 8), band_rows(32, 0)
+    ([(0, 24), (24, 32)], [(0, 440), (440, 504), (504, 512)], [(0, 2352), (2352, 2928), (2928, 2992), (2992, 3000)], [(0, 32)])
     """
-    if height <= tail + 4 or tail <= 0:
-        body = height  # no tail: bands of `band` rows all the way
-        return [(s, min(s + band, body)) for s in range(0, body, band)]
-    body = ((height - tail) // 4) * 4
-    return [(s, min(s + band, body)) for s in range(0, body, band)] + [(body, height)]
+    if tail <= 0 or height <= tail + 4:
+        return [(0, height)]
+    cuts, below = [height, height - tail], tail
+    while cuts[-1] > 0:
+        size = max(4, (growth * below) // 4 * 4)
+        nxt = max(0, cuts[-1] - size)
+        if nxt < 4 * growth:          # do not leave a sliver on top
+            nxt = 0
+        cuts.append(nxt)
+        below = height - nxt
+    cuts = sorted(set(cuts))
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def _to_chw(img: np.ndarray) -> torch.Tensor:
@@ -104,7 +114,7 @@ class Codec:
     """Encoder/decoder for one model.  ``model_id`` is written to and checked in every file."""
 
     def __init__(self, model: VLAE, model_id: str, z_bits: int = DEFAULT_Z_BITS,
-                 active_channels: list[int] | None = None, band: int = DEFAULT_BAND,
+                 active_channels: list[int] | None = None, growth: int = DEFAULT_GROWTH,
                  tail: int = DEFAULT_TAIL):
         self.net = ExactVLAE(model)
         self.cfg = model.cfg
@@ -113,7 +123,7 @@ class Codec:
         zc = self.cfg.z_channels
         self.active = list(range(zc)) if active_channels is None else sorted(active_channels)
         self.lag = (self.net.right + 1) if self.net.local else None
-        self.band, self.tail = band, tail
+        self.growth, self.tail = growth, tail
 
     # --- pieces shared by encoder and decoder ---------------------------------------------
     def _rgb(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,12 +143,12 @@ class Codec:
 
     def _schedule(self, H: int, W: int):
         if self.lag is None:  # factorized: every pixel at once
-            ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+            ys, xs = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
             return [(ys.reshape(-1), xs.reshape(-1))]
         return wavefront(H, W, self.lag)
 
     # --- pixels -------------------------------------------------------------------------
-    def _push_pixels(self, coder, x: torch.Tensor, window_feat: torch.Tensor, zfeat: torch.Tensor,
+    def _push_pixels(self, coder, x: np.ndarray, window_feat: np.ndarray | None, zfeat: np.ndarray,
                      rows: tuple[int, int], chunk: int = 8192) -> None:
         """Push the pixels of rows [r0, r1) of x [C,H,W] so that :meth:`_pop_pixels` pops them
         wave by wave.  ``window_feat`` holds the window features of the whole image."""
@@ -155,13 +165,13 @@ class Codec:
         if cur:
             groups.append(cur)
         for group in reversed(groups):
-            ys = torch.cat([g[0] for g in group])
-            xs = torch.cat([g[1] for g in group])
+            ys = np.concatenate([g[0] for g in group])
+            xs = np.concatenate([g[1] for g in group])
             n = len(ys)
-            t = self.net.trunk_rows(ctx[:, ys, xs].t().contiguous())
-            prev = x[:, ys + r0, xs].t().contiguous()
+            t = self.net.trunk_rows(np.ascontiguousarray(ctx[:, ys, xs].T))
+            prev = np.ascontiguousarray(x[:, ys + r0, xs].T)
             probs = np.concatenate([self.net.probabilities(c, t, prev) for c in range(C)])
-            symbols = np.concatenate([prev[:, c].numpy() for c in range(C)]).astype(np.int32)
+            symbols = prev.T.reshape(-1).astype(np.int32)
             # decoder order: wave by wave, and inside a wave channel by channel
             order, start = [], 0
             for g in group:
@@ -172,23 +182,24 @@ class Codec:
             order = np.concatenate(order)
             coder.encode_reverse(symbols[order], CATEGORICAL, probs[order])
 
-    def _pop_pixels(self, coder, x: torch.Tensor, u_pad: torch.Tensor, zfeat: torch.Tensor,
+    def _pop_pixels(self, coder, x: np.ndarray, u_pad: np.ndarray, zfeat: np.ndarray,
                     rows: tuple[int, int]) -> None:
         """Pop rows [r0, r1) into x [C,H,W] (and its padded network input u_pad)."""
         net = self.net
         C, _, W = x.shape
         r0, r1 = rows
         zf = zfeat[:, :r1 - r0, :W]
+        offset = 1 - self.cfg.levels
         for ys, xs in self._schedule(r1 - r0, W):
-            ctx = net.context_rows(u_pad, ys + r0, xs, zf[:, ys, xs].t())
+            ctx = net.context_rows(u_pad, ys + r0, xs, np.ascontiguousarray(zf[:, ys, xs].T))
             t = net.trunk_rows(ctx)
-            prev = torch.zeros(len(ys), C, dtype=torch.long)
+            prev = np.zeros((len(ys), C), dtype=np.int64)
             for c in range(C):
-                sym = torch.from_numpy(coder.decode(CATEGORICAL, net.probabilities(c, t, prev)).astype(np.int64))
+                sym = coder.decode(CATEGORICAL, net.probabilities(c, t, prev))
                 prev[:, c] = sym
                 x[c, ys + r0, xs] = sym
                 if net.local:
-                    u_pad[c, ys + r0 + net.up, xs + net.left] = pixels_to_input(sym, self.cfg.levels)
+                    u_pad[c, ys + r0 + net.up, xs + net.left] = 2 * sym + offset
 
     # --- one band of one image: the unit of bits-back ----------------------------------
     def _encode_band(self, coder, x, window_feat, rows, borrow: bool, stats: CodingStats) -> None:
@@ -201,9 +212,9 @@ class Codec:
             stats.bits_back += before - coder.num_bits()
         else:  # nothing below to borrow from: the posterior's mode bin, at the prior's cost
             bins = self.latents.mode_bins(mean)
-        zfeat = self.net.z_features(self._z_from_bins(bins, grid))[0]
+        zfeat = self.net.z_features(self._z_from_bins(bins, grid))[0].numpy()
         before = coder.num_bits()
-        self._push_pixels(coder, x, window_feat, zfeat, rows)
+        self._push_pixels(coder, x.numpy(), window_feat, zfeat, rows)
         stats.bits_pixels += coder.num_bits() - before
         before = coder.num_bits()
         coder.encode_reverse(bins, constriction.stream.model.Uniform(self.latents.K))
@@ -215,29 +226,29 @@ class Codec:
         grid = (-(-(r1 - r0) // 4), -(-W // 4))
         n_lat = len(self.active) * grid[0] * grid[1]
         bins = coder.decode(constriction.stream.model.Uniform(self.latents.K), n_lat).astype(np.int32)
-        zfeat = self.net.z_features(self._z_from_bins(bins, grid))[0]
+        zfeat = self.net.z_features(self._z_from_bins(bins, grid))[0].numpy()
         self._pop_pixels(coder, x, u_pad, zfeat, rows)
         if borrow:
-            mean, logscale = self._posterior_rows(x[:, r0:r1])
+            mean, logscale = self._posterior_rows(torch.from_numpy(x[:, r0:r1]))
             coder.encode_reverse(bins, CATEGORICAL, self.latents.posterior_probabilities(mean, logscale))
 
     def _encode_one(self, coder, img: np.ndarray, last: bool, stats: CodingStats) -> None:
         x = self._rgb(_to_chw(img))
-        window_feat = self.net.window_features(x[None])[0] if self.net.local else None
-        bands = band_rows(x.shape[1], self.band, self.tail if last else 0)
+        window_feat = self.net.window_features(x[None])[0].numpy() if self.net.local else None
+        bands = band_rows(x.shape[1], self.tail if last else 0, self.growth)
         for i in reversed(range(len(bands))):
             self._encode_band(coder, x, window_feat, bands[i], not (last and i == len(bands) - 1), stats)
 
     def _decode_one(self, coder, info: ImageInfo, last: bool) -> np.ndarray:
         H, W, C = info.height, info.width, self.cfg.channels
-        x = torch.zeros(C, H, W, dtype=torch.long)
+        x = np.zeros((C, H, W), dtype=np.int64)
         net = self.net
         pad = (net.up, net.left + net.right) if net.local else (0, 0)
-        u_pad = torch.zeros(C, H + pad[0], W + pad[1], dtype=torch.float64)
-        bands = band_rows(H, self.band, self.tail if last else 0)
+        u_pad = np.zeros((C, H + pad[0], W + pad[1]), dtype=np.float64)
+        bands = band_rows(H, self.tail if last else 0, self.growth)
         for i, rows in enumerate(bands):
             self._decode_band(coder, x, u_pad, rows, not (last and i == len(bands) - 1))
-        img = x.permute(1, 2, 0).numpy().astype(np.uint8)
+        img = np.ascontiguousarray(x.transpose(1, 2, 0)).astype(np.uint8)
         if info.channels < img.shape[2]:
             if not ((img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()):
                 raise VlaeError("corrupt file: a grey image decoded to colour")
@@ -257,7 +268,7 @@ class Codec:
             for i in reversed(range(len(images))):
                 self._encode_one(coder, images[i], last=i == len(images) - 1, stats=stats)
         header = Header(model_id=self.model_id[:2 * MODEL_ID_BYTES], z_bits=self.latents.bits,
-                        active=self.active, images=infos, band=self.band, tail=self.tail,
+                        active=self.active, images=infos, growth=self.growth, tail=self.tail,
                         digest=pixel_digest(images))
         return pack(header, coder.get_compressed())
 
@@ -271,7 +282,7 @@ class Codec:
                             f"({self.model_id[:2 * MODEL_ID_BYTES]}); decode it with that model")
         if header.z_bits != self.latents.bits or any(c >= self.cfg.z_channels for c in header.active):
             raise VlaeError("corrupt file: latent layout does not match the model")
-        self.active, self.band, self.tail = header.active, header.band, header.tail
+        self.active, self.growth, self.tail = header.active, header.growth, header.tail
         coder = constriction.stream.stack.AnsCoder(words)
         out = []
         with torch.no_grad():

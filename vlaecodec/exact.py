@@ -44,6 +44,9 @@ def _floor_shift(acc: torch.Tensor, shift: int) -> torch.Tensor:
     return torch.floor(acc * (2.0 ** -shift)) if shift else acc
 
 
+_LIM = float(2 ** ACT_CLAMP_BITS)
+
+
 def _clamp(a: torch.Tensor) -> torch.Tensor:
     lim = float(2 ** ACT_CLAMP_BITS)
     return a.clamp(-lim, lim)
@@ -73,17 +76,23 @@ class QLinear:
         b = torch.zeros(w.shape[0], dtype=DT) if bias is None else bias.detach().double()
         self.bias = torch.round(b * 2.0 ** (self.w_bits + in_bits))
         self.stride, self.padding = stride, padding
-        self.matrix = self.weight.reshape(self.weight.shape[0], -1).t().contiguous()  # for 1x1 use
+        # numpy copies for the per-pixel path (small batches: numpy's call overhead is lower)
+        self.matrix = self.weight.reshape(self.weight.shape[0], -1).t().contiguous().numpy()
+        self.bias_np = self.bias.numpy()
+        self.scale = 2.0 ** -self.shift
 
     def conv(self, a: torch.Tensor) -> torch.Tensor:
         acc = F.conv2d(a, self.weight, self.bias, stride=self.stride, padding=self.padding)
         return _clamp(_floor_shift(acc, self.shift))
 
-    def rows(self, a: torch.Tensor, matrix: torch.Tensor | None = None) -> torch.Tensor:
+    def rows(self, a: np.ndarray, matrix: np.ndarray | None = None) -> np.ndarray:
         """The layer applied to rows of features [n, fan_in] (a 1x1 conv, or a gathered window
-        with its own column order in ``matrix``)."""
-        m = self.matrix if matrix is None else matrix
-        return _clamp(_floor_shift(torch.addmm(self.bias, a, m), self.shift))
+        with its own column order in ``matrix``), in numpy float64 holding integers."""
+        acc = a @ (self.matrix if matrix is None else matrix)
+        acc += self.bias_np
+        acc *= self.scale           # a power of two: exact
+        np.floor(acc, out=acc)
+        return np.clip(acc, -_LIM, _LIM, out=acc)
 
 
 def _q(conv: torch.nn.Conv2d, in_bits: int = ACT_BITS, **kw) -> QLinear:
@@ -132,10 +141,10 @@ class ExactVLAE:
             # the same weights as a matrix over gathered window pixels, ordered (offset, channel)
             offs = window_offsets(cfg.window)
             cols = [self.window.weight[:, :, self.up + dy, self.left + dx] for dy, dx in offs]
-            self.window_matrix = torch.stack(cols, dim=1).reshape(w.shape[0], -1).t().contiguous()
+            self.window_matrix = torch.stack(cols, dim=1).reshape(w.shape[0], -1).t().contiguous().numpy()
             self.offsets = offs
         self.trunk = [(_q(b[1]), _q(b[3])) for b in heads.trunk]
-        self.embed = [torch.round(e.weight.detach().double() * 2 ** ACT_BITS) for e in heads.embed]
+        self.embed = [torch.round(e.weight.detach().double() * 2 ** ACT_BITS).numpy() for e in heads.embed]
         self.hidden = [_q(h) for h in heads.hidden]
         self.out = [_q(o) for o in heads.out]
         self.embed_index = heads.embed_index
@@ -175,30 +184,34 @@ class ExactVLAE:
         """Window features plus z features for every pixel of a fully known image."""
         return self.window_features(x) + zfeat if self.local else zfeat
 
-    def context_rows(self, u_pad: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
-                     zfeat_rows: torch.Tensor) -> torch.Tensor:
+    def context_rows(self, u_pad: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                     zfeat_rows: np.ndarray) -> np.ndarray:
         """The same features for chosen pixels, gathering their windows from the padded input
-        u_pad [C, H+up, W+left+right] (one image)."""
+        u_pad [C, H+up, W+left+right] (one image; numpy)."""
         if not self.local:
             return zfeat_rows
-        cols = [u_pad[:, ys + self.up + dy, xs + self.left + dx].t() for dy, dx in self.offsets]
-        return self.window.rows(torch.cat(cols, dim=1), self.window_matrix) + zfeat_rows
+        C, _, Wp = u_pad.shape
+        dy = np.array([o[0] for o in self.offsets]) + self.up
+        dx = np.array([o[1] for o in self.offsets]) + self.left
+        flat = (ys[:, None] + dy) * Wp + (xs[:, None] + dx)                 # n, offsets
+        window = u_pad.reshape(C, -1)[:, flat].transpose(1, 2, 0).reshape(len(ys), -1)
+        return self.window.rows(window, self.window_matrix) + zfeat_rows
 
-    # --- per-pixel layers ------------------------------------------------------------------
-    def trunk_rows(self, ctx: torch.Tensor) -> torch.Tensor:
+    # --- per-pixel layers (numpy) ----------------------------------------------------------
+    def trunk_rows(self, ctx: np.ndarray) -> np.ndarray:
         for c1, c2 in self.trunk:
-            ctx = ctx + c2.rows(torch.relu(c1.rows(torch.relu(ctx))))
+            ctx = ctx + c2.rows(np.maximum(c1.rows(np.maximum(ctx, 0)), 0))
         return ctx
 
-    def head_rows(self, c: int, t: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
-        """Integer head output [n, P] of channel c; prev [n, c] holds the pixel's earlier channels."""
+    def head_rows(self, c: int, t: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
+        """Integer head output [n, P] of channel c; prev [n, >=c] holds the pixel's earlier channels."""
         u = t
         if self.embed:
             for p in range(c):
                 u = u + self.embed[self.embed_index(c, p)][prev[:, p]]
-        return self.out[c].rows(torch.relu(self.hidden[c].rows(torch.relu(u))))
+        return self.out[c].rows(np.maximum(self.hidden[c].rows(np.maximum(u, 0)), 0))
 
-    def probabilities(self, c: int, t: torch.Tensor, prev: torch.Tensor | None) -> np.ndarray:
+    def probabilities(self, c: int, t: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
         """Probability rows [n, levels] of channel c, identical wherever computed."""
         params = self.head_rows(c, t, prev)
         if not self.logistic:
@@ -230,7 +243,7 @@ def logits_to_probabilities(logits: torch.Tensor) -> np.ndarray:
 
     softmax through an integer exp table: weights are integers, and the float64 division by
     their (exact integer) sum is correctly rounded, hence identical on every machine."""
-    lg = logits.numpy().astype(np.int64)
+    lg = logits.astype(np.int64)
     d = (lg.max(axis=1, keepdims=True) - lg) >> (ACT_BITS - EXP_STEP_BITS)
     table = exp_table()
     w = table[np.minimum(d, len(table) - 1)]
@@ -238,7 +251,7 @@ def logits_to_probabilities(logits: torch.Tensor) -> np.ndarray:
 
 
 # --- discretized logistic mixture in integers ------------------------------------------------
-SIGMOID_GRID_BITS = 7    # sigmoid tabulated every 1/128 ...
+SIGMOID_GRID_BITS = 10   # sigmoid tabulated every 1/1024 ...
 SIGMOID_RANGE = 20       # ... on [-20, 20]
 SIGMOID_BITS = 28
 MIX_WEIGHT_SHIFT = 8     # mixture weights at 2**22, so sum_k w_k * mass_k < 2**53
@@ -247,13 +260,18 @@ LOGISTIC_GRID_BITS = 8   # log scale rounded to 1/256 for the 1/s table
 
 @lru_cache(maxsize=1)
 def sigmoid_table() -> np.ndarray:
-    """round(2**28 * sigmoid(j/128)) for j = -2560 .. 2560, from ``decimal``."""
+    """round(2**28 * sigmoid(j/1024)) for j = -20480 .. 20480, from ``decimal``
+    (exp(-j/1024) by repeated multiplication at 40 digits; sigmoid(-t) = 1 - sigmoid(t))."""
     getcontext().prec = 40
     n = SIGMOID_RANGE << SIGMOID_GRID_BITS
-    one = Decimal(1)
-    out = [int((Decimal(1 << SIGMOID_BITS) / (one + (Decimal(-j) / (1 << SIGMOID_GRID_BITS)).exp()))
-               .to_integral_value()) for j in range(-n, n + 1)]
-    return np.array(out, dtype=np.int64)
+    step = (Decimal(-1) / (1 << SIGMOID_GRID_BITS)).exp()
+    one, top = Decimal(1), Decimal(1 << SIGMOID_BITS)
+    pos, e = [], one
+    for _ in range(n + 1):
+        pos.append(int((top / (one + e)).to_integral_value()))
+        e *= step
+    pos = np.array(pos, dtype=np.int64)
+    return np.concatenate([(1 << SIGMOID_BITS) - pos[:0:-1], pos])
 
 
 @lru_cache(maxsize=1)
@@ -281,10 +299,10 @@ def logistic_probabilities(params: torch.Tensor, prev_u: torch.Tensor | None, c:
     params [n, K*(3+c)]: weight logits, means and log scales at scale 2**12, then one mean
     coefficient per earlier channel; prev_u [n, c] are those channels as u = 2x - (levels-1)."""
     from .model import LOGISTIC_LOGSCALE_MAX, LOGISTIC_LOGSCALE_MIN
-    p = params.numpy().astype(np.int64)
+    p = params.astype(np.int64)
     logit_w, mean, logscale = p[:, :K], p[:, K:2 * K], p[:, 2 * K:3 * K]
     if prev_u is not None:
-        u = prev_u.numpy().astype(np.int64)
+        u = prev_u.astype(np.int64)
         for q in range(c):
             coef = p[:, (3 + q) * K:(4 + q) * K]
             mean = mean + (coef * u[:, q:q + 1]) // (levels - 1)  # coef * x_q, x_q = u/(levels-1)
@@ -293,20 +311,24 @@ def logistic_probabilities(params: torch.Tensor, prev_u: torch.Tensor | None, c:
     half = 1 << (ACT_BITS - LOGISTIC_GRID_BITS - 1)
     ls = np.clip((logscale + half) >> (ACT_BITS - LOGISTIC_GRID_BITS), lo, hi)  # nearest grid point
     inv_s = logistic_inv_scale_table()[ls - lo]                                  # n,K
-    t = (upper_edges(levels)[None, None, :] - mean[:, :, None]) * inv_s[:, :, None]  # n,K,L-1 at 2**24
-    # sigmoid by linear interpolation in the table, in integers
+    # t = (edge - mean) / s at 2**24, then the nearest point of the sigmoid table: the offset
+    # `a` carries -mean/s, the rounding half step and the table's centre, so the big
+    # [n, K, L-1] array takes one multiply-add, one shift and one clipped lookup
     step_bits = 2 * ACT_BITS - SIGMOID_GRID_BITS
     n_grid = SIGMOID_RANGE << SIGMOID_GRID_BITS
-    t = np.clip(t, -n_grid << step_bits, (n_grid << step_bits) - 1)
-    j, frac = (t >> step_bits) + n_grid, t & ((1 << step_bits) - 1)
-    table = sigmoid_table()
-    lo_v = table[j]
-    cdf = lo_v + (((table[j + 1] - lo_v) * frac) >> step_bits)
-    n = len(p)
-    full = np.concatenate([np.zeros((n, K, 1), np.int64), cdf, np.full((n, K, 1), 1 << SIGMOID_BITS, np.int64)], 2)
-    mass = np.diff(full, axis=2)                                                 # n,K,L
+    a = -mean * inv_s + (1 << (step_bits - 1)) + (n_grid << step_bits)
+    j = upper_edges(levels)[None, None, :] * inv_s[:, :, None]
+    j += a[:, :, None]
+    j >>= step_bits
+    cdf = np.take(sigmoid_table(), j, mode="clip")                               # n,K,L-1
     d = (logit_w.max(axis=1, keepdims=True) - logit_w + (1 << (ACT_BITS - EXP_STEP_BITS - 1))) >> (ACT_BITS - EXP_STEP_BITS)
     etable = exp_table()
     w = etable[np.minimum(d, len(etable) - 1)] >> MIX_WEIGHT_SHIFT              # n,K
-    total = np.einsum("nk,nkl->nl", w, mass)
+    # mix the CDFs first, then difference: the same integers, 1/K of the work
+    n = len(p)
+    mixed = np.empty((n, levels + 1), np.int64)
+    mixed[:, 0] = 0
+    mixed[:, -1] = w.sum(axis=1) << SIGMOID_BITS
+    np.einsum("nk,nkl->nl", w, cdf, out=mixed[:, 1:-1])
+    total = np.diff(mixed, axis=1)
     return total / total.sum(axis=1, keepdims=True, dtype=np.int64)

@@ -22,7 +22,7 @@ VERSION = 1
 MODE_LOSSLESS = 0
 MODE_NAMES = {MODE_LOSSLESS: "lossless"}
 MODEL_ID_BYTES = 8                            # prefix of the SHA-256 of the weights file
-_FIXED = struct.Struct("<4sBBB8sIHBH")       # magic, version, mode, z_bits, model, active mask, band, tail, runs
+_FIXED = struct.Struct("<4sBBB8sIHBH")       # magic, version, mode, z_bits, model, active mask, growth, tail, runs
 _RUN = struct.Struct("<IHHB")                 # images in the run, width, height, channels
 _TAIL = struct.Struct("<II8s")                # payload bytes, payload crc32, pixel digest
 MAX_IMAGES = 1 << 20
@@ -44,7 +44,7 @@ class Header:
     images: list[ImageInfo] = field(default_factory=list)
     mode: int = MODE_LOSSLESS
     version: int = VERSION
-    band: int = 64
+    growth: int = 8
     tail: int = 8
     digest: bytes = bytes(8)   # SHA-256 prefix of all decoded pixels, image after image
 
@@ -69,7 +69,7 @@ def pack(header: Header, words: np.ndarray) -> bytes:
     runs = header.runs()
     out = bytearray(_FIXED.pack(MAGIC, header.version, header.mode, header.z_bits,
                                 bytes.fromhex(header.model_id)[:MODEL_ID_BYTES], mask,
-                                header.band, header.tail, len(runs)))
+                                header.growth, header.tail, len(runs)))
     for count, im in runs:
         out += _RUN.pack(count, im.width, im.height, im.channels)
     out += _TAIL.pack(len(payload), zlib.crc32(payload), header.digest)
@@ -86,14 +86,14 @@ def unpack_header(data: bytes) -> tuple[Header, int]:
     """(header, payload offset); validates every field before anything is allocated."""
     if len(data) < _FIXED.size:
         raise VlaeError("not a .vlae file (too short)")
-    magic, version, mode, z_bits, model, mask, band, tail, n_runs = _FIXED.unpack_from(data, 0)
+    magic, version, mode, z_bits, model, mask, growth, tail, n_runs = _FIXED.unpack_from(data, 0)
     if magic != MAGIC:
         raise VlaeError("not a .vlae file (bad magic)")
     if version != VERSION:
         raise VlaeError(f"unsupported .vlae format version {version} (this build reads {VERSION})")
     if mode not in MODE_NAMES:
         raise VlaeError(f"unsupported coding mode {mode}")
-    if not 1 <= n_runs <= MAX_IMAGES or not 1 <= z_bits <= 16 or band < 4 or band % 4:
+    if not 1 <= n_runs <= MAX_IMAGES or not 1 <= z_bits <= 16 or not 2 <= growth <= 1024:
         raise VlaeError("corrupt header")
     end = _FIXED.size + _RUN.size * n_runs + _TAIL.size + 4
     if len(data) < end:
@@ -111,7 +111,7 @@ def unpack_header(data: bytes) -> tuple[Header, int]:
         images.extend([ImageInfo(w, h, c)] * count)
     _, _, digest = _TAIL.unpack_from(data, end - 4 - _TAIL.size)
     active = [c for c in range(32) if mask >> c & 1]
-    header = Header(model.hex(), z_bits, active, images, mode, version, band, tail, digest)
+    header = Header(model.hex(), z_bits, active, images, mode, version, growth, tail, digest)
     return header, end
 
 

@@ -1,0 +1,143 @@
+"""``python -m bench [--quick] [--suite lossless] [--datasets ...] [--models ...]``
+
+Writes bench/results/lossless.csv, lossless.json and lossless.md (with --out DIR elsewhere).
+Every vlaecodec number comes from real files: encode, decode, compare the pixels, count bytes.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vlaecodec import data as D
+from vlaecodec.api import elbo_bpd, load_codec
+from vlaecodec.codec import CodingStats
+
+from .classical import CODECS, roundtrip
+
+QUICK = {"cifar10-test": 50, "kodak": 2}
+FULL = {"cifar10-test": 10000, "kodak": 24}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def images_of(name: str, n: int) -> list[np.ndarray]:
+    imgs = D.load_dataset(name, n)
+    return list(imgs)
+
+
+def bench_vlaecodec(model: str, dataset: str, images: list[np.ndarray], archive: bool) -> dict:
+    codec = load_codec(model)
+    dims = sum(i.size for i in images)
+    elbo = sum(elbo_bpd(i, model) * i.size for i in images) / dims
+    enc_t = dec_t = 0.0
+    total = 0
+    exact = True
+    stats = CodingStats()
+    if archive:
+        t = time.perf_counter()
+        data = codec.encode_many(images, stats)
+        enc_t = time.perf_counter() - t
+        t = time.perf_counter()
+        out = codec.decode_many(data)
+        dec_t = time.perf_counter() - t
+        exact = all(np.array_equal(a, b) for a, b in zip(out, images))
+        total = len(data)
+    else:
+        for img in tqdm(images, desc=f"{model} {dataset}", leave=False, mininterval=5):
+            t = time.perf_counter()
+            data = codec.encode(img, stats)
+            enc_t += time.perf_counter() - t
+            t = time.perf_counter()
+            out = codec.decode(data)
+            dec_t += time.perf_counter() - t
+            exact &= bool(np.array_equal(out, img))
+            total += len(data)
+    bpd = total * 8 / dims
+    n = len(images)
+    return {"dataset": dataset, "codec": f"vlaecodec:{model}" + (":archive" if archive else ""),
+            "n": n, "bpd": bpd, "elbo_bpd": elbo, "gap_pct": 100 * (bpd - elbo) / elbo,
+            "exact": exact, "enc_s_per_image": enc_t / n, "dec_s_per_image": dec_t / n,
+            "pixels_per_s_decode": sum(i.shape[0] * i.shape[1] for i in images) / max(dec_t, 1e-9),
+            "z_bits_sent": stats.bits_prior, "z_bits_back": stats.bits_back,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def bench_classical(name: str, dataset: str, images: list[np.ndarray]) -> dict:
+    total, exact = 0, True
+    t = time.perf_counter()
+    for img in images:
+        b, ok = roundtrip(name, img)
+        total += b
+        exact &= ok
+    el = time.perf_counter() - t
+    dims = sum(i.size for i in images)
+    return {"dataset": dataset, "codec": name, "n": len(images), "bpd": total * 8 / dims, "elbo_bpd": None,
+            "gap_pct": None, "exact": exact, "enc_s_per_image": None, "dec_s_per_image": None,
+            "roundtrip_s_per_image": el / len(images), "peak_rss_mb": peak_rss_mb()}
+
+
+def write(rows: list[dict], out: Path, name: str, meta: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("dataset", "codec", "bpd", "elbo_bpd"), k))
+    with (out / f"{name}.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = [f"Command: `{meta['command']}` ({meta['machine']}, {meta['date']})", "",
+             "| dataset | codec | n | bits/dim (files) | -ELBO bits/dim | gap % | exact | enc s/img | dec s/img |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v, f="{:.4f}": "" if v is None else f.format(v)  # noqa: E731
+    for r in rows:
+        lines.append(f"| {r['dataset']} | {r['codec']} | {r['n']} | {fmt(r['bpd'])} | {fmt(r.get('elbo_bpd'))} | "
+                     f"{fmt(r.get('gap_pct'), '{:.2f}')} | {r['exact']} | {fmt(r.get('enc_s_per_image'), '{:.3f}')} | "
+                     f"{fmt(r.get('dec_s_per_image'), '{:.3f}')} |")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench")
+    ap.add_argument("--quick", action="store_true", help="small slices: minutes, for development")
+    ap.add_argument("--datasets", nargs="*", default=None, help="default: cifar10-test kodak")
+    ap.add_argument("--limit", type=int, help="images per dataset (overrides --quick/full sizes)")
+    ap.add_argument("--models", nargs="*", default=["default"])
+    ap.add_argument("--classical", nargs="*", default=list(CODECS))
+    ap.add_argument("--no-archive", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="bench/results")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    sizes = QUICK if args.quick else FULL
+    datasets = args.datasets or list(sizes)
+    rows = []
+    for ds in datasets:
+        images = images_of(ds, args.limit or sizes.get(ds, 100))
+        for name in args.classical:
+            rows.append(bench_classical(name, ds, images))
+            print(json.dumps(rows[-1]), file=sys.stderr)
+        for m in args.models:
+            rows.append(bench_vlaecodec(m, ds, images, archive=False))
+            print(json.dumps(rows[-1]), file=sys.stderr)
+            if not args.no_archive and len(images) > 1:
+                rows.append(bench_vlaecodec(m, ds, images, archive=True))
+                print(json.dumps(rows[-1]), file=sys.stderr)
+    meta = {"command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}",
+            "date": time.strftime("%Y-%m-%d")}
+    write(rows, Path(args.out), "lossless", meta)
+
+
+if __name__ == "__main__":
+    main()
