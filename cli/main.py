@@ -218,8 +218,12 @@ def models_cmd(as_json):
     rows = []
     for c in list_models():
         results = c.get("results", {})
+        test_set, main = next(iter(results.items()), (None, {}))
         rows.append({"name": c["name"], "beta": c.get("beta"), "data": c.get("data"),
-                     "window": c.get("window"), "parameters": c.get("parameters"), "results": results})
+                     "window": c.get("window"), "decoder": c.get("decoder"),
+                     "parameters": c.get("parameters"), "test_set": test_set,
+                     "bpd": main.get("bpd"), "rate_bpd": main.get("rate_bpd"),
+                     "distortion_bpd": main.get("distortion_bpd"), "results": results})
     if as_json:
         click.echo(json.dumps(rows))
     else:
