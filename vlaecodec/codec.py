@@ -285,9 +285,15 @@ class Codec:
         self.active, self.growth, self.tail = header.active, header.growth, header.tail
         coder = constriction.stream.stack.AnsCoder(words)
         out = []
-        with torch.no_grad():
-            for i, info in enumerate(header.images):
-                out.append(self._decode_one(coder, info, last=i == len(header.images) - 1))
+        try:
+            with torch.no_grad():
+                for i, info in enumerate(header.images):
+                    out.append(self._decode_one(coder, info, last=i == len(header.images) - 1))
+        except VlaeError:
+            raise
+        except (ValueError, RuntimeError, AssertionError, IndexError) as e:
+            # a payload that passes its CRC but is not ours (or a coder error): never a traceback
+            raise VlaeError(f"corrupt file: payload does not decode ({type(e).__name__})") from None
         if pixel_digest(out) != header.digest:
             raise VlaeError("decoded pixels fail their checksum (corrupt file); nothing written")
         return out

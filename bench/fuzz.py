@@ -1,0 +1,130 @@
+"""Fuzz the decoder: ``python -m bench.fuzz --inputs 100000 [--seed 0]``.
+
+Seeds are valid .vlae files (random and flat images, single and archive) made with a tiny
+model; each input is a mutation of a seed (byte flips, insertions, deletions, truncation,
+random bytes), half of them with the header and payload CRCs recomputed so that the mutation
+reaches the ANS decoder and the pixel check.  Every input must end in a clean ``VlaeError`` or
+in a decode whose pixels verify; anything else (another exception, a hang, a crash) is a
+failure.  Prints one JSON line with the counts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import struct
+import sys
+import time
+import zlib
+
+import numpy as np
+import torch
+
+from vlaecodec.codec import Codec
+from vlaecodec.errors import VlaeError
+from vlaecodec.fileformat import _FIXED, _RUN, _TAIL
+from vlaecodec.model import VLAE, VLAEConfig
+
+
+def tiny_codec() -> Codec:
+    torch.manual_seed(0)
+    model = VLAE(VLAEConfig(hidden=8, pixel_hidden=8, z_channels=2, res_blocks=1, pixel_blocks=1,
+                            likelihood="logistic")).eval()
+    return Codec(model, "ab" * 32, z_bits=6)
+
+
+def seeds(codec: Codec, rng: np.random.Generator) -> list[bytes]:
+    imgs = [rng.integers(0, 256, (9, 11, 3), dtype=np.uint8), np.full((6, 5, 1), 7, np.uint8),
+            rng.integers(0, 256, (20, 3, 1), dtype=np.uint8)]
+    return [codec.encode(i) for i in imgs] + [codec.encode_many(imgs)]
+
+
+def fix_crcs(data: bytearray) -> bytearray:
+    """Recompute header and payload CRCs (so the mutation is seen by the decoder proper)."""
+    if len(data) < _FIXED.size:
+        return data
+    n_runs = struct.unpack_from("<H", data, _FIXED.size - 2)[0]
+    end = _FIXED.size + _RUN.size * n_runs + _TAIL.size + 4
+    if n_runs > 64 or len(data) < end:
+        return data
+    tail_at = end - 4 - _TAIL.size
+    payload = bytes(data[end:])
+    length, _, digest = _TAIL.unpack_from(data, tail_at)
+    data[tail_at:tail_at + _TAIL.size] = _TAIL.pack(len(payload), zlib.crc32(payload), digest)
+    data[end - 4:end] = struct.pack("<I", zlib.crc32(bytes(data[:end - 4])))
+    return data
+
+
+def mutate(seed: bytes, rng: np.random.Generator) -> bytes:
+    d = bytearray(seed)
+    for _ in range(int(rng.integers(1, 4))):
+        op = rng.integers(0, 5)
+        if op == 0 and d:
+            i = int(rng.integers(0, len(d)))
+            d[i] ^= 1 << int(rng.integers(0, 8))
+        elif op == 1:
+            i = int(rng.integers(0, len(d) + 1))
+            d[i:i] = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
+        elif op == 2 and d:
+            i = int(rng.integers(0, len(d)))
+            del d[i:i + int(rng.integers(1, 9))]
+        elif op == 3:
+            d = d[:int(rng.integers(0, len(d) + 1))]
+        else:
+            d = bytearray(rng.integers(0, 256, int(rng.integers(0, 200)), dtype=np.uint8).tobytes())
+    if rng.random() < 0.5:
+        d = fix_crcs(d)
+    return bytes(d)
+
+
+class Timeout(Exception):
+    pass
+
+
+def run(n: int, seed: int = 0, time_limit: float = 5.0) -> dict:
+    rng = np.random.default_rng(seed)
+    codec = tiny_codec()
+    pool = seeds(codec, rng)
+    originals = [codec.decode_many(s) for s in pool]
+    counts = {"inputs": 0, "clean_errors": 0, "verified_decodes": 0, "failures": 0}
+    failures = []
+
+    def on_alarm(*_):
+        raise Timeout()
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    for _ in range(n):
+        k = int(rng.integers(0, len(pool)))
+        data = mutate(pool[k], rng)
+        counts["inputs"] += 1
+        signal.setitimer(signal.ITIMER_REAL, time_limit)
+        try:
+            out = codec.decode_many(data)
+            counts["verified_decodes"] += 1  # the pixel digest matched: a verified decode
+        except VlaeError:
+            counts["clean_errors"] += 1
+        except Exception as e:  # noqa: BLE001 - a fuzz finding
+            counts["failures"] += 1
+            failures.append(f"{type(e).__name__}: {e} :: {data[:64].hex()}")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    counts["examples"] = failures[:5]
+    del originals
+    return counts
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench.fuzz")
+    ap.add_argument("--inputs", type=int, default=10000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    t = time.time()
+    res = run(args.inputs, args.seed)
+    res["seconds"] = round(time.time() - t, 1)
+    res["command"] = "python -m bench.fuzz " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(json.dumps(res))
+    sys.exit(1 if res["failures"] else 0)
+
+
+if __name__ == "__main__":
+    main()
