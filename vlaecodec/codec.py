@@ -148,13 +148,13 @@ class Codec:
         return wavefront(H, W, self.lag)
 
     # --- pixels -------------------------------------------------------------------------
-    def _push_pixels(self, coder, x: np.ndarray, window_feat: np.ndarray | None, zfeat: np.ndarray,
+    def _push_pixels(self, coder, x: np.ndarray, u_pad: np.ndarray, zhalf: np.ndarray,
                      rows: tuple[int, int], chunk: int = 8192) -> None:
         """Push the pixels of rows [r0, r1) of x [C,H,W] so that :meth:`_pop_pixels` pops them
-        wave by wave.  ``window_feat`` holds the window features of the whole image."""
+        wave by wave.  Features are gathered exactly as the decoder gathers them, in chunks of
+        waves, so memory stays bounded on any image size."""
         C, _, W = x.shape
         r0, r1 = rows
-        ctx = zfeat[:, :r1 - r0, :W] if window_feat is None else window_feat[:, r0:r1] + zfeat[:, :r1 - r0, :W]
         groups, cur, size = [], [], 0
         for st in self._schedule(r1 - r0, W):  # group waves into chunks of about `chunk` pixels
             cur.append(st)
@@ -168,7 +168,8 @@ class Codec:
             ys = np.concatenate([g[0] for g in group])
             xs = np.concatenate([g[1] for g in group])
             n = len(ys)
-            t = self.net.trunk_rows(np.ascontiguousarray(ctx[:, ys, xs].T))
+            zrows = np.ascontiguousarray(zhalf[:, ys >> 1, xs >> 1].T, dtype=np.float64)
+            t = self.net.trunk_rows(self.net.context_rows(u_pad, ys + r0, xs, zrows))
             prev = np.ascontiguousarray(x[:, ys + r0, xs].T)
             probs = np.concatenate([self.net.probabilities(c, t, prev) for c in range(C)])
             symbols = prev.T.reshape(-1).astype(np.int32)
@@ -188,10 +189,10 @@ class Codec:
         net = self.net
         C, _, W = x.shape
         r0, r1 = rows
-        zf = zfeat[:, :r1 - r0, :W]
         offset = 1 - self.cfg.levels
         for ys, xs in self._schedule(r1 - r0, W):
-            ctx = net.context_rows(u_pad, ys + r0, xs, np.ascontiguousarray(zf[:, ys, xs].T))
+            zrows = np.ascontiguousarray(zfeat[:, ys >> 1, xs >> 1].T, dtype=np.float64)
+            ctx = net.context_rows(u_pad, ys + r0, xs, zrows)
             t = net.trunk_rows(ctx)
             prev = np.zeros((len(ys), C), dtype=np.int64)
             for c in range(C):
@@ -201,8 +202,18 @@ class Codec:
                 if net.local:
                     u_pad[c, ys + r0 + net.up, xs + net.left] = 2 * sym + offset
 
+    def _padded_input(self, x: np.ndarray, known: bool = True) -> np.ndarray:
+        """The network input u = 2x - (levels-1) with the window's zero margin (zeros where unknown)."""
+        net = self.net
+        C, H, W = x.shape
+        pad = (net.up, net.left + net.right) if net.local else (0, 0)
+        u_pad = np.zeros((C, H + pad[0], W + pad[1]), dtype=np.float64)
+        if known and net.local:
+            u_pad[:, net.up:, net.left:net.left + W] = 2 * x - (self.cfg.levels - 1)
+        return u_pad
+
     # --- one band of one image: the unit of bits-back ----------------------------------
-    def _encode_band(self, coder, x, window_feat, rows, borrow: bool, stats: CodingStats) -> None:
+    def _encode_band(self, coder, x, u_pad, rows, borrow: bool, stats: CodingStats) -> None:
         band = x[:, rows[0]:rows[1]]
         grid = (-(-band.shape[1] // 4), -(-band.shape[2] // 4))
         mean, logscale = self._posterior_rows(band)
@@ -212,9 +223,9 @@ class Codec:
             stats.bits_back += before - coder.num_bits()
         else:  # nothing below to borrow from: the posterior's mode bin, at the prior's cost
             bins = self.latents.mode_bins(mean)
-        zfeat = self.net.z_features(self._z_from_bins(bins, grid))[0].numpy()
+        zhalf = self.net.z_features_half(self._z_from_bins(bins, grid))
         before = coder.num_bits()
-        self._push_pixels(coder, x.numpy(), window_feat, zfeat, rows)
+        self._push_pixels(coder, x.numpy(), u_pad, zhalf, rows)
         stats.bits_pixels += coder.num_bits() - before
         before = coder.num_bits()
         coder.encode_reverse(bins, constriction.stream.model.Uniform(self.latents.K))
@@ -226,25 +237,23 @@ class Codec:
         grid = (-(-(r1 - r0) // 4), -(-W // 4))
         n_lat = len(self.active) * grid[0] * grid[1]
         bins = coder.decode(constriction.stream.model.Uniform(self.latents.K), n_lat).astype(np.int32)
-        zfeat = self.net.z_features(self._z_from_bins(bins, grid))[0].numpy()
-        self._pop_pixels(coder, x, u_pad, zfeat, rows)
+        zhalf = self.net.z_features_half(self._z_from_bins(bins, grid))
+        self._pop_pixels(coder, x, u_pad, zhalf, rows)
         if borrow:
             mean, logscale = self._posterior_rows(torch.from_numpy(x[:, r0:r1]))
             coder.encode_reverse(bins, CATEGORICAL, self.latents.posterior_probabilities(mean, logscale))
 
     def _encode_one(self, coder, img: np.ndarray, last: bool, stats: CodingStats) -> None:
         x = self._rgb(_to_chw(img))
-        window_feat = self.net.window_features(x[None])[0].numpy() if self.net.local else None
+        u_pad = self._padded_input(x.numpy())
         bands = band_rows(x.shape[1], self.tail if last else 0, self.growth)
         for i in reversed(range(len(bands))):
-            self._encode_band(coder, x, window_feat, bands[i], not (last and i == len(bands) - 1), stats)
+            self._encode_band(coder, x, u_pad, bands[i], not (last and i == len(bands) - 1), stats)
 
     def _decode_one(self, coder, info: ImageInfo, last: bool) -> np.ndarray:
         H, W, C = info.height, info.width, self.cfg.channels
         x = np.zeros((C, H, W), dtype=np.int64)
-        net = self.net
-        pad = (net.up, net.left + net.right) if net.local else (0, 0)
-        u_pad = np.zeros((C, H + pad[0], W + pad[1]), dtype=np.float64)
+        u_pad = self._padded_input(x, known=False)
         bands = band_rows(H, self.tail if last else 0, self.growth)
         for i, rows in enumerate(bands):
             self._decode_band(coder, x, u_pad, rows, not (last and i == len(bands) - 1))

@@ -150,28 +150,64 @@ class ExactVLAE:
         self.embed_index = heads.embed_index
         self.logistic = cfg.likelihood == "logistic"
 
-    # --- encoder and z-decoder (whole images) ----------------------------------------------
+    # --- encoder and z-decoder (whole images, in strips) -------------------------------------
+    STRIP_LATENT_ROWS = 32   # latent rows per strip: bounds memory on large images
+
     @torch.no_grad()
     def posterior(self, x: torch.Tensor):
-        """Integer (mean, logscale) at scale 2**ACT_BITS for integer images x [B,C,H,W], H,W % 4 == 0."""
+        """Integer (mean, logscale) at scale 2**ACT_BITS for integer images x [B,C,H,W], H,W % 4 == 0.
+
+        Computed in horizontal strips with a halo wider than the receptive field: integer
+        arithmetic makes the result identical to one pass over the whole image."""
+        h = x.shape[2] // 4
+        halo = 2 * len(self.e_blocks) + 4
+        parts = []
+        for a in range(0, h, self.STRIP_LATENT_ROWS):
+            b = min(h, a + self.STRIP_LATENT_ROWS)
+            lo, hi = max(0, a - halo), min(h, b + halo)
+            out = self._posterior_full(x[:, :, 4 * lo:4 * hi])
+            parts.append(out[:, :, a - lo:b - lo])
+        mean, logscale = torch.cat(parts, dim=2).chunk(2, dim=1)
+        return mean, logscale
+
+    def _posterior_full(self, x):
         a = torch.relu(self.e_inp.conv(pixels_to_input(x, self.cfg.levels)))
         a = torch.relu(self.e_down1.conv(a))
         a = self.e_down2.conv(a)
         for pair in self.e_blocks:
             a = _res(a, pair)
-        mean, logscale = self.e_out.conv(torch.relu(a)).chunk(2, dim=1)
+        out = self.e_out.conv(torch.relu(a))
+        zc = out.shape[1] // 2
         lo, hi = LOGSCALE_MIN * 2 ** ACT_BITS, LOGSCALE_MAX * 2 ** ACT_BITS
-        return mean, logscale.clamp(lo, hi)
+        out[:, zc:] = out[:, zc:].clamp(lo, hi)
+        return out
 
     @torch.no_grad()
-    def z_features(self, z_int: torch.Tensor) -> torch.Tensor:
-        """Per-pixel conditioning [B, ph, H, W] from integer latents at scale 2**ACT_BITS."""
-        a = self.z_inp.conv(z_int.to(DT))
+    def z_features_half(self, z_int: torch.Tensor) -> np.ndarray:
+        """Conditioning features at half resolution [ph, 2h, 2w] (float32, holding integers below
+        2**23, hence exact) from integer latents [1, zc, h, w]; pixel (y, x) uses [:, y//2, x//2]."""
+        h = z_int.shape[2]
+        halo = 2 * len(self.z_blocks) + 3
+        parts = []
+        for a in range(0, h, self.STRIP_LATENT_ROWS):
+            b = min(h, a + self.STRIP_LATENT_ROWS)
+            lo, hi = max(0, a - halo), min(h, b + halo)
+            out = self._z_features_full(z_int[:, :, lo:hi].to(DT))
+            parts.append(out[0, :, 2 * (a - lo):2 * (b - lo)].float())
+        return torch.cat(parts, dim=1).numpy()
+
+    def _z_features_full(self, z):
+        a = self.z_inp.conv(z)
         for pair in self.z_blocks:
             a = _res(a, pair)
         a = F.interpolate(torch.relu(a), scale_factor=2, mode="nearest")
-        a = self.z_up2.conv(torch.relu(self.z_up1.conv(a)))
-        return F.interpolate(a, scale_factor=2, mode="nearest")
+        return self.z_up2.conv(torch.relu(self.z_up1.conv(a)))
+
+    @torch.no_grad()
+    def z_features(self, z_int: torch.Tensor) -> torch.Tensor:
+        """Full-resolution conditioning [1, ph, H, W] (for tests and small images)."""
+        half = torch.from_numpy(self.z_features_half(z_int)).double()[None]
+        return F.interpolate(half, scale_factor=2, mode="nearest")
 
     @torch.no_grad()
     def window_features(self, x: torch.Tensor) -> torch.Tensor:
