@@ -86,3 +86,17 @@ def test_strips_give_the_same_integers_as_one_pass(monkeypatch):
     mean, logscale = net.posterior(x)
     assert torch.equal(torch.cat([mean, logscale], 1), whole_post)
     assert np.array_equal(net.z_features_half(z), whole_z)
+
+
+def test_compiled_tables_equal_the_numpy_reference(rng):
+    from vlaecodec.exact import logistic_probabilities, logistic_probabilities_numpy
+    K, n = 5, 300
+    for c in range(3):
+        params = np.concatenate([rng.integers(-40000, 40000, (n, K)),          # weight logits
+                                 rng.integers(-5000, 5000, (n, K)),            # means
+                                 rng.integers(-30000, 12000, (n, K)),          # log scales
+                                 rng.integers(-9000, 9000, (n, c * K))], 1).astype(np.float64)
+        prev = rng.integers(-255, 256, (n, c)) | 1
+        a = logistic_probabilities(params, prev if c else None, c, K, 256)
+        b = logistic_probabilities_numpy(params, prev if c else None, c, K, 256)
+        assert np.array_equal(a, b)

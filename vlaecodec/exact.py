@@ -328,8 +328,23 @@ def upper_edges(levels: int) -> np.ndarray:
     return (2 * num + (levels - 1)) // (2 * (levels - 1))
 
 
-def logistic_probabilities(params: torch.Tensor, prev_u: torch.Tensor | None, c: int, K: int,
+def logistic_probabilities(params: np.ndarray, prev_u: np.ndarray | None, c: int, K: int,
                            levels: int) -> np.ndarray:
+    """The compiled kernel (vlaecodec.tables); :func:`logistic_probabilities_numpy` is the reference."""
+    from .model import LOGISTIC_LOGSCALE_MAX, LOGISTIC_LOGSCALE_MIN
+    from .tables import logistic_tables
+    g = 1 << LOGISTIC_GRID_BITS
+    p = np.ascontiguousarray(params, dtype=np.int64)
+    pu = np.zeros((len(p), 1), np.int64) if prev_u is None else np.ascontiguousarray(prev_u, dtype=np.int64)
+    return logistic_tables(p, pu, c if prev_u is not None else 0, K, levels, ACT_BITS, EXP_STEP_BITS,
+                           MIX_WEIGHT_SHIFT, LOGISTIC_GRID_BITS, int(LOGISTIC_LOGSCALE_MIN * g),
+                           int(LOGISTIC_LOGSCALE_MAX * g), logistic_inv_scale_table(), upper_edges(levels),
+                           sigmoid_table(), 2 * ACT_BITS - SIGMOID_GRID_BITS,
+                           SIGMOID_RANGE << SIGMOID_GRID_BITS, exp_table(), SIGMOID_BITS)
+
+
+def logistic_probabilities_numpy(params: np.ndarray, prev_u: np.ndarray | None, c: int, K: int,
+                                 levels: int) -> np.ndarray:
     """Probability rows [n, levels] of a discretized logistic mixture from integer head outputs.
 
     params [n, K*(3+c)]: weight logits, means and log scales at scale 2**12, then one mean
