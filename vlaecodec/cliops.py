@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import VlaeError
-from .fileformat import MODE_NAMES, unpack_header
+from .fileformat import MAX_SIDE, MODE_NAMES, max_pixels, unpack_header
 
 STDIO = "-"
 
@@ -29,6 +29,12 @@ def read_image(path: str) -> np.ndarray:
     source = sys.stdin.buffer if path == STDIO else path
     try:
         with Image.open(source) as im:
+            w, h = im.size
+            if w * h == 0:
+                raise VlaeError(f"{path}: image has no pixels ({w}x{h})")
+            if w * h > max_pixels() or max(w, h) > MAX_SIDE:
+                raise VlaeError(f"{path}: {w}x{h} is over the size limit ({max_pixels()} pixels, "
+                                f"{MAX_SIDE} a side; VLAECODEC_MAX_PIXELS)")
             if getattr(im, "n_frames", 1) > 1:
                 raise VlaeError(f"{path}: animated images are not supported")
             mode = im.mode
@@ -45,6 +51,8 @@ def read_image(path: str) -> np.ndarray:
                     return np.ascontiguousarray(rgb[..., :1])
                 return np.ascontiguousarray(rgb)
             arr = np.asarray(im.convert("L") if mode == "1" else im)
+    except Image.DecompressionBombError:
+        raise VlaeError(f"{path}: declared size is over the size limit (VLAECODEC_MAX_PIXELS)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, FileNotFoundError):
             raise VlaeError(f"{path}: no such file") from None
@@ -191,6 +199,8 @@ def _run(tasks, fn, jobs, as_json):
             failures += _collect(t[0], lambda t=t: fn(t), as_json)
             progress()
     if failures:
+        if len(tasks) == 1:
+            sys.exit(1)  # its one-line error is already printed
         raise VlaeError(f"{failures} of {len(tasks)} inputs failed")
 
 
