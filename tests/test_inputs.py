@@ -147,3 +147,12 @@ def test_read_image_rejects_sixteen_bit_in_process(tmp_path):
     Image.fromarray(np.zeros((3, 3), np.uint16)).save(p)
     with pytest.raises(VlaeError, match="16-bit"):
         cliops.read_image(str(p))
+
+
+def test_nothing_loads_a_pickle():
+    """Models and checkpoints are safetensors; no code path deserializes pickles."""
+    import re
+    pattern = re.compile(r"\bpickle\.loads?\(|torch\.load\(|allow_pickle\s*=\s*True|np\.load\([^)]*allow_pickle")
+    for folder in ("vlaecodec", "cli", "bench"):
+        for f in (ROOT / folder).rglob("*.py"):
+            assert not pattern.search(f.read_text()), f

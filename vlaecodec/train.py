@@ -3,7 +3,7 @@
 Batches are a pure function of (seed, step, rank), so a run killed at any point and resumed
 from its last checkpoint continues exactly as if it had never stopped.  The checkpoint
 (``checkpoint.safetensors``) holds the model, the Adam state and the RNG state as tensors
-and everything else as JSON metadata: no pickle.  Multi-GPU / multi-node goes through
+and everything else as JSON metadata (safetensors only).  Multi-GPU / multi-node goes through
 ``torchrun`` and ``DistributedDataParallel``; nothing here is specific to it beyond
 reading the rank.
 """

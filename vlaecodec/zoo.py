@@ -1,4 +1,4 @@
-"""The model zoo: safetensors weights beside a JSON card, loaded without pickle.
+"""The model zoo: safetensors weights beside a JSON card, loaded from safetensors only.
 
 A model ``NAME`` is ``models/NAME.safetensors`` plus ``models/NAME.json``.  The card holds
 the config (so the weights alone never decide the architecture), the training record and
