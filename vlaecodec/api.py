@@ -23,8 +23,11 @@ from .zoo import DEFAULT_MODEL, load_model
 @lru_cache(maxsize=4)
 def load_codec(name: str = DEFAULT_MODEL) -> Codec:
     """The codec of a zoo model (cached per process)."""
+    import sys
     model, card = load_model(name)
-    return Codec(model, card["model_id"], active_channels=card.get("active_channels"))
+    codec = Codec(model, card["model_id"], active_channels=card.get("active_channels"))
+    codec.progress = sys.stderr.isatty()
+    return codec
 
 
 def encode(image: np.ndarray, model: str = DEFAULT_MODEL) -> bytes:

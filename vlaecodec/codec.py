@@ -164,7 +164,7 @@ class Codec:
                 cur, size = [], 0
         if cur:
             groups.append(cur)
-        for group in reversed(groups):
+        for group in self._progress(list(reversed(groups)), (r1 - r0) * W, "encode"):
             ys = np.concatenate([g[0] for g in group])
             xs = np.concatenate([g[1] for g in group])
             n = len(ys)
@@ -190,7 +190,7 @@ class Codec:
         C, _, W = x.shape
         r0, r1 = rows
         offset = 1 - self.cfg.levels
-        for ys, xs in self._schedule(r1 - r0, W):
+        for ys, xs in self._progress(self._schedule(r1 - r0, W), (r1 - r0) * W, "decode"):
             zrows = np.ascontiguousarray(zfeat[:, ys >> 1, xs >> 1].T, dtype=np.float64)
             ctx = net.context_rows(u_pad, ys + r0, xs, zrows)
             t = net.trunk_rows(ctx)
@@ -201,6 +201,15 @@ class Codec:
                 x[c, ys + r0, xs] = sym
                 if net.local:
                     u_pad[c, ys + r0 + net.up, xs + net.left] = 2 * sym + offset
+
+    progress: bool = False        # a progress bar for large images (the CLI sets it on a terminal)
+    PROGRESS_MIN_PIXELS = 1 << 18
+
+    def _progress(self, items, pixels: int, what: str):
+        if not self.progress or pixels < self.PROGRESS_MIN_PIXELS:
+            return items
+        from tqdm import tqdm
+        return tqdm(items, desc=f"{what} {pixels} px", unit="wave", leave=False, mininterval=1)
 
     def _padded_input(self, x: np.ndarray, known: bool = True) -> np.ndarray:
         """The network input u = 2x - (levels-1) with the window's zero margin (zeros where unknown)."""
