@@ -143,3 +143,19 @@ def test_wrong_model_names_the_needed_model(tmp_path, model_path):
     r = run("decode", str(tmp_path / "a.vlae"), "-o", str(tmp_path / "o.png"), "--model", str(other))
     one_line_error(r)
     assert "model" in r.stderr.decode()
+
+
+def test_decode_on_another_instruction_set(tmp_path, model_path):
+    """Encode with the machine's fastest kernels (AVX2/FMA here), decode with BLAS and torch
+    forced onto SSE-era code paths: float results would differ in the last bits, the integer
+    network's do not."""
+    import os
+    img = np.random.default_rng(7).integers(0, 256, (19, 23, 3), dtype=np.uint8)
+    src = save(tmp_path / "a.png", img)
+    assert run("encode", src, "-o", str(tmp_path / "a.vlae"), "--model", model_path, "--no-elbo").returncode == 0
+    env = dict(os.environ, OPENBLAS_CORETYPE="Prescott", ATEN_CPU_CAPABILITY="default",
+               MKL_ENABLE_INSTRUCTIONS="SSE4_2", NUMBA_CPU_NAME="generic")
+    r = subprocess.run([sys.executable, "-m", "cli.main", "decode", str(tmp_path / "a.vlae"), "-o",
+                        str(tmp_path / "b.png"), "--model", model_path], capture_output=True, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), img)
