@@ -102,6 +102,7 @@ def unpack_header(data: bytes) -> tuple[Header, int]:
     if zlib.crc32(data[:end - 4]) != crc_stored:
         raise VlaeError("corrupt header (checksum mismatch)")
     images: list[ImageInfo] = []
+    total = 0
     for i in range(n_runs):
         count, w, h, c = _RUN.unpack_from(data, _FIXED.size + i * _RUN.size)
         if count < 1 or w < 1 or h < 1 or c not in (1, 3) or len(images) + count > MAX_IMAGES:
@@ -109,6 +110,9 @@ def unpack_header(data: bytes) -> tuple[Header, int]:
         if w * h > max_pixels():
             raise VlaeError(f"image of {w}x{h} exceeds the pixel limit {max_pixels()} (VLAECODEC_MAX_PIXELS)")
         images.extend([ImageInfo(w, h, c)] * count)
+        total += count * w * h
+        if total > max_pixels():  # an archive's images count together
+            raise VlaeError(f"file declares {total}+ pixels, over the limit {max_pixels()} (VLAECODEC_MAX_PIXELS)")
     _, _, digest = _TAIL.unpack_from(data, end - 4 - _TAIL.size)
     active = [c for c in range(32) if mask >> c & 1]
     header = Header(model.hex(), z_bits, active, images, mode, version, growth, tail, digest)
