@@ -24,7 +24,7 @@ from vlaecodec.codec import CodingStats
 
 from .classical import CODECS, roundtrip
 
-QUICK = {"cifar10-test": 50, "kodak": 2}
+QUICK = {"cifar10-test": 100, "kodak": 2}
 FULL = {"cifar10-test": 10000, "kodak": 24}
 
 
