@@ -300,7 +300,18 @@ class Codec:
                             f"({self.model_id[:2 * MODEL_ID_BYTES]}); decode it with that model")
         if header.z_bits != self.latents.bits or any(c >= self.cfg.z_channels for c in header.active):
             raise VlaeError("corrupt file: latent layout does not match the model")
+        # the file's layout (coded channels, bands) applies to this decode only
+        saved = self.active, self.growth, self.tail
         self.active, self.growth, self.tail = header.active, header.growth, header.tail
+        try:
+            out = self._decode_payload(header, words)
+        finally:
+            self.active, self.growth, self.tail = saved
+        if pixel_digest(out) != header.digest:
+            raise VlaeError("decoded pixels fail their checksum (corrupt file); nothing written")
+        return out
+
+    def _decode_payload(self, header: Header, words: np.ndarray) -> list[np.ndarray]:
         coder = constriction.stream.stack.AnsCoder(words)
         out = []
         try:
@@ -312,8 +323,6 @@ class Codec:
         except (ValueError, RuntimeError, AssertionError, IndexError) as e:
             # a payload that passes its CRC but is not ours (or a coder error): never a traceback
             raise VlaeError(f"corrupt file: payload does not decode ({type(e).__name__})") from None
-        if pixel_digest(out) != header.digest:
-            raise VlaeError("decoded pixels fail their checksum (corrupt file); nothing written")
         return out
 
     def decode(self, data: bytes) -> np.ndarray:
