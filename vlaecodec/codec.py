@@ -91,7 +91,7 @@ def band_rows(height: int, tail: int, growth: int = 8) -> list[tuple[int, int]]:
 
 
 def _to_chw(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).long()
+    return torch.from_numpy(np.array(img, dtype=np.int64)).permute(2, 0, 1)
 
 
 def _pad4(x: torch.Tensor) -> torch.Tensor:

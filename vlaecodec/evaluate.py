@@ -57,7 +57,7 @@ def evaluate(model: VLAE, images, batch_size: int = 100, iw_samples: int = 0, se
         from tqdm import tqdm
         batches = tqdm(batches, desc="eval", mininterval=2)
     for xb in batches:
-        x = torch.from_numpy(np.ascontiguousarray(xb)).permute(0, 3, 1, 2).long().to(device)
+        x = torch.from_numpy(np.array(xb, dtype=np.int64)).permute(0, 3, 1, 2).to(device)
         x, valid = pad_to_multiple(x)
         out = model(x, valid=valid)
         tot_d += out["distortion"].sum().item()
