@@ -108,6 +108,11 @@ def test_unwritable_output_leaves_nothing(tmp_path, model_path):
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(src)
     r = run("encode", str(src), "-o", str(tmp_path / "no" / "such" / "dir" / "a.vlae"), "--model", model_path)
     assert r.returncode != 0 and b"Traceback" not in r.stderr and b"no such folder" in r.stderr
+    # a folder nobody can create files in, root included
+    r = run("encode", str(src), "-o", "/proc/vlaecodec-test.vlae", "--model", model_path, "--no-elbo")
+    err = r.stderr.decode()
+    assert r.returncode != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not Path("/proc/vlaecodec-test.vlae").exists()
 
 
 def test_full_disk_leaves_no_partial_output(tmp_path, monkeypatch):
