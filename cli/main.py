@@ -40,6 +40,7 @@ def cli():
 @click.option("--data", help="cifar10 | cifar10+photos | photos | mnist | bmnist | omniglot | a folder")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue exactly from RUN/checkpoint.safetensors.")
+@click.option("--init", "init_from", help="Start from these weights (zoo name or .safetensors; the config must match).")
 @click.option("--decoder", type=click.Choice(["local", "full", "factorized"]))
 @click.option("--prior", type=click.Choice(["normal", "ar"]))
 @click.option("--likelihood", type=click.Choice(["categorical", "logistic"]))
@@ -67,7 +68,7 @@ def cli():
 @click.option("--bf16", is_flag=True, default=None, help="bf16 autocast (always on for CUDA).")
 @click.option("--device", help="cpu | cuda (default: cuda when available).")
 @click.option("--threads", type=int, help="torch CPU threads.")
-def train(config_file, run_dir, resume, device, threads, **flags):
+def train(config_file, run_dir, resume, init_from, device, threads, **flags):
     """Train a VLAE into a run folder (checkpoints and an exported model + card)."""
     import torch
     from vlaecodec.train import train as run_training
@@ -91,7 +92,12 @@ def train(config_file, run_dir, resume, device, threads, **flags):
         cfg.levels, cfg.channels = 2, 1
     elif s.data == "mnist":
         cfg.channels = 1
-    meta = run_training(cfg, s, run, resume=resume, device=device)
+    if init_from and not config_file:  # the model's own architecture, unless told otherwise
+        from vlaecodec.zoo import read_card, resolve
+        arch = read_card(resolve(init_from)).get("config", {})
+        cfg = VLAEConfig.from_dict({**arch, **{k: v for k, v in flags.items()
+                                               if v is not None and k in VLAEConfig.__dataclass_fields__}})
+    meta = run_training(cfg, s, run, resume=resume, device=device, init=init_from)
     click.echo(json.dumps({"run": str(run), "step": meta["step"], "train_seconds": meta["train_seconds"]}))
 
 

@@ -171,7 +171,7 @@ def validate(model: VLAE, x: np.ndarray, device, beta: float) -> dict:
 
 
 def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False,
-          model_card: dict | None = None, device: str | None = None) -> dict:
+          model_card: dict | None = None, device: str | None = None, init: str | None = None) -> dict:
     """Train (or continue training) into ``run_dir``; returns the final metadata."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     dev = torch_device(device)
@@ -196,6 +196,10 @@ def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False
         meta = load_checkpoint(ckpt, model, opt)
         if rank == 0:
             print(f"resumed from {ckpt} at step {meta['step']}", file=sys.stderr)
+    elif init:  # start from a model's weights (e.g. a zoo model), with a fresh optimizer
+        from .zoo import resolve
+        model.load_state_dict(load_file(str(resolve(init)), device=str(dev)))
+        meta["init"] = str(init)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     source = BatchSource(s, cfg.channels)
     per_rank = s.batch_size // world
