@@ -175,9 +175,7 @@ def _encode_archive(inputs, output, model_name, force, as_json, threads):
 
 
 def _report(rec: dict, as_json: bool) -> None:
-    stream = sys.stderr if rec.get("output") == STDIO and not as_json else sys.stdout
-    if rec.get("output") == STDIO and as_json:
-        stream = sys.stderr  # stdout carries the file itself
+    stream = sys.stderr if rec.get("output") == STDIO else sys.stdout  # stdout may carry the file itself
     if as_json:
         print(json.dumps(rec), file=stream, flush=True)
     else:

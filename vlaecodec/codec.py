@@ -50,7 +50,7 @@ def pixel_digest(images: list[np.ndarray]) -> bytes:
     return h.digest()[:8]
 
 
-def wavefront(height: int, width: int, lag: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def wavefront(height: int, width: int, lag: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Pixel sets that can be decoded together: (y, x) with x + lag*y = t, for t = 0, 1, ...
 
     With a window reaching ``lag - 1`` pixels to the right in the rows above, every pixel of
