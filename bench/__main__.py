@@ -112,6 +112,7 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="small slices: minutes, for development")
     ap.add_argument("--datasets", nargs="*", default=None, help="default: cifar10-test kodak")
     ap.add_argument("--limit", type=int, help="images per dataset (overrides --quick/full sizes)")
+    ap.add_argument("--sizes", nargs="*", default=[], help="per data set, e.g. kodak=6 cifar10-test=300")
     ap.add_argument("--models", nargs="*", default=["default"])
     ap.add_argument("--classical", nargs="*", default=list(CODECS))
     ap.add_argument("--no-archive", action="store_true")
@@ -119,7 +120,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    sizes = QUICK if args.quick else FULL
+    sizes = dict(QUICK if args.quick else FULL)
+    sizes.update({k: int(v) for k, v in (item.split("=") for item in args.sizes)})
     datasets = args.datasets or list(sizes)
     rows = []
     for ds in datasets:
