@@ -1,8 +1,14 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from vlaecodec.model import VLAE, VLAEConfig
+
+ROOT = Path(__file__).parent.parent
 
 
 def tiny_config(**kw) -> VLAEConfig:
@@ -23,3 +29,18 @@ def tiny_model(seed: int = 0, **kw) -> VLAE:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    """A tiny logistic-mixture model saved as a zoo-style file, for the command line."""
+    from vlaecodec.zoo import save_model
+    p = tmp_path_factory.mktemp("zoo") / "tiny.safetensors"
+    save_model(tiny_model(likelihood="logistic"), p, {"beta": 1.0})
+    return str(p)
+
+
+def run_cli(*args, stdin=None):
+    """Run ``vlaecodec ARGS`` in a fresh process from the repository root."""
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, cwd=ROOT,
+                          input=stdin)

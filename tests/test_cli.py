@@ -9,21 +9,9 @@ import pytest
 from PIL import Image
 
 from vlaecodec.zoo import save_model
-from conftest import tiny_model
+from conftest import ROOT, run_cli, tiny_model
 
-ROOT = Path(__file__).parent.parent
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    p = tmp_path_factory.mktemp("zoo") / "tiny.safetensors"
-    save_model(tiny_model(likelihood="logistic"), p, {"beta": 1.0})
-    return str(p)
-
-
-def run(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, cwd=ROOT,
-                          input=stdin)
+run = run_cli
 
 
 def save(path, arr, **kw):

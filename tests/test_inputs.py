@@ -1,10 +1,7 @@
 """Every kind of bad or unusual input image: a one-line error or a documented conversion,
 a non-zero exit where it failed, never a partial or overwritten output."""
 import errno
-import io
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -14,21 +11,9 @@ from PIL import Image
 
 from vlaecodec import cliops
 from vlaecodec.errors import VlaeError
-from vlaecodec.zoo import save_model
-from conftest import tiny_model
+from conftest import ROOT, run_cli
 
-ROOT = Path(__file__).parent.parent
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    p = tmp_path_factory.mktemp("zoo") / "tiny.safetensors"
-    save_model(tiny_model(likelihood="logistic"), p, {"beta": 1.0})
-    return str(p)
-
-
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, cwd=ROOT)
+run = run_cli
 
 
 def png_with_size(width: int, height: int) -> bytes:

@@ -21,10 +21,16 @@ from .zoo import DEFAULT_MODEL, load_model
 
 
 @lru_cache(maxsize=4)
+def _loaded(name: str):
+    """(float model, card), read from disk once per process for the codec and the ELBO."""
+    return load_model(name)
+
+
+@lru_cache(maxsize=4)
 def load_codec(name: str = DEFAULT_MODEL) -> Codec:
     """The codec of a zoo model (cached per process)."""
     import sys
-    model, card = load_model(name)
+    model, card = _loaded(name)
     codec = Codec(model, card["model_id"], active_channels=card.get("active_channels"))
     codec.progress = sys.stderr.isatty()
     return codec
@@ -64,15 +70,10 @@ def decode_many(data: bytes, model: str | None = None) -> list[np.ndarray]:
     return _codec_for(data, model).decode_many(data)
 
 
-@lru_cache(maxsize=4)
-def _float_model(name: str):
-    return load_model(name)[0]
-
-
 @torch.no_grad()
 def elbo_bpd(image: np.ndarray, model: str = DEFAULT_MODEL, samples: int = 4, seed: int = 0) -> float:
     """The model's -ELBO for one image in bits per subpixel (float network, averaged over z samples)."""
-    net = _float_model(model)
+    net = _loaded(model)[0]
     x = torch.from_numpy(np.array(image, dtype=np.int64)).permute(2, 0, 1)[None]
     if x.shape[1] < net.cfg.channels:
         x = x.expand(-1, net.cfg.channels, -1, -1)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import VlaeError
-from .exact import ExactVLAE, pixels_to_input
+from .exact import ExactVLAE
 from .fileformat import MODEL_ID_BYTES, Header, ImageInfo, max_pixels, pack, unpack
 from .latents import Latents
 from .model import VLAE

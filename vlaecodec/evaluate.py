@@ -10,8 +10,6 @@ channel, active units and the importance-weighted bound.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -89,7 +87,3 @@ def evaluate(model: VLAE, images, batch_size: int = 100, iw_samples: int = 0, se
         result["iw_nll_nats_per_image"] = tot_iw / n
         result["iw_bpd"] = tot_iw / (tot_dims * LOG2)
     return result
-
-
-def bits_per_dim(nats: float, dims: int) -> float:
-    return nats / (dims * math.log(2))
