@@ -71,6 +71,7 @@ def cli():
 def train(config_file, run_dir, resume, init_from, device, threads, **flags):
     """Train a VLAE into a run folder (checkpoints and an exported model + card)."""
     import torch
+
     from vlaecodec.train import train as run_training
     if threads:
         torch.set_num_threads(threads)
@@ -114,6 +115,7 @@ def train(config_file, run_dir, resume, init_from, device, threads, **flags):
 def eval_cmd(model_name, dataset, limit, iw_samples, batch_size, seed, as_json, update_card):
     """Test-set -ELBO in bits/dim, split into distortion and rate."""
     import torch
+
     from vlaecodec import data as D
     from vlaecodec.evaluate import evaluate
     from vlaecodec.zoo import load_model, read_card, resolve, write_card
@@ -141,6 +143,7 @@ def eval_cmd(model_name, dataset, limit, iw_samples, batch_size, seed, as_json, 
 
 def _codec(model_name: str, threads: int):
     import torch
+
     from vlaecodec.api import load_codec
     torch.set_num_threads(threads)
     return load_codec(model_name)
@@ -150,16 +153,37 @@ def _codec(model_name: str, threads: int):
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", help="Output file (one input), folder (several), or - for stdout.")
 @click.option("--archive", is_flag=True, help="All inputs into one chained file (-o names it).")
-@click.option("--model", "model_name", default="default", show_default=True)
+@click.option("--model", "model_name", help="Zoo name or .safetensors path  [default: default]")
+@click.option("--beta", type=float, help="Use the zoo model trained at this beta (the beta family).")
+@click.option("--max-error", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="Near-lossless: every decoded subpixel within this of the original (0 = lossless).")
+@click.option("--lossy", is_flag=True, help="Keep z only: a small file, decoded to the model's picture of the image.")
+@click.option("--recon", type=click.Choice(["mean", "mode", "sample"]), default="mean", show_default=True,
+              help="Lossy: how the decoder picks each subpixel from the PixelCNN.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Lossy: seed of --recon sample.")
+@click.option("--z-extra-bits", type=click.IntRange(-8, 8), default=0, show_default=True,
+              help="Lossy: finer (positive) or coarser latent bins than the posterior's width asks.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Parallel processes for many inputs.")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch threads per process.")
 @click.option("--elbo/--no-elbo", default=True, help="Also report the model's -ELBO (elbo_bpd).")
-def encode(inputs, output, archive, model_name, force, as_json, jobs, threads, elbo):
-    """Encode images losslessly into .vlae files."""
+def encode(inputs, output, archive, model_name, beta, max_error, lossy, recon, seed, z_extra_bits,
+           force, as_json, jobs, threads, elbo):
+    """Encode images into .vlae files: lossless by default, near-lossless with --max-error,
+    lossy with --lossy."""
     from vlaecodec import cliops
-    cliops.encode_command(list(inputs), output, archive, model_name, force, as_json, jobs, threads, elbo)
+    if lossy and max_error:
+        raise click.UsageError("--lossy and --max-error exclude each other")
+    if beta is not None and model_name:
+        raise click.UsageError("give --model or --beta, not both")
+    if beta is not None:
+        from vlaecodec.zoo import model_for_beta
+        model_name = model_for_beta(beta)
+    opts = cliops.EncodeOptions(max_error=max_error, lossy=lossy, recon=recon, seed=seed,
+                                extra_bits=z_extra_bits)
+    cliops.encode_command(list(inputs), output, archive, model_name or "default", force, as_json, jobs,
+                          threads, elbo, opts)
 
 
 @cli.command()
@@ -167,13 +191,16 @@ def encode(inputs, output, archive, model_name, force, as_json, jobs, threads, e
 @click.option("-o", "--output", help="Output image (one input), folder (several or an archive), or - for stdout.")
 @click.option("--model", "model_name", default="auto", show_default=True,
               help="auto: the zoo model whose id the file names.")
+@click.option("--preview", is_flag=True, help="Decode the z layer only: the lossy picture, without the pixel bits.")
+@click.option("--recon", type=click.Choice(["mean", "mode", "sample"]), default="mean", show_default=True,
+              help="--preview: how each subpixel is picked from the PixelCNN.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--jobs", type=int, default=1, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True)
-def decode(inputs, output, model_name, force, jobs, threads):
-    """Decode .vlae files to PNG, bit-exact."""
+def decode(inputs, output, model_name, preview, recon, force, jobs, threads):
+    """Decode .vlae files to PNG (lossless files bit-exact)."""
     from vlaecodec import cliops
-    cliops.decode_command(list(inputs), output, model_name, force, jobs, threads)
+    cliops.decode_command(list(inputs), output, model_name, force, jobs, threads, preview, recon)
 
 
 @cli.command()
@@ -194,6 +221,7 @@ def info(files, as_json):
 def export(run_dir, name, active_threshold, force):
     """Copy a run's model into the zoo (models/NAME) with its card and its active latent channels."""
     import shutil
+
     from vlaecodec import data as D
     from vlaecodec.evaluate import evaluate
     from vlaecodec.zoo import MODELS_DIR, load_model, read_card, write_card

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, run_cli, tiny_model
 from PIL import Image
 
 from vlaecodec.zoo import save_model
-from conftest import ROOT, run_cli, tiny_model
 
 run = run_cli
 

@@ -1,10 +1,10 @@
 """Lossless round trips, bit-exact, on odd sizes, grey and RGB, single files and archives."""
 import numpy as np
 import pytest
+from conftest import tiny_model
 
 from vlaecodec.codec import Codec, CodingStats
 from vlaecodec.errors import VlaeError
-from conftest import tiny_model
 
 
 @pytest.fixture(scope="module", params=["categorical", "logistic"])

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_model
 
 from vlaecodec.exact import ExactVLAE, QLinear, pixels_to_input
-from conftest import tiny_model
 
 
 def test_conv_in_float64_equals_integer_arithmetic(rng):

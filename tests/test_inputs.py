@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, run_cli
 from PIL import Image
 
 from vlaecodec import cliops
 from vlaecodec.errors import VlaeError
-from conftest import ROOT, run_cli
 
 run = run_cli
 

@@ -2,9 +2,9 @@
 respect to the (normalized) image is nonzero only inside its causal window."""
 import pytest
 import torch
+from conftest import tiny_model
 
 from vlaecodec.model import window_offsets
-from conftest import tiny_model
 
 H = W = 12
 Y, X = 7, 5  # the probed pixel

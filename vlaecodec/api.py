@@ -5,6 +5,9 @@
 >>> data = api.encode(img)                        # the default model from models/
 >>> bool((api.decode(data) == img).all())
 True
+>>> near = api.decode(api.encode(img, max_error=2))  # near-lossless: every subpixel within 2
+>>> int(abs(near.astype(int) - img).max()) <= 2
+True
 """
 from __future__ import annotations
 
@@ -36,17 +39,27 @@ def load_codec(name: str = DEFAULT_MODEL) -> Codec:
     return codec
 
 
-def encode(image: np.ndarray, model: str = DEFAULT_MODEL) -> bytes:
-    """Lossless .vlae bytes of a uint8 image [H,W], [H,W,1] or [H,W,3]."""
-    if isinstance(image, np.ndarray) and image.ndim == 2:
-        image = image[..., None]
-    return load_codec(model).encode(image)
+def _hwc(image):
+    return image[..., None] if isinstance(image, np.ndarray) and image.ndim == 2 else image
+
+
+def encode(image: np.ndarray, model: str = DEFAULT_MODEL, max_error: int = 0) -> bytes:
+    """.vlae bytes of a uint8 image [H,W], [H,W,1] or [H,W,3]: lossless, or with
+    ``max_error = d`` near-lossless (every subpixel within d)."""
+    return load_codec(model).encode(_hwc(image), max_error=max_error)
 
 
 def encode_many(images: list[np.ndarray], model: str = DEFAULT_MODEL,
-                stats: CodingStats | None = None) -> bytes:
+                stats: CodingStats | None = None, max_error: int = 0) -> bytes:
     """One archive holding several images, chained on one ANS stack."""
-    return load_codec(model).encode_many([i[..., None] if i.ndim == 2 else i for i in images], stats)
+    return load_codec(model).encode_many([_hwc(i) for i in images], stats, max_error)
+
+
+def encode_lossy(images: list[np.ndarray], model: str = DEFAULT_MODEL, recon: str = "mean",
+                 seed: int = 0, extra_bits: int = 0) -> bytes:
+    """A lossy file holding z only (see :meth:`Codec.encode_lossy`); a higher-beta model
+    gives a smaller file that keeps only the global structure."""
+    return load_codec(model).encode_lossy([_hwc(i) for i in images], recon, seed, extra_bits)
 
 
 def _codec_for(data: bytes, model: str | None) -> Codec:
@@ -61,26 +74,36 @@ def _codec_for(data: bytes, model: str | None) -> Codec:
     raise VlaeError(f"this file needs model {header.model_id}, which is not in the zoo")
 
 
-def decode(data: bytes, model: str | None = None) -> np.ndarray:
-    """Pixels [H,W,C] of a single-image .vlae file (the model is found from the file's id)."""
-    return _codec_for(data, model).decode(data)
+def decode(data: bytes, model: str | None = None, preview: bool = False) -> np.ndarray:
+    """Pixels [H,W,C] of a single-image .vlae file (the model is found from the file's id);
+    ``preview``: the lossy picture from the file's z layer alone."""
+    return _codec_for(data, model).decode(data, preview)
 
 
-def decode_many(data: bytes, model: str | None = None) -> list[np.ndarray]:
-    return _codec_for(data, model).decode_many(data)
+def decode_many(data: bytes, model: str | None = None, preview: bool = False,
+                rule: str = "mean") -> list[np.ndarray]:
+    return _codec_for(data, model).decode_many(data, preview, rule)
 
 
 @torch.no_grad()
-def elbo_bpd(image: np.ndarray, model: str = DEFAULT_MODEL, samples: int = 4, seed: int = 0) -> float:
-    """The model's -ELBO for one image in bits per subpixel (float network, averaged over z samples)."""
+def elbo_parts(image: np.ndarray, model: str = DEFAULT_MODEL, samples: int = 4, seed: int = 0) -> tuple[float, float]:
+    """The model's distortion and rate (KL) for one image, bits per subpixel (float network,
+    averaged over z samples): their sum is the -ELBO."""
     net = _loaded(model)[0]
     x = torch.from_numpy(np.array(image, dtype=np.int64)).permute(2, 0, 1)[None]
     if x.shape[1] < net.cfg.channels:
         x = x.expand(-1, net.cfg.channels, -1, -1)
     x, valid = pad_to_multiple(x)
     torch.manual_seed(seed)
-    total = 0.0
+    d = r = 0.0
     for _ in range(samples):
         out = net(x, valid=valid)
-        total += float(out["distortion"].sum() + out["rate"].sum())
-    return total / samples / (LOG2 * image.size)
+        d += float(out["distortion"].sum())
+        r += float(out["rate"].sum())
+    scale = samples * LOG2 * image.size
+    return d / scale, r / scale
+
+
+def elbo_bpd(image: np.ndarray, model: str = DEFAULT_MODEL, samples: int = 4, seed: int = 0) -> float:
+    """The model's -ELBO for one image in bits per subpixel."""
+    return sum(elbo_parts(image, model, samples, seed))

@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,31 @@ def write_atomic(path: str, data: bytes) -> None:
 
 
 # --- encode ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Lossless (the default), near-lossless (max_error > 0) or lossy (z only)."""
+    max_error: int = 0
+    lossy: bool = False
+    recon: str = "mean"
+    seed: int = 0
+    extra_bits: int = 0
+
+    @property
+    def mode(self) -> str:
+        return "lossy" if self.lossy else "near-lossless" if self.max_error else "lossless"
+
+    def encode(self, codec, images: list[np.ndarray]) -> bytes:
+        if self.lossy:
+            return codec.encode_lossy(images, self.recon, self.seed, self.extra_bits)
+        return codec.encode_many(images, max_error=self.max_error)
+
+    def describe(self) -> dict:
+        out = {"mode": self.mode}
+        if self.max_error:
+            out["max_error"] = self.max_error
+        return out
+
+
 def _output_for(inp: str, output: str | None, many: bool, suffix: str) -> str:
     if output == STDIO or (output and not many):
         return output
@@ -124,17 +150,22 @@ def _output_for(inp: str, output: str | None, many: bool, suffix: str) -> str:
 
 
 def _encode_one(args) -> dict:
-    inp, out, model_name, threads, with_elbo = args
+    inp, out, model_name, threads, with_elbo, opts = args
     import torch
-    from .api import elbo_bpd, load_codec
+
+    from .api import elbo_parts, load_codec
     torch.set_num_threads(threads)
     img = read_image(inp)
-    data = load_codec(model_name).encode(img)
+    data = opts.encode(load_codec(model_name), [img])
     write_atomic(out, data)
     rec = {"input": inp, "output": out, "width": img.shape[1], "height": img.shape[0],
-           "channels": img.shape[2], "bytes": len(data), "bpd": len(data) * 8 / img.size}
+           "channels": img.shape[2], "bytes": len(data), "bpd": len(data) * 8 / img.size,
+           "bpp": len(data) * 8 / (img.shape[0] * img.shape[1]), **opts.describe()}
     if with_elbo:
-        rec["elbo_bpd"] = elbo_bpd(img, model_name)
+        distortion, rate = elbo_parts(img, model_name)
+        rec["elbo_bpd"] = distortion + rate
+        if opts.lossy:  # what z costs in the model, beside what it cost in the file
+            rec["kl_bpd"] = rate
     return rec
 
 
@@ -145,30 +176,33 @@ def _prepare_outputs(pairs, force):
         raise VlaeError("several inputs would write the same output")
 
 
-def encode_command(inputs, output, archive, model_name, force, as_json, jobs, threads, with_elbo):
+def encode_command(inputs, output, archive, model_name, force, as_json, jobs, threads, with_elbo,
+                   opts: EncodeOptions = EncodeOptions()):
     if archive or (len(inputs) > 1 and output and output.endswith(".vlae")):
-        return _encode_archive(inputs, output, model_name, force, as_json, threads)
+        return _encode_archive(inputs, output, model_name, force, as_json, threads, opts)
     many = len(inputs) > 1
     if many and output and output != STDIO and not Path(output).is_dir():
         raise VlaeError(f"{output}: several inputs need an existing output folder (or --archive)")
     pairs = [(i, _output_for(i, output, many, ".vlae")) for i in inputs]
     _prepare_outputs(pairs, force)
-    tasks = [(i, o, model_name, threads, with_elbo) for i, o in pairs]
+    tasks = [(i, o, model_name, threads, with_elbo, opts) for i, o in pairs]
     _run(tasks, _encode_one, jobs, as_json)
 
 
-def _encode_archive(inputs, output, model_name, force, as_json, threads):
+def _encode_archive(inputs, output, model_name, force, as_json, threads, opts):
     import torch
+
     from .api import elbo_bpd, load_codec
     if not output:
         raise VlaeError("an archive needs -o OUT.vlae")
     check_writable(output, force)
     torch.set_num_threads(threads)
     images = [read_image(i) for i in inputs]
-    data = load_codec(model_name).encode_many(images)
+    data = opts.encode(load_codec(model_name), images)
     write_atomic(output, data)
     dims = sum(i.size for i in images)
-    rec = {"output": output, "images": len(images), "bytes": len(data), "bpd": len(data) * 8 / dims}
+    rec = {"output": output, "images": len(images), "bytes": len(data), "bpd": len(data) * 8 / dims,
+           **opts.describe()}
     if output != STDIO and as_json:
         rec["elbo_bpd"] = sum(elbo_bpd(i, model_name) * i.size for i in images) / dims
     _report(rec, as_json)
@@ -223,12 +257,13 @@ def _collect(name, result, as_json) -> int:
 
 # --- decode ------------------------------------------------------------------------------
 def _decode_one(args) -> dict:
-    inp, out, model_name, threads = args
+    inp, out, model_name, threads, preview, recon = args
     import torch
+
     from .api import decode_many
     torch.set_num_threads(threads)
     data = read_bytes(inp)
-    images = decode_many(data, None if model_name == "auto" else model_name)
+    images = decode_many(data, None if model_name == "auto" else model_name, preview, recon)
     if len(images) == 1:
         write_atomic(out, png_bytes(images[0]))
         return {"input": inp, "output": out, "width": images[0].shape[1], "height": images[0].shape[0]}
@@ -241,13 +276,13 @@ def _decode_one(args) -> dict:
     return {"input": inp, "output": str(folder), "images": len(images)}
 
 
-def decode_command(inputs, output, model_name, force, jobs, threads):
+def decode_command(inputs, output, model_name, force, jobs, threads, preview=False, recon="mean"):
     many = len(inputs) > 1
     if many and output and output != STDIO and not Path(output).is_dir():
         raise VlaeError(f"{output}: several inputs need an existing output folder")
     pairs = [(i, _output_for(i, output, many, ".png")) for i in inputs]
     _prepare_outputs(pairs, force)
-    _run([(i, o, model_name, threads) for i, o in pairs], _decode_one, jobs, as_json=False)
+    _run([(i, o, model_name, threads, preview, recon) for i, o in pairs], _decode_one, jobs, as_json=False)
 
 
 # --- info --------------------------------------------------------------------------------
@@ -263,6 +298,10 @@ def info_command(files, as_json):
                    "images": len(header.images), "mode": MODE_NAMES[header.mode],
                    "model": header.model_id, "z_bits": header.z_bits, "bytes": len(data),
                    "header_bytes": header.size, "bpd": len(data) * 8 / dims}
+            if header.max_error:
+                rec["max_error"] = header.max_error
+            if header.channel_bits:
+                rec["latent_bits"] = dict(zip(header.active, header.channel_bits))
             _report(rec, as_json)
         except Exception as e:  # noqa: BLE001
             from .errors import describe

@@ -1,16 +1,21 @@
-"""Lossless coding of images with bits-back ANS over the exact VLAE (see docs/FORMAT.md).
+"""Coding images with bits-back ANS over the exact VLAE (see docs/FORMAT.md).
 
-One image, as the decoder sees it (the encoder does the inverse, in reverse order)::
+A file, as the decoder sees it (the encoder does the inverse, in reverse order)::
 
-    z     = pop(uniform over 2**z_bits equal-prior-mass bins)    # prior p(z)
-    x     = pop(local PixelCNN tables given z), wave by wave     # p(x|z)
-    push(z, posterior tables q(z|x))                             # give back the borrowed bits
+    for every band of every image:  z_b = pop(uniform over 2**z_bits bins)     # prior p(z)
+    for every band b, in order:
+        x_b = pop(local PixelCNN tables given z_b), wave by wave                 # p(x|z)
+        push(z_b, posterior tables q(z_b|x_b))                                   # bits back
 
 Each image is cut into bands of rows, each with its own z (the pixel window still reaches
 across band borders).  Bands and images are chained on one ANS stack: the bits that a band
-borrows when the encoder pops its z are the compressed bits of everything decoded after it.
+borrows when the encoder pops its z are the compressed bits of the bands decoded after it.
 The very last band has nothing to borrow from, so its z is the posterior's mode bin, sent at
-the prior's cost; it is kept small (``tail`` rows).
+the prior's cost; it is kept small (``tail`` rows).  All z come first, so the z layer decodes
+alone into a preview (:meth:`Codec.preview`).
+
+Near-lossless (``max_error = d``) codes each subpixel's bin of 2d+1 values with the model's
+mass over that bin, the same way; lossy files hold z only (:meth:`Codec.encode_lossy`).
 
 >>> import numpy as np
 >>> from vlaecodec.model import VLAE, VLAEConfig
@@ -32,7 +37,18 @@ import torch.nn.functional as F
 
 from .errors import VlaeError
 from .exact import ExactVLAE
-from .fileformat import MODEL_ID_BYTES, Header, ImageInfo, max_pixels, pack, unpack
+from .fileformat import (
+    MAX_ERROR,
+    MODE_LOSSY,
+    MODE_NEAR_LOSSLESS,
+    MODEL_ID_BYTES,
+    RECON_NAMES,
+    Header,
+    ImageInfo,
+    max_pixels,
+    pack,
+    unpack,
+)
 from .latents import Latents
 from .model import VLAE
 
@@ -103,6 +119,70 @@ def _pad4(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+class Bins:
+    """Near-lossless alphabet: bins of 2d+1 consecutive values, each decoded to a value within
+    d of all its members (d = 0: the values themselves).
+
+    >>> b = Bins(2, 256)
+    >>> b.index(np.array([0, 4, 5, 255])).tolist(), b.value(b.index(np.array([0, 4, 5, 255]))).tolist()
+    ([0, 0, 1, 51], [2, 2, 7, 255])
+    """
+
+    def __init__(self, max_error: int, levels: int):
+        self.d, self.levels = max_error, levels
+        self.width = 2 * max_error + 1
+        lo = np.arange(0, levels, self.width)
+        self.last = np.minimum(lo + self.width, levels) - 1             # last value of each bin
+        self.centers = np.minimum(lo + max_error, levels - 1)           # within d of lo .. last
+
+    def index(self, x: np.ndarray) -> np.ndarray:
+        return x // self.width
+
+    def value(self, q: np.ndarray) -> np.ndarray:
+        return self.centers[q]
+
+    def masses(self, probs: np.ndarray) -> np.ndarray:
+        """Probability of each bin from value probabilities [n, levels].  A running sum
+        (sequential, so the same on every machine) read at each bin's last value."""
+        if self.d == 0:
+            return probs
+        cum = np.cumsum(probs, axis=1)[:, self.last]
+        # C order: constriction reads the rows straight from memory (the gather above gives F order)
+        return np.ascontiguousarray(np.diff(cum, axis=1, prepend=0.0))
+
+
+def reconstruct(probs: np.ndarray, rule: str, rng: np.random.Generator | None = None) -> np.ndarray:
+    """One value per row of probabilities, for decodes without pixel bits (lossy, preview):
+    ``mean`` (rounded), ``mode``, or a ``sample``.  Sequential sums only, so every machine
+    gets the same values from the same (exact) tables.
+
+    >>> p = np.array([[0.1, 0.2, 0.7], [0.6, 0.0, 0.4]])
+    >>> reconstruct(p, "mean").tolist(), reconstruct(p, "mode").tolist()
+    ([2, 1], [2, 0])
+    """
+    if rule == "mode":
+        return probs.argmax(axis=1)
+    cum = np.cumsum(probs, axis=1)
+    if rule == "mean":
+        mean = np.cumsum(probs * np.arange(probs.shape[1]), axis=1)[:, -1]
+        return np.floor(mean / cum[:, -1] + 0.5).astype(np.int64)
+    u = rng.random(len(probs)) * cum[:, -1]
+    return np.minimum((cum < u[:, None]).sum(axis=1), probs.shape[1] - 1)
+
+
+@dataclass
+class Unit:
+    """One band of one image: it has its own z and is the unit of bits-back."""
+    image: int
+    rows: tuple[int, int]
+    borrow: bool       # False: nothing is decoded after it, so z is the mode bin at full price
+    grid: tuple[int, int]
+
+    @property
+    def latents_per_channel(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+
 @dataclass
 class CodingStats:
     bits_pixels: float = 0.0
@@ -130,16 +210,28 @@ class Codec:
         """Grey images go through an RGB model as R = G = B."""
         return x.expand(self.cfg.channels, -1, -1) if x.shape[0] < self.cfg.channels else x
 
-    def _z_from_bins(self, bins: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
-        z = torch.zeros(1, self.cfg.z_channels, *grid, dtype=torch.float64)
-        vals = self.latents.values(bins).reshape(len(self.active), *grid)
-        z[0, self.active] = vals
-        return z
+    def _units(self, infos: list[ImageInfo]) -> list[Unit]:
+        """The bands of all images, in decoding order."""
+        units = []
+        for i, info in enumerate(infos):
+            last = i == len(infos) - 1
+            bands = band_rows(info.height, self.tail if last else 0, self.growth)
+            for k, (r0, r1) in enumerate(bands):
+                units.append(Unit(i, (r0, r1), not (last and k == len(bands) - 1),
+                                  (-(-(r1 - r0) // 4), -(-info.width // 4))))
+        return units
 
-    def _posterior_rows(self, x: torch.Tensor):
+    def _z_features(self, values: torch.Tensor, channels: list[int], grid: tuple[int, int]) -> np.ndarray:
+        """Half-resolution z features from integer z values of the given latent channels."""
+        z = torch.zeros(1, self.cfg.z_channels, *grid, dtype=torch.float64)
+        z[0, channels] = values.reshape(len(channels), *grid)
+        return self.net.z_features_half(z)
+
+    def _posterior_rows(self, x: torch.Tensor, channels: list[int] | None = None):
         """(mean, logscale) rows of the coded latents, in (channel, y, x) order."""
+        channels = self.active if channels is None else channels
         mean, logscale = self.net.posterior(_pad4(x)[None])
-        return mean[0, self.active].reshape(-1), logscale[0, self.active].reshape(-1)
+        return mean[0, channels].reshape(-1), logscale[0, channels].reshape(-1)
 
     def _schedule(self, H: int, W: int):
         if self.lag is None:  # factorized: every pixel at once
@@ -149,10 +241,10 @@ class Codec:
 
     # --- pixels -------------------------------------------------------------------------
     def _push_pixels(self, coder, x: np.ndarray, u_pad: np.ndarray, zhalf: np.ndarray,
-                     rows: tuple[int, int], chunk: int = 8192) -> None:
-        """Push the pixels of rows [r0, r1) of x [C,H,W] so that :meth:`_pop_pixels` pops them
-        wave by wave.  Features are gathered exactly as the decoder gathers them, in chunks of
-        waves, so memory stays bounded on any image size."""
+                     rows: tuple[int, int], bins: Bins, chunk: int = 8192) -> None:
+        """Push the pixels of rows [r0, r1) of x [C,H,W] (already on the bins' values) so that
+        :meth:`_pop_pixels` pops them wave by wave.  Features are gathered exactly as the
+        decoder gathers them, in chunks of waves, so memory stays bounded on any image size."""
         C, _, W = x.shape
         r0, r1 = rows
         groups, cur, size = [], [], 0
@@ -171,8 +263,8 @@ class Codec:
             zrows = np.ascontiguousarray(zhalf[:, ys >> 1, xs >> 1].T, dtype=np.float64)
             t = self.net.trunk_rows(self.net.context_rows(u_pad, ys + r0, xs, zrows))
             prev = np.ascontiguousarray(x[:, ys + r0, xs].T)
-            probs = np.concatenate([self.net.probabilities(c, t, prev) for c in range(C)])
-            symbols = prev.T.reshape(-1).astype(np.int32)
+            probs = np.concatenate([bins.masses(self.net.probabilities(c, t, prev)) for c in range(C)])
+            symbols = bins.index(prev.T.reshape(-1)).astype(np.int32)
             # decoder order: wave by wave, and inside a wave channel by channel
             order, start = [], 0
             for g in group:
@@ -183,9 +275,10 @@ class Codec:
             order = np.concatenate(order)
             coder.encode_reverse(symbols[order], CATEGORICAL, probs[order])
 
-    def _pop_pixels(self, coder, x: np.ndarray, u_pad: np.ndarray, zfeat: np.ndarray,
+    def _pop_pixels(self, pick, x: np.ndarray, u_pad: np.ndarray, zfeat: np.ndarray,
                     rows: tuple[int, int]) -> None:
-        """Pop rows [r0, r1) into x [C,H,W] (and its padded network input u_pad)."""
+        """Fill rows [r0, r1) of x [C,H,W] (and its padded network input u_pad), wave by wave;
+        ``pick(probabilities, c, prev) -> values`` pops them from the coder or reconstructs them."""
         net = self.net
         C, _, W = x.shape
         r0, r1 = rows
@@ -196,7 +289,7 @@ class Codec:
             t = net.trunk_rows(ctx)
             prev = np.zeros((len(ys), C), dtype=np.int64)
             for c in range(C):
-                sym = coder.decode(CATEGORICAL, net.probabilities(c, t, prev))
+                sym = pick(net.probabilities(c, t, prev), c, prev)
                 prev[:, c] = sym
                 x[c, ys + r0, xs] = sym
                 if net.local:
@@ -221,51 +314,11 @@ class Codec:
             u_pad[:, net.up:, net.left:net.left + W] = 2 * x - (self.cfg.levels - 1)
         return u_pad
 
-    # --- one band of one image: the unit of bits-back ----------------------------------
-    def _encode_band(self, coder, x, u_pad, rows, borrow: bool, stats: CodingStats) -> None:
-        band = x[:, rows[0]:rows[1]]
-        grid = (-(-band.shape[1] // 4), -(-band.shape[2] // 4))
-        mean, logscale = self._posterior_rows(band)
-        if borrow:  # bits-back: z is a sample from q(z|x) read off the stack
-            before = coder.num_bits()
-            bins = coder.decode(CATEGORICAL, self.latents.posterior_probabilities(mean, logscale)).astype(np.int32)
-            stats.bits_back += before - coder.num_bits()
-        else:  # nothing below to borrow from: the posterior's mode bin, at the prior's cost
-            bins = self.latents.mode_bins(mean)
-        zhalf = self.net.z_features_half(self._z_from_bins(bins, grid))
-        before = coder.num_bits()
-        self._push_pixels(coder, x.numpy(), u_pad, zhalf, rows)
-        stats.bits_pixels += coder.num_bits() - before
-        before = coder.num_bits()
-        coder.encode_reverse(bins, constriction.stream.model.Uniform(self.latents.K))
-        stats.bits_prior += coder.num_bits() - before
+    def _blank(self, info: ImageInfo) -> tuple[np.ndarray, np.ndarray]:
+        x = np.zeros((self.cfg.channels, info.height, info.width), dtype=np.int64)
+        return x, self._padded_input(x, known=False)
 
-    def _decode_band(self, coder, x, u_pad, rows, borrow: bool) -> None:
-        r0, r1 = rows
-        W = x.shape[2]
-        grid = (-(-(r1 - r0) // 4), -(-W // 4))
-        n_lat = len(self.active) * grid[0] * grid[1]
-        bins = coder.decode(constriction.stream.model.Uniform(self.latents.K), n_lat).astype(np.int32)
-        zhalf = self.net.z_features_half(self._z_from_bins(bins, grid))
-        self._pop_pixels(coder, x, u_pad, zhalf, rows)
-        if borrow:
-            mean, logscale = self._posterior_rows(torch.from_numpy(x[:, r0:r1]))
-            coder.encode_reverse(bins, CATEGORICAL, self.latents.posterior_probabilities(mean, logscale))
-
-    def _encode_one(self, coder, img: np.ndarray, last: bool, stats: CodingStats) -> None:
-        x = self._rgb(_to_chw(img))
-        u_pad = self._padded_input(x.numpy())
-        bands = band_rows(x.shape[1], self.tail if last else 0, self.growth)
-        for i in reversed(range(len(bands))):
-            self._encode_band(coder, x, u_pad, bands[i], not (last and i == len(bands) - 1), stats)
-
-    def _decode_one(self, coder, info: ImageInfo, last: bool) -> np.ndarray:
-        H, W, C = info.height, info.width, self.cfg.channels
-        x = np.zeros((C, H, W), dtype=np.int64)
-        u_pad = self._padded_input(x, known=False)
-        bands = band_rows(H, self.tail if last else 0, self.growth)
-        for i, rows in enumerate(bands):
-            self._decode_band(coder, x, u_pad, rows, not (last and i == len(bands) - 1))
+    def _finish(self, x: np.ndarray, info: ImageInfo) -> np.ndarray:
         img = np.ascontiguousarray(x.transpose(1, 2, 0)).astype(np.uint8)
         if info.channels < img.shape[2]:
             if not ((img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()):
@@ -273,60 +326,201 @@ class Codec:
             img = img[..., :1]
         return img
 
-    # --- public API ---------------------------------------------------------------------
-    def encode_many(self, images: list[np.ndarray], stats: CodingStats | None = None) -> bytes:
-        """Code several [H,W,C] uint8 images (C = 1 or 3) on one chained ANS stack."""
+    # --- lossless and near-lossless: bits-back over bands --------------------------------
+    def encode_many(self, images: list[np.ndarray], stats: CodingStats | None = None,
+                    max_error: int = 0) -> bytes:
+        """Code several [H,W,C] uint8 images (C = 1 or 3) on one chained ANS stack; with
+        ``max_error = d > 0`` every decoded subpixel is within d of the original."""
         stats = stats if stats is not None else CodingStats()
+        if not 0 <= max_error <= MAX_ERROR:
+            raise VlaeError(f"max error must be 0 .. {MAX_ERROR}, not {max_error}")
         infos = []
         for img in images:
             check_image(img, self.cfg.channels)
             infos.append(ImageInfo(img.shape[1], img.shape[0], img.shape[2]))
+        bins = Bins(max_error, self.cfg.levels)
+        # what the decoder will see: each subpixel on its bin's value (the image itself if d = 0)
+        targets = [bins.value(bins.index(img)).astype(np.uint8) for img in images]
+        units = self._units(infos)
         coder = constriction.stream.stack.AnsCoder()
+        z_bins: list[np.ndarray] = [None] * len(units)
         with torch.no_grad():
-            for i in reversed(range(len(images))):
-                self._encode_one(coder, images[i], last=i == len(images) - 1, stats=stats)
+            x = u_pad = None
+            for k in reversed(range(len(units))):
+                u = units[k]
+                if x is None or u.image != units[k + 1].image:
+                    x = self._rgb(_to_chw(targets[u.image]))
+                    u_pad = self._padded_input(x.numpy())
+                z_bins[k] = self._encode_band(coder, x, u_pad, u, bins, stats)
+        before = coder.num_bits()  # every z first in the file: the decoder pops them before any pixel
+        coder.encode_reverse(np.concatenate(z_bins), constriction.stream.model.Uniform(self.latents.K))
+        stats.bits_prior += coder.num_bits() - before
         header = Header(model_id=self.model_id[:2 * MODEL_ID_BYTES], z_bits=self.latents.bits,
                         active=self.active, images=infos, growth=self.growth, tail=self.tail,
-                        digest=pixel_digest(images))
+                        digest=pixel_digest(targets), max_error=max_error,
+                        mode=MODE_NEAR_LOSSLESS if max_error else 0)
         return pack(header, coder.get_compressed())
 
-    def encode(self, image: np.ndarray, stats: CodingStats | None = None) -> bytes:
-        return self.encode_many([image], stats)
+    def _encode_band(self, coder, x, u_pad, unit: Unit, bins: Bins, stats: CodingStats) -> np.ndarray:
+        r0, r1 = unit.rows
+        mean, logscale = self._posterior_rows(x[:, r0:r1])
+        if unit.borrow:  # bits-back: z is a sample from q(z|x) read off the stack
+            before = coder.num_bits()
+            z = coder.decode(CATEGORICAL, self.latents.posterior_probabilities(mean, logscale)).astype(np.int32)
+            stats.bits_back += before - coder.num_bits()
+        else:  # nothing below to borrow from: the posterior's mode bin, at the prior's cost
+            z = self.latents.mode_bins(mean)
+        zhalf = self._z_features(self.latents.values(z), self.active, unit.grid)
+        before = coder.num_bits()
+        self._push_pixels(coder, x.numpy(), u_pad, zhalf, unit.rows, bins)
+        stats.bits_pixels += coder.num_bits() - before
+        return z
 
-    def decode_many(self, data: bytes) -> list[np.ndarray]:
+    def _pop_z_layer(self, coder, units: list[Unit]) -> list[np.ndarray]:
+        sizes = [len(self.active) * u.latents_per_channel for u in units]
+        flat = coder.decode(constriction.stream.model.Uniform(self.latents.K), sum(sizes)).astype(np.int32)
+        return np.split(flat, np.cumsum(sizes)[:-1])
+
+    def _decode_payload(self, header: Header, words: np.ndarray) -> list[np.ndarray]:
+        coder = constriction.stream.stack.AnsCoder(words)
+        units = self._units(header.images)
+        z_bins = self._pop_z_layer(coder, units)
+        bins = Bins(header.max_error, self.cfg.levels)
+
+        def pop(probs, c, prev):
+            return bins.value(coder.decode(CATEGORICAL, bins.masses(probs)))
+
+        out, x = [], None
+        for k, u in enumerate(units):
+            info = header.images[u.image]
+            if x is None:
+                x, u_pad = self._blank(info)
+            zhalf = self._z_features(self.latents.values(z_bins[k]), self.active, u.grid)
+            self._pop_pixels(pop, x, u_pad, zhalf, u.rows)
+            if u.borrow:
+                mean, logscale = self._posterior_rows(torch.from_numpy(x[:, u.rows[0]:u.rows[1]]))
+                coder.encode_reverse(z_bins[k], CATEGORICAL, self.latents.posterior_probabilities(mean, logscale))
+            if k + 1 == len(units) or units[k + 1].image != u.image:
+                out.append(self._finish(x, info))
+                x = None
+        return out
+
+    # --- lossy: z only ------------------------------------------------------------------
+    def encode_lossy(self, images: list[np.ndarray], recon: str = "mean", seed: int = 0,
+                     extra_bits: int = 0) -> bytes:
+        """A file holding z only.  Each coded latent channel is sent as its posterior mean's
+        bin among 2**b equal-prior-mass bins, b set by the channel's typical posterior width
+        (log2 of 1.25/sigma, plus ``extra_bits``): channels whose posterior is the prior cost
+        nothing.  Decoding reconstructs the pixels with the local PixelCNN (``recon`` rule)."""
+        if recon not in RECON_NAMES:
+            raise VlaeError(f"reconstruction must be one of {RECON_NAMES}")
+        infos, stats = [], []
+        for img in images:
+            check_image(img, self.cfg.channels)
+            infos.append(ImageInfo(img.shape[1], img.shape[0], img.shape[2]))
+        channels = list(range(self.cfg.z_channels))
+        with torch.no_grad():
+            for img in images:
+                mean, logscale = self._posterior_rows(self._rgb(_to_chw(img)), channels)
+                stats.append((mean.reshape(len(channels), -1), logscale.reshape(len(channels), -1)))
+        # one bit depth per channel for the whole file, from the median posterior width
+        ls = torch.cat([s[1] for s in stats], dim=1).double() / (1 << 12)
+        bits = torch.round(torch.log2(1.25 / ls.exp()).median(dim=1).values) + extra_bits
+        bits = bits.clamp(0, self.latents.bits).long().tolist()
+        active = [c for c in channels if bits[c] > 0]
+        coder = constriction.stream.stack.AnsCoder()
+        for mean, _ in reversed(stats):
+            for c in reversed(active):
+                grid = Latents(bits[c])
+                coder.encode_reverse(grid.mode_bins(mean[c]), constriction.stream.model.Uniform(grid.K))
+        header = Header(model_id=self.model_id[:2 * MODEL_ID_BYTES],
+                        z_bits=max([bits[c] for c in active], default=1), active=active, images=infos,
+                        growth=self.growth, tail=0, mode=MODE_LOSSY, recon=RECON_NAMES.index(recon),
+                        seed=seed, channel_bits=[bits[c] for c in active])
+        return pack(header, coder.get_compressed())
+
+    def _decode_lossy(self, header: Header, words: np.ndarray) -> list[np.ndarray]:
+        coder = constriction.stream.stack.AnsCoder(words)
+        rng = np.random.Generator(np.random.PCG64(header.seed))
+        out = []
+        for info in header.images:
+            grid = (-(-info.height // 4), -(-info.width // 4))
+            values = []
+            for b in header.channel_bits:
+                lat = Latents(b)
+                values.append(lat.values(coder.decode(constriction.stream.model.Uniform(lat.K),
+                                                      grid[0] * grid[1]).astype(np.int32)))
+            zhalf = self._z_features(torch.cat(values) if values else torch.zeros(0, dtype=torch.float64),
+                                     header.active, grid)
+            out.append(self._reconstruct(info, [((0, info.height), zhalf)], RECON_NAMES[header.recon], rng))
+        return out
+
+    def _reconstruct(self, info: ImageInfo, bands, rule: str, rng) -> np.ndarray:
+        x, u_pad = self._blank(info)
+        grey = info.channels < self.cfg.channels
+
+        def pick(probs, c, prev):  # grey images: G = B = R, as they are coded
+            return prev[:, 0] if grey and c else reconstruct(probs, rule, rng)
+
+        for rows, zhalf in bands:
+            self._pop_pixels(pick, x, u_pad, zhalf, rows)
+        return self._finish(x, info)
+
+    def _preview(self, header: Header, words: np.ndarray, rule: str) -> list[np.ndarray]:
+        """The lossy picture in a lossless or near-lossless file: its z layer, no pixel bits."""
+        coder = constriction.stream.stack.AnsCoder(words)
+        units = self._units(header.images)
+        z_bins = self._pop_z_layer(coder, units)
+        rng = np.random.Generator(np.random.PCG64(0))
+        out = []
+        for i, info in enumerate(header.images):
+            bands = [(u.rows, self._z_features(self.latents.values(z), self.active, u.grid))
+                     for u, z in zip(units, z_bins) if u.image == i]
+            out.append(self._reconstruct(info, bands, rule, rng))
+        return out
+
+    # --- public API ---------------------------------------------------------------------
+    def encode(self, image: np.ndarray, stats: CodingStats | None = None, max_error: int = 0) -> bytes:
+        return self.encode_many([image], stats, max_error)
+
+    def decode_many(self, data: bytes, preview: bool = False, rule: str = "mean") -> list[np.ndarray]:
+        """All images of a file.  ``preview``: only the z layer of a lossless or near-lossless
+        file, reconstructed with ``rule`` (a lossy file always decodes this way)."""
         header, words = unpack(data)
         if header.model_id != self.model_id[:2 * MODEL_ID_BYTES]:
             raise VlaeError(f"file was made with model {header.model_id}, not this model "
                             f"({self.model_id[:2 * MODEL_ID_BYTES]}); decode it with that model")
-        if header.z_bits != self.latents.bits or any(c >= self.cfg.z_channels for c in header.active):
+        if header.z_bits > self.latents.bits or any(c >= self.cfg.z_channels for c in header.active) \
+                or (header.mode != MODE_LOSSY and header.z_bits != self.latents.bits):
             raise VlaeError("corrupt file: latent layout does not match the model")
         # the file's layout (coded channels, bands) applies to this decode only
         saved = self.active, self.growth, self.tail
         self.active, self.growth, self.tail = header.active, header.growth, header.tail
         try:
-            out = self._decode_payload(header, words)
+            with torch.no_grad():
+                if header.mode == MODE_LOSSY:
+                    return self._guard(self._decode_lossy, header, words)
+                if preview:
+                    return self._guard(self._preview, header, words, rule)
+                out = self._guard(self._decode_payload, header, words)
         finally:
             self.active, self.growth, self.tail = saved
         if pixel_digest(out) != header.digest:
             raise VlaeError("decoded pixels fail their checksum (corrupt file); nothing written")
         return out
 
-    def _decode_payload(self, header: Header, words: np.ndarray) -> list[np.ndarray]:
-        coder = constriction.stream.stack.AnsCoder(words)
-        out = []
+    @staticmethod
+    def _guard(fn, *args):
         try:
-            with torch.no_grad():
-                for i, info in enumerate(header.images):
-                    out.append(self._decode_one(coder, info, last=i == len(header.images) - 1))
+            return fn(*args)
         except VlaeError:
             raise
         except (ValueError, RuntimeError, AssertionError, IndexError) as e:
             # a payload that passes its CRC but is not ours (or a coder error): never a traceback
             raise VlaeError(f"corrupt file: payload does not decode ({type(e).__name__})") from None
-        return out
 
-    def decode(self, data: bytes) -> np.ndarray:
-        images = self.decode_many(data)
+    def decode(self, data: bytes, preview: bool = False) -> np.ndarray:
+        images = self.decode_many(data, preview)
         if len(images) != 1:
             raise VlaeError(f"file holds {len(images)} images; use decode_many")
         return images[0]

@@ -5,6 +5,10 @@
 >>> h2, words = unpack(data)
 >>> len(h2.images), h2.images[0].width, h2.active, words.tolist(), h.size
 (5, 3, [0, 3], [1, 2], 53)
+>>> lossy = Header(model_id="ab" * 8, z_bits=8, active=[0, 3], images=[ImageInfo(3, 2, 1)],
+...                mode=MODE_LOSSY, channel_bits=[2, 1])
+>>> unpack(pack(lossy, np.array([7], dtype=np.uint32)))[0].channel_bits
+[2, 1]
 """
 from __future__ import annotations
 
@@ -18,13 +22,19 @@ import numpy as np
 from .errors import VlaeError
 
 MAGIC = b"VLAE"
-VERSION = 1
+VERSION = 2
 MODE_LOSSLESS = 0
-MODE_NAMES = {MODE_LOSSLESS: "lossless"}
+MODE_NEAR_LOSSLESS = 1
+MODE_LOSSY = 2
+MODE_NAMES = {MODE_LOSSLESS: "lossless", MODE_NEAR_LOSSLESS: "near-lossless", MODE_LOSSY: "lossy"}
+RECON_NAMES = ["mean", "mode", "sample"]      # how lossy and preview decodes pick each subpixel
+MAX_ERROR = 64
 MODEL_ID_BYTES = 8                            # prefix of the SHA-256 of the weights file
 _FIXED = struct.Struct("<4sBBB8sIHBH")       # magic, version, mode, z_bits, model, active mask, growth, tail, runs
 _RUN = struct.Struct("<IHHB")                 # images in the run, width, height, channels
 _TAIL = struct.Struct("<II8s")                # payload bytes, payload crc32, pixel digest
+_NEAR = struct.Struct("<B")                   # near-lossless: max error
+_LOSSY = struct.Struct("<BI")                 # lossy: reconstruction rule, seed; then bits per active channel
 MAX_IMAGES = 1 << 20
 MAX_SIDE = 65535
 
@@ -47,6 +57,10 @@ class Header:
     growth: int = 8
     tail: int = 8
     digest: bytes = bytes(8)   # SHA-256 prefix of all decoded pixels, image after image
+    max_error: int = 0         # near-lossless: every subpixel within this of the original
+    recon: int = 0             # lossy: index into RECON_NAMES
+    seed: int = 0              # lossy: seed of the "sample" reconstruction
+    channel_bits: list[int] = field(default_factory=list)  # lossy: bits per active latent channel
 
     def runs(self) -> list[tuple[int, ImageInfo]]:
         """Consecutive images of one shape, stored once: (count, shape)."""
@@ -58,9 +72,17 @@ class Header:
                 out.append((1, im))
         return out
 
+    def extension(self) -> bytes:
+        """The mode's own fields, between the shape runs and the payload fields."""
+        if self.mode == MODE_NEAR_LOSSLESS:
+            return _NEAR.pack(self.max_error)
+        if self.mode == MODE_LOSSY:
+            return _LOSSY.pack(self.recon, self.seed) + bytes(self.channel_bits)
+        return b""
+
     @property
     def size(self) -> int:
-        return _FIXED.size + _RUN.size * len(self.runs()) + _TAIL.size + 4
+        return _FIXED.size + _RUN.size * len(self.runs()) + len(self.extension()) + _TAIL.size + 4
 
 
 def pack(header: Header, words: np.ndarray) -> bytes:
@@ -72,6 +94,7 @@ def pack(header: Header, words: np.ndarray) -> bytes:
                                 header.growth, header.tail, len(runs)))
     for count, im in runs:
         out += _RUN.pack(count, im.width, im.height, im.channels)
+    out += header.extension()
     out += _TAIL.pack(len(payload), zlib.crc32(payload), header.digest)
     out += struct.pack("<I", zlib.crc32(out))
     return bytes(out) + payload
@@ -95,7 +118,9 @@ def unpack_header(data: bytes) -> tuple[Header, int]:
         raise VlaeError(f"unsupported coding mode {mode}")
     if not 1 <= n_runs <= MAX_IMAGES or not 1 <= z_bits <= 16 or not 2 <= growth <= 1024:
         raise VlaeError("corrupt header")
-    end = _FIXED.size + _RUN.size * n_runs + _TAIL.size + 4
+    active = [c for c in range(32) if mask >> c & 1]
+    ext = {MODE_NEAR_LOSSLESS: _NEAR.size, MODE_LOSSY: _LOSSY.size + len(active)}.get(mode, 0)
+    end = _FIXED.size + _RUN.size * n_runs + ext + _TAIL.size + 4
     if len(data) < end:
         raise VlaeError("truncated file (header)")
     crc_stored, = struct.unpack_from("<I", data, end - 4)
@@ -114,8 +139,17 @@ def unpack_header(data: bytes) -> tuple[Header, int]:
         if total > max_pixels():  # an archive's images count together
             raise VlaeError(f"file declares {total}+ pixels, over the limit {max_pixels()} (VLAECODEC_MAX_PIXELS)")
     _, _, digest = _TAIL.unpack_from(data, end - 4 - _TAIL.size)
-    active = [c for c in range(32) if mask >> c & 1]
     header = Header(model.hex(), z_bits, active, images, mode, version, growth, tail, digest)
+    at = _FIXED.size + _RUN.size * n_runs
+    if mode == MODE_NEAR_LOSSLESS:
+        header.max_error, = _NEAR.unpack_from(data, at)
+        if not 1 <= header.max_error <= MAX_ERROR:
+            raise VlaeError("corrupt header (max error)")
+    elif mode == MODE_LOSSY:
+        header.recon, header.seed = _LOSSY.unpack_from(data, at)
+        header.channel_bits = list(data[at + _LOSSY.size:at + _LOSSY.size + len(active)])
+        if header.recon >= len(RECON_NAMES) or not all(1 <= b <= z_bits for b in header.channel_bits):
+            raise VlaeError("corrupt header (lossy fields)")
     return header, end
 
 

@@ -227,6 +227,8 @@ def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False
                         training_segments=meta["segments"], parameters=count_parameters(model),
                         latent_shape=f"{cfg.z_channels} x H/4 x W/4", window=cfg.window,
                         decoder=cfg.decoder, prior=cfg.prior, settings=s.__dict__)
+            if meta.get("init"):  # a fine-tune: say where its weights started
+                card["init"] = meta["init"]
             save_model(model, run_dir / "model.safetensors", card)
 
     model.train()

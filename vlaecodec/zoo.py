@@ -93,6 +93,17 @@ def list_models() -> list[dict]:
     return out
 
 
+def model_for_beta(beta: float) -> str:
+    """The zoo name of the 8-bit image model trained at this beta (the beta family)."""
+    family = [c for c in list_models() if c.get("config", {}).get("levels", 256) == 256
+              and c.get("beta") is not None]
+    for c in sorted(family, key=lambda c: c["name"] != DEFAULT_MODEL):  # the default wins a tie
+        if abs(c["beta"] - beta) < 1e-9:
+            return c["name"]
+    betas = sorted({c["beta"] for c in family})
+    raise FileNotFoundError(f"no model trained at beta {beta:g} in the zoo (betas: {', '.join(f'{b:g}' for b in betas)})")
+
+
 def torch_device(requested: str | None = None) -> torch.device:
     if requested:
         return torch.device(requested)
