@@ -83,16 +83,16 @@ def near_lossless_rows(images, max_errors, model: str) -> list[dict]:
             t = time.perf_counter()
             pairs.append((a, len(data), codec.decode(data)))
             dec_t += time.perf_counter() - t
-        rows.append(measure(f"vlaecodec:{model}", d, "near-lossless", pairs,
+        rows.append(measure(f"vlaecodec:{Path(model).stem}", d, "near-lossless", pairs,
                             enc_s_per_image=enc_t / len(images), dec_s_per_image=dec_t / len(images)))
         print(json.dumps(rows[-2:]), file=sys.stderr)
     return rows
 
 
-def lossy_rows(images, betas, extra_bits) -> list[dict]:
+def lossy_rows(images, models: dict[str, float], extra_bits) -> list[dict]:
+    """models: name -> beta."""
     rows = []
-    for beta in betas:
-        model = model_for_beta(beta)
+    for model, beta in models.items():
         codec = load_codec(model)
         kl_bpp = 3 * float(np.mean([elbo_parts(a, model)[1] for a in images]))
         for eb in extra_bits:
@@ -102,7 +102,7 @@ def lossy_rows(images, betas, extra_bits) -> list[dict]:
                 t = time.perf_counter()
                 pairs.append((a, len(data), codec.decode(data)))
                 dec_t += time.perf_counter() - t
-            rows.append(measure(f"vlaecodec:{model}", f"beta={beta:g},z+{eb}", "lossy", pairs, beta=beta,
+            rows.append(measure(f"vlaecodec:{Path(model).stem}", f"beta={beta:g},z+{eb}", "lossy", pairs, beta=beta,
                                 z_extra_bits=eb, kl_bpp=kl_bpp, dec_s_per_image=dec_t / len(images)))
             print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
@@ -179,7 +179,7 @@ def main(argv=None) -> None:
         args.betas = sorted({c["beta"] for c in list_models() if c.get("config", {}).get("levels", 256) == 256})
     rows = classical_rows(images)
     rows += near_lossless_rows(images, args.max_errors, args.model)
-    rows += lossy_rows(images, args.betas, args.z_extra_bits)
+    rows += lossy_rows(images, {model_for_beta(b): b for b in args.betas}, args.z_extra_bits)
     meta = {"command": "python -m bench.rd " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
             "date": time.strftime("%Y-%m-%d"),

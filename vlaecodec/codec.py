@@ -27,6 +27,7 @@ True
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ import constriction
 import numpy as np
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 
 from .errors import VlaeError
 from .exact import ExactVLAE
@@ -56,6 +58,17 @@ DEFAULT_Z_BITS = 8
 DEFAULT_GROWTH = 8  # each band at most this many times the rows below it (see band_rows)
 DEFAULT_TAIL = 8    # rows of the last band, the only one with nothing to borrow from
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+
+
+def one_blas_thread(fn):
+    """Run ``fn`` with numpy's BLAS on one thread.  The coder's matrices are one wave of
+    pixels by ~100 features: threads only add waiting, and on a busy machine OpenBLAS's
+    spinning threads made decoding 20x slower (bench/, 2-core machine under load)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def pixel_digest(images: list[np.ndarray]) -> bytes:
@@ -327,6 +340,7 @@ class Codec:
         return img
 
     # --- lossless and near-lossless: bits-back over bands --------------------------------
+    @one_blas_thread
     def encode_many(self, images: list[np.ndarray], stats: CodingStats | None = None,
                     max_error: int = 0) -> bytes:
         """Code several [H,W,C] uint8 images (C = 1 or 3) on one chained ANS stack; with
@@ -406,6 +420,7 @@ class Codec:
         return out
 
     # --- lossy: z only ------------------------------------------------------------------
+    @one_blas_thread
     def encode_lossy(self, images: list[np.ndarray], recon: str = "mean", seed: int = 0,
                      extra_bits: int = 0) -> bytes:
         """A file holding z only.  Each coded latent channel is sent as its posterior mean's
@@ -479,10 +494,28 @@ class Codec:
             out.append(self._reconstruct(info, bands, rule, rng))
         return out
 
+    # --- latents as pictures (figures; the same exact network as the codec) ---------------
+    def latent_mean(self, image: np.ndarray) -> torch.Tensor:
+        """The posterior mean of z [z_channels, H/4, W/4] for a uint8 image [H,W,C]."""
+        with torch.no_grad():
+            mean, _ = self.net.posterior(_pad4(self._rgb(_to_chw(image)))[None])
+        return mean[0] / (1 << 12)
+
+    @one_blas_thread
+    def render(self, z: torch.Tensor, height: int, width: int, rule: str = "sample", seed: int = 0) -> np.ndarray:
+        """The PixelCNN's picture of a latent grid z [z_channels, ceil(H/4), ceil(W/4)]:
+        a sample (``seed``), the mean or the mode at every subpixel, in decoding order."""
+        z_int = torch.round(z.double() * (1 << 12)).clamp(-(1 << 15), 1 << 15)
+        with torch.no_grad():
+            zhalf = self.net.z_features_half(z_int[None])
+            info = ImageInfo(width, height, self.cfg.channels)
+            return self._reconstruct(info, [((0, height), zhalf)], rule, np.random.Generator(np.random.PCG64(seed)))
+
     # --- public API ---------------------------------------------------------------------
     def encode(self, image: np.ndarray, stats: CodingStats | None = None, max_error: int = 0) -> bytes:
         return self.encode_many([image], stats, max_error)
 
+    @one_blas_thread
     def decode_many(self, data: bytes, preview: bool = False, rule: str = "mean") -> list[np.ndarray]:
         """All images of a file.  ``preview``: only the z layer of a lossless or near-lossless
         file, reconstructed with ``rule`` (a lossy file always decodes this way)."""

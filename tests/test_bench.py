@@ -1,0 +1,58 @@
+"""The bench's plumbing on tiny inputs (not its timings): rows, files, tables and figures."""
+import csv
+import json
+
+import numpy as np
+
+from bench import rd, seed
+from bench.__main__ import bench_classical, bench_vlaecodec, write
+from bench.quality import ms_ssim, psnr
+
+
+def test_lossless_rows_and_files(model_path, rng, tmp_path):
+    images = [rng.integers(0, 256, (12, 10, 3), dtype=np.uint8), rng.integers(0, 256, (7, 9, 1), dtype=np.uint8)]
+    rows = [bench_classical("png", "tiny", images)]
+    for archive in (False, True):
+        rows.append(bench_vlaecodec(model_path, "tiny", images, archive))
+    assert all(r["exact"] for r in rows)
+    ours = rows[1]
+    assert ours["bpd"] > 0 and ours["elbo_bpd"] > 0 and ours["n"] == 2
+    write(rows, tmp_path, "lossless", {"command": "test", "machine": "test", "date": "today"})
+    with (tmp_path / "lossless.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert {"dataset", "codec", "bpd", "elbo_bpd"} <= set(table[0])
+    assert table[1]["elbo_bpd"] != ""
+
+
+def test_quality_measures():
+    a = np.random.default_rng(0).integers(0, 256, (170, 170, 3), dtype=np.uint8)
+    assert psnr(a, a) == float("inf") and abs(ms_ssim(a, a) - 1) < 1e-9
+    noisy = np.clip(a.astype(int) + 20, 0, 255).astype(np.uint8)
+    assert psnr(a, noisy) < 40 and ms_ssim(a, noisy) < 1
+
+
+def test_rate_distortion_rows_and_plot(model_path, rng, tmp_path):
+    images = [rng.integers(0, 256, (168, 168, 3), dtype=np.uint8)]
+    rows = rd.classical_rows(images)
+    rows += rd.near_lossless_rows(images, [2], model_path)
+    rows += rd.lossy_rows(images, {model_path: 1.0}, [0])
+    near = [r for r in rows if r["family"] == "near-lossless"]
+    assert {r["codec"] for r in near} == {"jpegls", "vlaecodec:tiny"}
+    assert all(r["max_abs_error"] <= 2 for r in near)
+    assert {"jpeg", "webp", "jpegxl", "avif", "vlaecodec:tiny"} <= {r["codec"] for r in rows if r["family"] == "lossy"}
+    rd.write(rows, tmp_path, {"command": "test", "machine": "test", "date": "today", "images": "random"})
+    assert (tmp_path / "rd.png").stat().st_size > 0
+    assert len(json.loads((tmp_path / "rd.json").read_text())["rows"]) == len(rows)
+
+
+def test_seed_table_files_and_pictures(model_path, rng, tmp_path):
+    row = {"row": "VLAE", "model": "tiny", "data": "cifar10-test", "n": 3, "bpd": 5.0, "distortion_bpd": 4.9,
+           "rate_bpd": 0.1, "nats_per_image": 1.0, "kl_nats_per_image": 0.1, "active_units": 1,
+           "latent_channels": 2, "kl_bits_per_latent_channel": [0.1, 0.0], "train_seconds": 1.0,
+           "hardware": ["cpu"]}
+    seed.write([row], tmp_path, {"command": "test", "machine": "test", "date": "today"})
+    seed.kl_figure([row], tmp_path / "kl.png")
+    assert "| VLAE | tiny |" in (tmp_path / "seed.md").read_text()
+    images = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    panels = seed.pictures(model_path, images, k=2)
+    assert len(panels) == 3 and all(p.width > 0 for _, p in panels)
