@@ -118,6 +118,8 @@ def main(argv=None) -> None:
     ap.add_argument("--no-archive", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of other data sets already in OUT/lossless.json (one run per data set)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     sizes = dict(QUICK if args.quick else FULL)
@@ -138,6 +140,11 @@ def main(argv=None) -> None:
     meta = {"command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}",
             "date": time.strftime("%Y-%m-%d")}
+    old = Path(args.out) / "lossless.json"
+    if args.merge and old.exists():
+        previous = json.loads(old.read_text())
+        rows = [r for r in previous["rows"] if r["dataset"] not in datasets] + rows
+        meta["command"] = previous["meta"]["command"] + "` and `" + meta["command"]
     write(rows, Path(args.out), "lossless", meta)
 
 
