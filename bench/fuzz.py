@@ -26,15 +26,7 @@ import torch
 
 from vlaecodec.codec import Codec
 from vlaecodec.errors import VlaeError
-from vlaecodec.fileformat import (
-    _FIXED,
-    _LOSSY,
-    _NEAR,
-    _RUN,
-    _TAIL,
-    MODE_LOSSY,
-    MODE_NEAR_LOSSLESS,
-)
+from vlaecodec.fileformat import _BAND, _FIXED, _LOSSY, _NEAR, _RUN, _TAIL, MODE_LOSSY, MODE_NEAR_LOSSLESS
 from vlaecodec.model import VLAE, VLAEConfig
 
 
@@ -57,9 +49,9 @@ def fix_crcs(data: bytearray) -> bytearray:
     if len(data) < _FIXED.size:
         return data
     fields = _FIXED.unpack_from(data, 0)
-    mode, mask, n_runs = fields[2], fields[5], fields[-1]
+    mode, mask, n_bands, n_runs = fields[2], fields[5], fields[-2], fields[-1]
     ext = {MODE_NEAR_LOSSLESS: _NEAR.size, MODE_LOSSY: _LOSSY.size + bin(mask).count("1")}.get(mode, 0)
-    end = _FIXED.size + _RUN.size * n_runs + ext + _TAIL.size + 4
+    end = _FIXED.size + _RUN.size * n_runs + _BAND.size * n_bands + ext + _TAIL.size + 4
     if n_runs > 64 or len(data) < end:
         return data
     tail_at = end - 4 - _TAIL.size

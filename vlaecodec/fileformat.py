@@ -4,7 +4,7 @@
 >>> data = pack(h, np.array([1, 2], dtype=np.uint32))
 >>> h2, words = unpack(data)
 >>> len(h2.images), h2.images[0].width, h2.active, words.tolist(), h.size
-(5, 3, [0, 3], [1, 2], 53)
+(5, 3, [0, 3], [1, 2], 52)
 >>> lossy = Header(model_id="ab" * 8, z_bits=8, active=[0, 3], images=[ImageInfo(3, 2, 1)],
 ...                mode=MODE_LOSSY, channel_bits=[2, 1])
 >>> unpack(pack(lossy, np.array([7], dtype=np.uint32)))[0].channel_bits
@@ -30,7 +30,8 @@ MODE_NAMES = {MODE_LOSSLESS: "lossless", MODE_NEAR_LOSSLESS: "near-lossless", MO
 RECON_NAMES = ["mean", "mode", "sample"]      # how lossy and preview decodes pick each subpixel
 MAX_ERROR = 64
 MODEL_ID_BYTES = 8                            # prefix of the SHA-256 of the weights file
-_FIXED = struct.Struct("<4sBBB8sIHBH")       # magic, version, mode, z_bits, model, active mask, growth, tail, runs
+_FIXED = struct.Struct("<4sBBB8sIHH")        # magic, version, mode, z_bits, model, active mask, bands, runs
+_BAND = struct.Struct("<H")                   # rows of one band of the last image
 _RUN = struct.Struct("<IHHB")                 # images in the run, width, height, channels
 _TAIL = struct.Struct("<II8s")                # payload bytes, payload crc32, pixel digest
 _NEAR = struct.Struct("<B")                   # near-lossless: max error
@@ -54,8 +55,7 @@ class Header:
     images: list[ImageInfo] = field(default_factory=list)
     mode: int = MODE_LOSSLESS
     version: int = VERSION
-    growth: int = 8
-    tail: int = 8
+    bands: list[int] = field(default_factory=list)  # rows of the last image's bands, top to bottom
     digest: bytes = bytes(8)   # SHA-256 prefix of all decoded pixels, image after image
     max_error: int = 0         # near-lossless: every subpixel within this of the original
     recon: int = 0             # lossy: index into RECON_NAMES
@@ -82,7 +82,8 @@ class Header:
 
     @property
     def size(self) -> int:
-        return _FIXED.size + _RUN.size * len(self.runs()) + len(self.extension()) + _TAIL.size + 4
+        return (_FIXED.size + _RUN.size * len(self.runs()) + _BAND.size * len(self.bands)
+                + len(self.extension()) + _TAIL.size + 4)
 
 
 def pack(header: Header, words: np.ndarray) -> bytes:
@@ -91,9 +92,11 @@ def pack(header: Header, words: np.ndarray) -> bytes:
     runs = header.runs()
     out = bytearray(_FIXED.pack(MAGIC, header.version, header.mode, header.z_bits,
                                 bytes.fromhex(header.model_id)[:MODEL_ID_BYTES], mask,
-                                header.growth, header.tail, len(runs)))
+                                len(header.bands), len(runs)))
     for count, im in runs:
         out += _RUN.pack(count, im.width, im.height, im.channels)
+    for rows in header.bands:
+        out += _BAND.pack(rows)
     out += header.extension()
     out += _TAIL.pack(len(payload), zlib.crc32(payload), header.digest)
     out += struct.pack("<I", zlib.crc32(out))
@@ -109,18 +112,18 @@ def unpack_header(data: bytes) -> tuple[Header, int]:
     """(header, payload offset); validates every field before anything is allocated."""
     if len(data) < _FIXED.size:
         raise VlaeError("not a .vlae file (too short)")
-    magic, version, mode, z_bits, model, mask, growth, tail, n_runs = _FIXED.unpack_from(data, 0)
+    magic, version, mode, z_bits, model, mask, n_bands, n_runs = _FIXED.unpack_from(data, 0)
     if magic != MAGIC:
         raise VlaeError("not a .vlae file (bad magic)")
     if version != VERSION:
         raise VlaeError(f"unsupported .vlae format version {version} (this build reads {VERSION})")
     if mode not in MODE_NAMES:
         raise VlaeError(f"unsupported coding mode {mode}")
-    if not 1 <= n_runs <= MAX_IMAGES or not 1 <= z_bits <= 16 or not 2 <= growth <= 1024:
+    if not 1 <= n_runs <= MAX_IMAGES or not 1 <= z_bits <= 16:
         raise VlaeError("corrupt header")
     active = [c for c in range(32) if mask >> c & 1]
     ext = {MODE_NEAR_LOSSLESS: _NEAR.size, MODE_LOSSY: _LOSSY.size + len(active)}.get(mode, 0)
-    end = _FIXED.size + _RUN.size * n_runs + ext + _TAIL.size + 4
+    end = _FIXED.size + _RUN.size * n_runs + _BAND.size * n_bands + ext + _TAIL.size + 4
     if len(data) < end:
         raise VlaeError("truncated file (header)")
     crc_stored, = struct.unpack_from("<I", data, end - 4)
@@ -139,8 +142,12 @@ def unpack_header(data: bytes) -> tuple[Header, int]:
         if total > max_pixels():  # an archive's images count together
             raise VlaeError(f"file declares {total}+ pixels, over the limit {max_pixels()} (VLAECODEC_MAX_PIXELS)")
     _, _, digest = _TAIL.unpack_from(data, end - 4 - _TAIL.size)
-    header = Header(model.hex(), z_bits, active, images, mode, version, growth, tail, digest)
     at = _FIXED.size + _RUN.size * n_runs
+    bands = [_BAND.unpack_from(data, at + i * _BAND.size)[0] for i in range(n_bands)]
+    if n_bands and (sum(bands) != images[-1].height or min(bands) < 1 or mode == MODE_LOSSY):
+        raise VlaeError("corrupt header (bands)")
+    header = Header(model.hex(), z_bits, active, images, mode, version, bands, digest)
+    at += _BAND.size * n_bands
     if mode == MODE_NEAR_LOSSLESS:
         header.max_error, = _NEAR.unpack_from(data, at)
         if not 1 <= header.max_error <= MAX_ERROR:
