@@ -108,6 +108,21 @@ def lossy_rows(images, models: dict[str, float], extra_bits) -> list[dict]:
     return rows
 
 
+def beta_figure(image: np.ndarray, models: dict[str, float], path: Path, samples: int = 5) -> None:
+    """Row 1: the crop, then its lossy file decoded (mean rule) from each beta's model.
+    Row 2: the crop, then several samples of the PixelCNN from the one z of the lowest beta."""
+    from .seed import _stack, _tile
+    ordered = sorted(models.items(), key=lambda kv: kv[1])
+    decoded = [load_codec(m).decode(load_codec(m).encode_lossy([image])) for m, _ in ordered]
+    low = load_codec(ordered[0][0])
+    z = low.latent_mean(image)
+    draws = [low.render(z, *image.shape[:2], rule="sample", seed=s) for s in range(samples)]
+    betas = ", ".join(f"{b:g}" for _, b in ordered)
+    _stack([(f"original | beta {betas}", _tile([image] + decoded, 2)),
+            (f"original | {samples} samples, one z (beta {ordered[0][1]:g})", _tile([image] + draws, 2))],
+           margin=260).save(path)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -179,12 +194,15 @@ def main(argv=None) -> None:
         args.betas = sorted({c["beta"] for c in list_models() if c.get("config", {}).get("levels", 256) == 256})
     rows = classical_rows(images)
     rows += near_lossless_rows(images, args.max_errors, args.model)
-    rows += lossy_rows(images, {model_for_beta(b): b for b in args.betas}, args.z_extra_bits)
+    family = {model_for_beta(b): b for b in args.betas}
+    rows += lossy_rows(images, family, args.z_extra_bits)
     meta = {"command": "python -m bench.rd " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
             "date": time.strftime("%Y-%m-%d"),
             "images": f"Kodak, first {len(images)} images" + (f", centre {args.crop}x{args.crop} crops" if args.crop else "")}
     write(rows, Path(args.out), meta)
+    crop = kodak(23, 128)[22]  # kodim23, the parrots: colour, texture and a plain background
+    beta_figure(crop, family, Path(args.out) / "lossy_betas.png")
 
 
 if __name__ == "__main__":

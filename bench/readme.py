@@ -43,6 +43,22 @@ def section() -> str:
              (RESULTS / "lossless.md").read_text().strip(), ""]
     if plot(rows, RESULTS / "lossless.png"):
         lines += ["![bits per subpixel by codec](bench/results/lossless.png)", ""]
+    if (RESULTS / "rd.md").exists():
+        lines += ["### Rate control: near-lossless and lossy on Kodak", "",
+                  "Bits per pixel from real files, every file decoded and measured (`python -m bench.rd`).", "",
+                  (RESULTS / "rd.md").read_text().strip(), "",
+                  "![rate-distortion on Kodak](bench/results/rd.png)", ""]
+        if (RESULTS / "lossy_betas.png").exists():
+            lines += ["One Kodak crop decoded from z alone at each beta (lossy files), and several "
+                      "decoder samples from one z:", "", "![lossy by beta](bench/results/lossy_betas.png)", ""]
+    if (RESULTS / "seed.md").exists():
+        lines += ["### The seed's comparison: posterior collapse in numbers", "",
+                  (RESULTS / "seed.md").read_text().strip(), "",
+                  "![KL per latent channel](bench/results/seed_kl.png)", "",
+                  "Per model, three rows: samples from the prior; a test image and its z decoded six times "
+                  "(global layout kept, local texture varies); an interpolation between two test images' z.", "",
+                  "![binarized MNIST](bench/results/seed_bmnist.png)", "",
+                  "![CIFAR-10](bench/results/seed_cifar.png)", ""]
     models = RESULTS / "models.md"
     if models.exists():
         lines += [models.read_text().strip(), ""]
