@@ -37,10 +37,15 @@ def images_of(name: str, n: int) -> list[np.ndarray]:
     return list(imgs)
 
 
-def bench_vlaecodec(model: str, dataset: str, images: list[np.ndarray], archive: bool) -> dict:
+def mean_elbo_bpd(model: str, images: list[np.ndarray]) -> float:
+    return sum(elbo_bpd(i, model) * i.size for i in images) / sum(i.size for i in images)
+
+
+def bench_vlaecodec(model: str, dataset: str, images: list[np.ndarray], archive: bool,
+                    elbo: float | None = None) -> dict:
     codec = load_codec(model)
     dims = sum(i.size for i in images)
-    elbo = sum(elbo_bpd(i, model) * i.size for i in images) / dims
+    elbo = mean_elbo_bpd(model, images) if elbo is None else elbo
     enc_t = dec_t = 0.0
     total = 0
     exact = True
@@ -132,10 +137,11 @@ def main(argv=None) -> None:
             rows.append(bench_classical(name, ds, images))
             print(json.dumps(rows[-1]), file=sys.stderr)
         for m in args.models:
-            rows.append(bench_vlaecodec(m, ds, images, archive=False))
+            elbo = mean_elbo_bpd(m, images)
+            rows.append(bench_vlaecodec(m, ds, images, archive=False, elbo=elbo))
             print(json.dumps(rows[-1]), file=sys.stderr)
             if not args.no_archive and len(images) > 1:
-                rows.append(bench_vlaecodec(m, ds, images, archive=True))
+                rows.append(bench_vlaecodec(m, ds, images, archive=True, elbo=elbo))
                 print(json.dumps(rows[-1]), file=sys.stderr)
     meta = {"command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}",
