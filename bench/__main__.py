@@ -101,7 +101,8 @@ def write(rows: list[dict], out: Path, name: str, meta: dict) -> None:
         w.writeheader()
         w.writerows(rows)
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [f"Command: `{meta['command']}` ({meta['machine']}, {meta['date']})", "",
+    commands = list(dict.fromkeys(r.get("command", meta["command"]) for r in rows))
+    lines = ["Made by " + " and ".join(f"`{c}`" for c in commands) + f" ({meta['machine']}, {meta['date']})", "",
              "| dataset | codec | n | bits/dim (files) | -ELBO bits/dim | gap % | exact | enc s/img | dec s/img |",
              "|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v, f="{:.4f}": "" if v is None else f.format(v)  # noqa: E731
@@ -146,11 +147,15 @@ def main(argv=None) -> None:
     meta = {"command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}",
             "date": time.strftime("%Y-%m-%d")}
+    for r in rows:
+        r["command"] = meta["command"]
     old = Path(args.out) / "lossless.json"
     if args.merge and old.exists():
         previous = json.loads(old.read_text())
-        rows = [r for r in previous["rows"] if r["dataset"] not in datasets] + rows
-        meta["command"] = previous["meta"]["command"] + "` and `" + meta["command"]
+        kept = [r for r in previous["rows"] if r["dataset"] not in datasets]
+        for r in kept:
+            r.setdefault("command", previous["meta"]["command"])
+        rows = kept + rows
     write(rows, Path(args.out), "lossless", meta)
 
 
