@@ -124,6 +124,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-archive", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--name", default="lossless", help="results file stem: OUT/NAME.csv, .json, .md")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of other data sets already in OUT/lossless.json (one run per data set)")
     args = ap.parse_args(argv)
@@ -149,14 +150,14 @@ def main(argv=None) -> None:
             "date": time.strftime("%Y-%m-%d")}
     for r in rows:
         r["command"] = meta["command"]
-    old = Path(args.out) / "lossless.json"
+    old = Path(args.out) / f"{args.name}.json"
     if args.merge and old.exists():
         previous = json.loads(old.read_text())
         kept = [r for r in previous["rows"] if r["dataset"] not in datasets]
         for r in kept:
             r.setdefault("command", previous["meta"]["command"])
         rows = kept + rows
-    write(rows, Path(args.out), "lossless", meta)
+    write(rows, Path(args.out), args.name, meta)
 
 
 if __name__ == "__main__":

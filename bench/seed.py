@@ -21,7 +21,6 @@ import torch
 from PIL import Image
 
 from vlaecodec import data as D
-from vlaecodec.api import load_codec
 from vlaecodec.evaluate import evaluate
 from vlaecodec.zoo import list_models, load_model
 
@@ -89,22 +88,45 @@ def _stack(rows: list[tuple[str, Image.Image]], margin: int = 230) -> Image.Imag
 
 
 def pictures(name: str, images: np.ndarray, k: int = 6) -> list[tuple[str, Image.Image]]:
-    """Three rows for one model: prior samples; one z (of a test image) decoded k times;
-    an interpolation between two test images' posterior means (one sample each)."""
+    """Three rows for one model: samples from the prior; one z (a test image's posterior mean)
+    decoded k times; an interpolation between two test images' posterior means, one sample
+    each.  Local and factorized decoders run on the coder's exact network in wavefront order;
+    the full PixelCNN, which the coder does not support, on the float network in raster order."""
+    H, W, C = images.shape[1:]
+    try:
+        draw, mean = _exact_drawer(name, images)
+    except ValueError:
+        draw, mean = _float_drawer(name, images)
+    g = torch.Generator().manual_seed(0)
+    prior = draw(torch.randn(k, *mean.shape[1:], generator=g, dtype=torch.float64))
+    same_z = draw(mean[:1].expand(k, -1, -1, -1))
+    t = torch.linspace(0, 1, k, dtype=torch.float64).view(-1, 1, 1, 1)
+    interp = draw((1 - t) * mean[1:2] + t * mean[2:3])
+    return [(f"{name}: prior samples", _tile(prior, 3)),
+            (f"{name}: test image, its z x{k}", _tile([images[0]] + same_z, 3)),
+            (f"{name}: interpolation of z", _tile([images[1]] + interp + [images[2]], 3))]
+
+
+def _exact_drawer(name: str, images: np.ndarray):
+    from vlaecodec.api import load_codec
     codec = load_codec(name)
     H, W = images.shape[1:3]
-    zc, grid = codec.cfg.z_channels, (-(-H // 4), -(-W // 4))
+    mean = torch.stack([codec.latent_mean(im) for im in images[:3]])
+    return (lambda zs: [codec.render(z, H, W, "sample", seed) for seed, z in enumerate(zs)]), mean
+
+
+def _float_drawer(name: str, images: np.ndarray):
+    model, _ = load_model(name)
+    H, W, C = images.shape[1:]
+    with torch.no_grad():
+        mean, _ = model.posterior(torch.from_numpy(np.array(images[:3], dtype=np.int64)).permute(0, 3, 1, 2))
     g = torch.Generator().manual_seed(0)
-    prior = [codec.render(torch.randn(zc, *grid, generator=g, dtype=torch.float64), H, W, "sample", s)
-             for s in range(k)]
-    z = codec.latent_mean(images[0])
-    same_z = [images[0]] + [codec.render(z, H, W, "sample", s) for s in range(k)]
-    za, zb = codec.latent_mean(images[1]), codec.latent_mean(images[2])
-    interp = [images[1]] + [codec.render((1 - t) * za + t * zb, H, W, "sample", 0)
-                            for t in np.linspace(0, 1, k)] + [images[2]]
-    return [(f"{name}: prior samples", _tile(prior, 3)),
-            (f"{name}: test image, its z x{k}", _tile(same_z, 3)),
-            (f"{name}: interpolation of z", _tile(interp, 3))]
+
+    @torch.no_grad()
+    def draw(zs):
+        out = model.sample_pixels(zs.float(), (len(zs), C, H, W), generator=g)
+        return list(out.permute(0, 2, 3, 1).numpy().astype(np.uint8))
+    return draw, mean.double()
 
 
 def kl_figure(rows: list[dict], path: Path) -> None:
