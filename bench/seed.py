@@ -37,7 +37,17 @@ ROWS = [
 PUBLISHED = "Chen et al. 2017, VLAE: 79.03 nats static MNIST (78.53 dynamic), 89.83 Omniglot, 2.95 bits/dim CIFAR-10"
 
 
-def seed_rows(n: int, iw_n: int, iw_k: int) -> list[dict]:
+def record_in_card(name: str, key: str, res: dict, command: str) -> None:
+    """The measurement goes into the model's card too (``vlaecodec models --json`` shows it)."""
+    from vlaecodec.zoo import read_card, resolve, write_card
+    weights = resolve(name)
+    card = read_card(weights)
+    card.setdefault("results", {})[key] = {
+        **{k: res[k] for k in ("n", "bpd", "distortion_bpd", "rate_bpd", "active_units")}, "command": command}
+    write_card(weights, card)
+
+
+def seed_rows(n: int, iw_n: int, iw_k: int, command: str | None = None) -> list[dict]:
     zoo = {c["name"]: c for c in list_models()}
     rows = []
     for label, name, dataset in ROWS:
@@ -47,6 +57,8 @@ def seed_rows(n: int, iw_n: int, iw_k: int) -> list[dict]:
         model, card = load_model(name)
         images = D.load_dataset(dataset, n)
         res = evaluate(model, images, batch_size=100)
+        if command:
+            record_in_card(name, dataset + (f"[:{n}]" if n < 10000 else ""), res, command)
         row = {"row": label, "model": name, "data": dataset, "n": res["n"], "bpd": res["bpd"],
                "distortion_bpd": res["distortion_bpd"], "rate_bpd": res["rate_bpd"],
                "nats_per_image": res["nats_per_image"], "kl_nats_per_image": res["kl_nats_per_image"],
@@ -185,8 +197,9 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    rows = seed_rows(args.n, args.iw_n, args.iw)
-    meta = {"command": "python -m bench.seed " + " ".join(argv if argv is not None else sys.argv[1:]),
+    command = "python -m bench.seed " + " ".join(argv if argv is not None else sys.argv[1:])
+    rows = seed_rows(args.n, args.iw_n, args.iw, command)
+    meta = {"command": command,
             "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
             "date": time.strftime("%Y-%m-%d")}
     write(rows, out, meta)
