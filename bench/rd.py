@@ -44,6 +44,11 @@ def kodak(n: int, crop: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(im) for im in images]
 
 
+def label(model: str) -> str:
+    """``vlaecodec:NAME`` for a zoo name or a weights path (zoo names may contain dots)."""
+    return "vlaecodec:" + (Path(model).stem if model.endswith(".safetensors") else model)
+
+
 def measure(codec: str, setting, family: str, pairs: list[tuple[np.ndarray, int, np.ndarray]], **extra) -> dict:
     """pairs: (original, file bytes, decoded)."""
     pixels = sum(a.shape[0] * a.shape[1] for a, _, _ in pairs)
@@ -83,7 +88,7 @@ def near_lossless_rows(images, max_errors, model: str) -> list[dict]:
             t = time.perf_counter()
             pairs.append((a, len(data), codec.decode(data)))
             dec_t += time.perf_counter() - t
-        rows.append(measure(f"vlaecodec:{Path(model).stem}", d, "near-lossless", pairs,
+        rows.append(measure(label(model), d, "near-lossless", pairs,
                             enc_s_per_image=enc_t / len(images), dec_s_per_image=dec_t / len(images)))
         print(json.dumps(rows[-2:]), file=sys.stderr)
     return rows
@@ -102,7 +107,7 @@ def lossy_rows(images, models: dict[str, float], extra_bits) -> list[dict]:
                 t = time.perf_counter()
                 pairs.append((a, len(data), codec.decode(data)))
                 dec_t += time.perf_counter() - t
-            rows.append(measure(f"vlaecodec:{Path(model).stem}", f"beta={beta:g},z+{eb}", "lossy", pairs, beta=beta,
+            rows.append(measure(label(model), f"beta={beta:g},z+{eb}", "lossy", pairs, beta=beta,
                                 z_extra_bits=eb, kl_bpp=kl_bpp, dec_s_per_image=dec_t / len(images)))
             print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
