@@ -60,8 +60,8 @@ def section() -> str:
                   "![KL per latent channel](bench/results/seed_kl.png)", "",
                   "Per model, three rows: samples from the prior; a test image and its z decoded six times "
                   "(global layout kept, local texture varies); an interpolation between two test images' z.", "",
-                  "![binarized MNIST](bench/results/seed_bmnist.png)", "",
-                  "![CIFAR-10](bench/results/seed_cifar.png)", ""]
+                  *[f"![{n}](bench/results/seed_{n}.png)\n" for n in ("bmnist", "cifar")
+                    if (RESULTS / f"seed_{n}.png").exists()]]
     models = RESULTS / "models.md"
     if models.exists():
         lines += [models.read_text().strip(), ""]
