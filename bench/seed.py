@@ -22,7 +22,7 @@ from PIL import Image
 
 from vlaecodec import data as D
 from vlaecodec.evaluate import evaluate
-from vlaecodec.zoo import list_models, load_model
+from vlaecodec.zoo import list_models, load_model, record_result
 
 # (row label, zoo model, test set): the seed's rows, ours where the zoo has them
 ROWS = [
@@ -37,16 +37,6 @@ ROWS = [
 PUBLISHED = "Chen et al. 2017, VLAE: 79.03 nats static MNIST (78.53 dynamic), 89.83 Omniglot, 2.95 bits/dim CIFAR-10"
 
 
-def record_in_card(name: str, key: str, res: dict, command: str) -> None:
-    """The measurement goes into the model's card too (``vlaecodec models --json`` shows it)."""
-    from vlaecodec.zoo import read_card, resolve, write_card
-    weights = resolve(name)
-    card = read_card(weights)
-    card.setdefault("results", {})[key] = {
-        **{k: res[k] for k in ("n", "bpd", "distortion_bpd", "rate_bpd", "active_units")}, "command": command}
-    write_card(weights, card)
-
-
 def seed_rows(n: int, iw_n: int, iw_k: int, command: str | None = None) -> list[dict]:
     zoo = {c["name"]: c for c in list_models()}
     rows = []
@@ -58,7 +48,7 @@ def seed_rows(n: int, iw_n: int, iw_k: int, command: str | None = None) -> list[
         images = D.load_dataset(dataset, n)
         res = evaluate(model, images, batch_size=100)
         if command:
-            record_in_card(name, dataset + (f"[:{n}]" if n < 10000 else ""), res, command)
+            record_result(name, dataset + (f"[:{n}]" if n < 10000 else ""), res, command)
         row = {"row": label, "model": name, "data": dataset, "n": res["n"], "bpd": res["bpd"],
                "distortion_bpd": res["distortion_bpd"], "rate_bpd": res["rate_bpd"],
                "nats_per_image": res["nats_per_image"], "kl_nats_per_image": res["kl_nats_per_image"],

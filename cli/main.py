@@ -118,7 +118,7 @@ def eval_cmd(model_name, dataset, limit, iw_samples, batch_size, seed, as_json, 
 
     from vlaecodec import data as D
     from vlaecodec.evaluate import evaluate
-    from vlaecodec.zoo import load_model, read_card, resolve, write_card
+    from vlaecodec.zoo import load_model, record_result
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, card = load_model(model_name)
     images = D.load_dataset(dataset, limit)
@@ -128,12 +128,8 @@ def eval_cmd(model_name, dataset, limit, iw_samples, batch_size, seed, as_json, 
                    progress=not as_json)
     res = {"model": card["name"], "data": dataset, **res}
     if update_card:
-        weights = resolve(model_name)
-        c = read_card(weights)
-        c.setdefault("results", {})[dataset + (f"[:{limit}]" if limit else "")] = {
-            **{k: res[k] for k in ("n", "bpd", "distortion_bpd", "rate_bpd", "active_units")},
-            "command": "vlaecodec " + " ".join(sys.argv[1:])}
-        write_card(weights, c)
+        record_result(model_name, dataset + (f"[:{limit}]" if limit else ""), res,
+                      "vlaecodec " + " ".join(sys.argv[1:]))
     if as_json:
         click.echo(json.dumps(res))
     else:

@@ -93,6 +93,15 @@ def list_models() -> list[dict]:
     return out
 
 
+def record_result(name_or_path: str, key: str, res: dict, command: str) -> None:
+    """Store a measurement (``evaluate``'s result) in the model's card under ``key``."""
+    weights = resolve(name_or_path)
+    card = read_card(weights)
+    card.setdefault("results", {})[key] = {
+        **{k: res[k] for k in ("n", "bpd", "distortion_bpd", "rate_bpd", "active_units")}, "command": command}
+    write_card(weights, card)
+
+
 def model_for_beta(beta: float) -> str:
     """The zoo name of the 8-bit image model trained at this beta (the beta family)."""
     family = [c for c in list_models() if c.get("config", {}).get("levels", 256) == 256
