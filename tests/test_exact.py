@@ -7,13 +7,17 @@ from conftest import tiny_model
 from vlaecodec.exact import ExactVLAE, QLinear, pixels_to_input
 
 
-def test_conv_in_float64_equals_integer_arithmetic(rng):
-    w = torch.from_numpy(rng.normal(size=(6, 5, 3, 3)) * 0.3)
-    q = QLinear(w, torch.zeros(6), in_bits=12, padding=1)
-    a = torch.from_numpy(rng.integers(-2 ** 20, 2 ** 20, size=(2, 5, 9, 9))).double()
+@pytest.mark.parametrize("c_in,kernel,stride", [(5, 3, 1), (40, 3, 1), (24, 4, 2), (7, 1, 1)])
+def test_conv_in_float64_equals_integer_arithmetic(rng, c_in, kernel, stride):
+    """Both ways of the channels-last convolution (gathered patches for thin inputs, a sum
+    over kernel taps otherwise) give the integer sums exactly."""
+    w = torch.from_numpy(rng.normal(size=(6, c_in, kernel, kernel)) * 0.3)
+    pad = kernel // 2 - (stride == 2)
+    q = QLinear(w, torch.from_numpy(rng.normal(size=6)), in_bits=12, stride=stride, padding=pad)
+    a = torch.from_numpy(rng.integers(-2 ** 20, 2 ** 20, size=(2, c_in, 10, 10))).double()
     got = q.conv(a)
     # the same sums in int64, from unfolded patches
-    cols = torch.nn.functional.unfold(a, 3, padding=1).long()           # B, 45, 81
+    cols = torch.nn.functional.unfold(a, kernel, padding=pad, stride=stride).long()
     acc = torch.einsum("ok,bkn->bon", q.weight.reshape(6, -1).long(), cols) + q.bias.long()[None, :, None]
     want = torch.div(acc, 2 ** q.shift, rounding_mode="floor").clamp(-2 ** 22, 2 ** 22)
     assert torch.equal(got.reshape(2, 6, -1).long(), want)
@@ -80,9 +84,12 @@ def test_strips_give_the_same_integers_as_one_pass(monkeypatch):
     net = ExactVLAE(tiny_model(res_blocks=2))
     x = torch.randint(0, 256, (1, 3, 96, 20))
     z = torch.randint(-8000, 8000, (1, 2, 24, 5)).double()
-    whole_post = net._posterior_full(x)
-    whole_z = net._z_features_full(z)[0].float().numpy()
-    monkeypatch.setattr(ExactVLAE, "STRIP_LATENT_ROWS", 3)
+    assert ExactVLAE.STRIP_LATENT_POSITIONS >= 24 * 5   # one strip: the whole image in one pass
+    whole_post = torch.cat(net.posterior(x), 1)
+    whole_z = net.z_features_half(z)
+    monkeypatch.setattr(ExactVLAE, "STRIP_LATENT_POSITIONS", 15)
+    monkeypatch.setattr(ExactVLAE, "MIN_STRIP_ROWS", 3)
+    monkeypatch.setattr(ExactVLAE, "STEM_ROWS", 5)
     mean, logscale = net.posterior(x)
     assert torch.equal(torch.cat([mean, logscale], 1), whole_post)
     assert np.array_equal(net.z_features_half(z), whole_z)
@@ -100,3 +107,27 @@ def test_compiled_tables_equal_the_numpy_reference(rng):
         a = logistic_probabilities(params, prev if c else None, c, K, 256)
         b = logistic_probabilities_numpy(params, prev if c else None, c, K, 256)
         assert np.array_equal(a, b)
+
+
+def test_stem_in_row_steps_equals_the_two_layers(monkeypatch):
+    """The encoder's first two layers run a few rows at a time; that must give exactly the
+    two convolutions applied one after the other."""
+    net = ExactVLAE(tiny_model())
+    u = np.ascontiguousarray(pixels_to_input(torch.randint(0, 256, (3, 20, 12)), 256).permute(1, 2, 0).numpy())
+    whole = np.maximum(net.e_down1.conv_hwc(np.maximum(net.e_inp.conv_hwc(u), 0)), 0)
+    for rows in (1, 3, 16):
+        monkeypatch.setattr(ExactVLAE, "STEM_ROWS", rows)
+        assert np.array_equal(net._stem(u), whole)
+
+
+@pytest.mark.parametrize("bits", [1, 4, 8])
+def test_compiled_latent_tables_equal_the_numpy_reference(rng, bits):
+    from vlaecodec.latents import Latents
+    from vlaecodec.model import LOGSCALE_MAX, LOGSCALE_MIN
+    lat = Latents(bits)
+    mean = torch.from_numpy(rng.integers(-40000, 40000, 500).astype(np.float64))
+    logscale = torch.from_numpy(rng.integers(int(LOGSCALE_MIN * 4096), int(LOGSCALE_MAX * 4096), 500)
+                                .astype(np.float64))
+    a = lat.posterior_probabilities(mean, logscale)
+    assert np.array_equal(a, lat.posterior_probabilities_numpy(mean, logscale))
+    assert a.shape == (500, 1 << bits) and np.allclose(a.sum(axis=1), 1)

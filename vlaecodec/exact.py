@@ -39,17 +39,7 @@ MAX_WEIGHT_BITS = 24
 DT = torch.float64
 
 
-def _floor_shift(acc: torch.Tensor, shift: int) -> torch.Tensor:
-    """floor(acc / 2**shift), exact for integer-valued float64."""
-    return torch.floor(acc * (2.0 ** -shift)) if shift else acc
-
-
 _LIM = float(2 ** ACT_CLAMP_BITS)
-
-
-def _clamp(a: torch.Tensor) -> torch.Tensor:
-    lim = float(2 ** ACT_CLAMP_BITS)
-    return a.clamp(-lim, lim)
 
 
 def _weight_exponent(w: torch.Tensor) -> int:
@@ -80,19 +70,58 @@ class QLinear:
         self.matrix = self.weight.reshape(self.weight.shape[0], -1).t().contiguous().numpy()
         self.bias_np = self.bias.numpy()
         self.scale = 2.0 ** -self.shift
+        # the kernel as [ky, kx, C_in, C_out] taps, and as one [ky*kx*C_in, C_out] matrix,
+        # for the channels-last convolution
+        self.kernel = tuple(self.weight.shape[-2:])
+        self.taps = np.ascontiguousarray(self.weight.permute(2, 3, 1, 0).numpy())
+        self.tap_matrix = self.taps.reshape(-1, self.taps.shape[-1])
 
     def conv(self, a: torch.Tensor) -> torch.Tensor:
-        acc = F.conv2d(a, self.weight, self.bias, stride=self.stride, padding=self.padding)
-        return _clamp(_floor_shift(acc, self.shift))
+        """The layer on a batch [B, C, H, W] (torch, float64 holding integers)."""
+        out = [self.conv_hwc(np.ascontiguousarray(img.permute(1, 2, 0).numpy())) for img in a]
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
 
-    def rows(self, a: np.ndarray, matrix: np.ndarray | None = None) -> np.ndarray:
-        """The layer applied to rows of features [n, fan_in] (a 1x1 conv, or a gathered window
-        with its own column order in ``matrix``), in numpy float64 holding integers."""
-        acc = a @ (self.matrix if matrix is None else matrix)
+    IM2COL_MAX_FAN_IN = 64   # below this, one matrix product over gathered patches
+
+    def conv_hwc(self, a: np.ndarray, pad_rows: bool = True) -> np.ndarray:
+        """The layer on one channels-last image [H, W, C] (numpy float64 holding integers).
+
+        A sum of matrix products, one per kernel tap (or one over gathered patches when the
+        input is thin): BLAS's speed, about 4x torch's float64 conv2d here, and still exact
+        since every partial sum is an integer below 2**53.  ``pad_rows=False``: the caller
+        has put the padding rows (or the neighbouring rows) in ``a`` already."""
+        H, W, C = a.shape
+        (kh, kw), s, p = self.kernel, self.stride, self.padding
+        py = p if pad_rows else 0
+        ho, wo = (H + 2 * py - kh) // s + 1, (W + 2 * p - kw) // s + 1
+        ap = np.pad(a, ((py, py), (p, p), (0, 0))) if p else a
+        def tap(ky, kx):  # input under tap (ky, kx) of every output position, [ho*wo, C]
+            return ap[ky:ky + s * (ho - 1) + 1:s, kx:kx + s * (wo - 1) + 1:s].reshape(ho * wo, C)
+        if kh * kw * C <= self.IM2COL_MAX_FAN_IN:
+            cols = np.concatenate([tap(ky, kx) for ky in range(kh) for kx in range(kw)], axis=1)
+            acc = cols @ self.tap_matrix
+        else:
+            acc = tap(0, 0) @ self.taps[0, 0]
+            part = np.empty_like(acc)
+            for ky in range(kh):
+                for kx in range(kw):
+                    if ky or kx:
+                        np.matmul(tap(ky, kx), self.taps[ky, kx], out=part)
+                        acc += part
         acc += self.bias_np
-        acc *= self.scale           # a power of two: exact
-        np.floor(acc, out=acc)
-        return np.clip(acc, -_LIM, _LIM, out=acc)
+        if self.shift:
+            acc *= self.scale       # a power of two: exact
+            np.floor(acc, out=acc)
+        np.clip(acc, -_LIM, _LIM, out=acc)
+        return acc.reshape(ho, wo, -1)
+
+    def rows(self, a: np.ndarray, matrix: np.ndarray | None = None, relu: bool = False) -> np.ndarray:
+        """The layer applied to rows of features [n, fan_in] (a 1x1 conv, or a gathered window
+        with its own column order in ``matrix``), in numpy float64 holding integers;
+        ``relu``: then max(., 0)."""
+        from .tables import finish_rows
+        acc = a @ (self.matrix if matrix is None else matrix)
+        return finish_rows(acc, self.bias_np, self.scale, _LIM, relu)   # bias, shift, clip: one pass
 
 
 def _q(conv: torch.nn.Conv2d, in_bits: int = ACT_BITS, **kw) -> QLinear:
@@ -101,11 +130,6 @@ def _q(conv: torch.nn.Conv2d, in_bits: int = ACT_BITS, **kw) -> QLinear:
 
 def _qres(block) -> tuple[QLinear, QLinear]:
     return _q(block.conv1), _q(block.conv2)
-
-
-def _res(a, pair):
-    c1, c2 = pair
-    return a + c2.conv(torch.relu(c1.conv(torch.relu(a))))
 
 
 def pixels_to_input(x: torch.Tensor, levels: int) -> torch.Tensor:
@@ -151,7 +175,11 @@ class ExactVLAE:
         self.logistic = cfg.likelihood == "logistic"
 
     # --- encoder and z-decoder (whole images, in strips) -------------------------------------
-    STRIP_LATENT_ROWS = 32   # latent rows per strip: bounds memory on large images
+    # Large images go in horizontal strips of about this many latent positions, which bounds
+    # memory (the widest activation, 96 channels at half resolution, is ~200 MB per strip);
+    # each strip recomputes a halo of rows, so strips should not be thin.
+    STRIP_LATENT_POSITIONS = 1 << 16
+    MIN_STRIP_ROWS = 16
 
     @torch.no_grad()
     def posterior(self, x: torch.Tensor):
@@ -159,49 +187,69 @@ class ExactVLAE:
 
         Computed in horizontal strips with a halo wider than the receptive field: integer
         arithmetic makes the result identical to one pass over the whole image."""
-        h = x.shape[2] // 4
+        u = pixels_to_input(x, self.cfg.levels).permute(0, 2, 3, 1).numpy()   # channels last
         halo = 2 * len(self.e_blocks) + 4
-        parts = []
-        for a in range(0, h, self.STRIP_LATENT_ROWS):
-            b = min(h, a + self.STRIP_LATENT_ROWS)
-            lo, hi = max(0, a - halo), min(h, b + halo)
-            out = self._posterior_full(x[:, :, 4 * lo:4 * hi])
-            parts.append(out[:, :, a - lo:b - lo])
-        mean, logscale = torch.cat(parts, dim=2).chunk(2, dim=1)
+        out = np.stack([self._in_strips(self._posterior_hwc, img, 4, halo, 1) for img in u])
+        mean, logscale = torch.from_numpy(out).permute(0, 3, 1, 2).chunk(2, dim=1)
         return mean, logscale
 
-    def _posterior_full(self, x):
-        a = torch.relu(self.e_inp.conv(pixels_to_input(x, self.cfg.levels)))
-        a = torch.relu(self.e_down1.conv(a))
-        a = self.e_down2.conv(a)
-        for pair in self.e_blocks:
-            a = _res(a, pair)
-        out = self.e_out.conv(torch.relu(a))
-        zc = out.shape[1] // 2
-        lo, hi = LOGSCALE_MIN * 2 ** ACT_BITS, LOGSCALE_MAX * 2 ** ACT_BITS
-        out[:, zc:] = out[:, zc:].clamp(lo, hi)
+    def _in_strips(self, fn, a: np.ndarray, down: int, halo: int, up: int) -> np.ndarray:
+        """fn over [H, W, C] in strips of latent rows (fn's output has ``up`` rows per latent
+        row, its input ``down``) with ``halo`` latent rows either side."""
+        h, w = a.shape[0] // down, max(1, a.shape[1] // down)
+        strip = max(self.MIN_STRIP_ROWS, self.STRIP_LATENT_POSITIONS // w)
+        parts = []
+        for lo_row in range(0, h, strip):
+            hi_row = min(h, lo_row + strip)
+            lo, hi = max(0, lo_row - halo), min(h, hi_row + halo)
+            out = fn(a[down * lo:down * hi])
+            parts.append(out[up * (lo_row - lo):up * (hi_row - lo)])
+        return np.concatenate(parts)
+
+    STEM_ROWS = 16   # output rows of the first down-sampling per step of :meth:`_stem`
+
+    def _stem(self, u: np.ndarray) -> np.ndarray:
+        """relu(down1(relu(inp(u)))), a few output rows at a time: the full-resolution
+        96-channel activation between the two layers is never held whole (it would be the
+        largest array of all).  Row r of down1 (4x4, stride 2, padding 1) reads inp's rows
+        2r-1 .. 2r+2, and those read u's rows 2r-2 .. 2r+3 (3x3, padding 1)."""
+        H = u.shape[0]
+        up = np.pad(u, ((2, 2), (0, 0), (0, 0)))      # zero rows: inp's and down1's padding
+        parts = []
+        for r0 in range(0, H // 2, self.STEM_ROWS):
+            r1 = min(H // 2, r0 + self.STEM_ROWS)
+            a = self.e_inp.conv_hwc(up[2 * r0:2 * r1 + 4])[1:-1]   # inp's rows 2r0-1 .. 2r1
+            a = np.maximum(a, 0)
+            for edge, row in ((r0 == 0, 0), (r1 == H // 2, -1)):
+                if edge:
+                    a[row] = 0    # outside the image: down1's zero padding, not inp's output
+            parts.append(np.maximum(self.e_down1.conv_hwc(a, pad_rows=False), 0))
+        return np.concatenate(parts)
+
+    def _posterior_hwc(self, u: np.ndarray) -> np.ndarray:
+        a = self._stem(u)
+        a = self.e_down2.conv_hwc(a)
+        for c1, c2 in self.e_blocks:
+            a = a + c2.conv_hwc(np.maximum(c1.conv_hwc(np.maximum(a, 0)), 0))
+        out = self.e_out.conv_hwc(np.maximum(a, 0))
+        zc = out.shape[-1] // 2
+        np.clip(out[..., zc:], LOGSCALE_MIN * 2 ** ACT_BITS, LOGSCALE_MAX * 2 ** ACT_BITS, out=out[..., zc:])
         return out
 
     @torch.no_grad()
     def z_features_half(self, z_int: torch.Tensor) -> np.ndarray:
         """Conditioning features at half resolution [ph, 2h, 2w] (float32, holding integers below
         2**23, hence exact) from integer latents [1, zc, h, w]; pixel (y, x) uses [:, y//2, x//2]."""
-        h = z_int.shape[2]
-        halo = 2 * len(self.z_blocks) + 3
-        parts = []
-        for a in range(0, h, self.STRIP_LATENT_ROWS):
-            b = min(h, a + self.STRIP_LATENT_ROWS)
-            lo, hi = max(0, a - halo), min(h, b + halo)
-            out = self._z_features_full(z_int[:, :, lo:hi].to(DT))
-            parts.append(out[0, :, 2 * (a - lo):2 * (b - lo)].float())
-        return torch.cat(parts, dim=1).numpy()
+        z = np.ascontiguousarray(z_int[0].to(DT).permute(1, 2, 0).numpy())
+        out = self._in_strips(self._z_features_hwc, z, 1, 2 * len(self.z_blocks) + 3, 2)
+        return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
 
-    def _z_features_full(self, z):
-        a = self.z_inp.conv(z)
-        for pair in self.z_blocks:
-            a = _res(a, pair)
-        a = F.interpolate(torch.relu(a), scale_factor=2, mode="nearest")
-        return self.z_up2.conv(torch.relu(self.z_up1.conv(a)))
+    def _z_features_hwc(self, z: np.ndarray) -> np.ndarray:
+        a = self.z_inp.conv_hwc(z)
+        for c1, c2 in self.z_blocks:
+            a = a + c2.conv_hwc(np.maximum(c1.conv_hwc(np.maximum(a, 0)), 0))
+        a = np.maximum(a, 0).repeat(2, axis=0).repeat(2, axis=1)   # nearest-neighbour x2
+        return self.z_up2.conv_hwc(np.maximum(self.z_up1.conv_hwc(a), 0))
 
     @torch.no_grad()
     def z_features(self, z_int: torch.Tensor) -> torch.Tensor:
@@ -236,7 +284,7 @@ class ExactVLAE:
     # --- per-pixel layers (numpy) ----------------------------------------------------------
     def trunk_rows(self, ctx: np.ndarray) -> np.ndarray:
         for c1, c2 in self.trunk:
-            ctx = ctx + c2.rows(np.maximum(c1.rows(np.maximum(ctx, 0)), 0))
+            ctx = ctx + c2.rows(c1.rows(np.maximum(ctx, 0), relu=True))
         return ctx
 
     def head_rows(self, c: int, t: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
@@ -245,7 +293,7 @@ class ExactVLAE:
         if self.embed:
             for p in range(c):
                 u = u + self.embed[self.embed_index(c, p)][prev[:, p]]
-        return self.out[c].rows(np.maximum(self.hidden[c].rows(np.maximum(u, 0)), 0))
+        return self.out[c].rows(self.hidden[c].rows(np.maximum(u, 0), relu=True))
 
     def probabilities(self, c: int, t: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
         """Probability rows [n, levels] of channel c, identical wherever computed."""
