@@ -44,8 +44,11 @@ def section() -> str:
     if plot(rows, RESULTS / "lossless.png"):
         lines += ["![bits per subpixel by codec](bench/results/lossless.png)", ""]
     if (RESULTS / "lossless_zoo.md").exists():
-        lines += ["### Every 8-bit model of the zoo: file bits against the -ELBO (small slices)", "",
+        lines += ["### Every model of the zoo: file bits against the -ELBO (small slices)", "",
                   (RESULTS / "lossless_zoo.md").read_text().strip(), ""]
+    if (RESULTS / "large.md").exists():
+        lines += ["### Large images: one lossless round trip each", "",
+                  (RESULTS / "large.md").read_text().strip(), ""]
     if (RESULTS / "rd.md").exists():
         lines += ["### Rate control: near-lossless and lossy on Kodak", "",
                   "Bits per pixel from real files, every file decoded and measured (`python -m bench.rd`).", "",

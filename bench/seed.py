@@ -184,17 +184,25 @@ def main(argv=None) -> None:
     ap.add_argument("--iw", type=int, default=16, help="IW samples k (0: none)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--figures-only", action="store_true",
+                    help="draw the figures from the rows in OUT/seed.json (no evaluation)")
+    ap.add_argument("--only", choices=["bmnist", "cifar"], help="draw only this data set's pictures")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     command = "python -m bench.seed " + " ".join(argv if argv is not None else sys.argv[1:])
-    rows = seed_rows(args.n, args.iw_n, args.iw, command)
-    meta = {"command": command,
-            "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
-            "date": time.strftime("%Y-%m-%d")}
-    write(rows, out, meta)
+    if args.figures_only:
+        rows = json.loads((out / "seed.json").read_text())["rows"]
+    else:
+        rows = seed_rows(args.n, args.iw_n, args.iw, command)
+        meta = {"command": command,
+                "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
+                "date": time.strftime("%Y-%m-%d")}
+        write(rows, out, meta)
     kl_figure(rows, out / "seed_kl.png")
     for binary, tag in [(True, "bmnist"), (False, "cifar")]:
+        if args.only and args.only != tag:
+            continue
         sub = [r for r in rows if D.is_binary_dataset(r["data"]) == binary]
         if sub:
             images = np.asarray(D.load_dataset(sub[0]["data"], 3))

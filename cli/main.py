@@ -142,7 +142,7 @@ def _codec(model_name: str, threads: int):
 
     from vlaecodec.api import load_codec
     torch.set_num_threads(threads)
-    return load_codec(model_name)
+    return load_codec(model_name, threads)
 
 
 @cli.command()
@@ -162,7 +162,7 @@ def _codec(model_name: str, threads: int):
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Parallel processes for many inputs.")
-@click.option("--threads", type=int, default=1, show_default=True, help="torch threads per process.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Threads per process for the whole-image convolutions (results do not depend on it).")
 @click.option("--elbo/--no-elbo", default=True, help="Also report the model's -ELBO (elbo_bpd).")
 def encode(inputs, output, archive, model_name, beta, max_error, lossy, recon, seed, z_extra_bits,
            force, as_json, jobs, threads, elbo):
@@ -192,7 +192,8 @@ def encode(inputs, output, archive, model_name, beta, max_error, lossy, recon, s
               help="--preview: how each subpixel is picked from the PixelCNN.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--jobs", type=int, default=1, show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="Threads per process for the whole-image convolutions (results do not depend on it).")
 def decode(inputs, output, model_name, preview, recon, force, jobs, threads):
     """Decode .vlae files to PNG (lossless files bit-exact)."""
     from vlaecodec import cliops

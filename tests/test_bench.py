@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from bench import rd, seed
+from bench import large, rd, seed
 from bench.__main__ import bench_classical, bench_vlaecodec, write
 from bench.quality import ms_ssim, psnr
 
@@ -56,3 +56,13 @@ def test_seed_table_files_and_pictures(model_path, rng, tmp_path):
     images = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
     panels = seed.pictures(model_path, images, k=2)
     assert len(panels) == 3 and all(p.width > 0 for _, p in panels)
+
+
+def test_large_image_row_and_table(model_path, rng, tmp_path):
+    tiles = [rng.integers(0, 256, (6, 9, 3), dtype=np.uint8) for _ in range(3)]
+    img = large.mosaic(tiles, 20, grey=True)
+    row = large.measure(img, "mosaic 20x20 grey", model_path)
+    assert row["exact"] and row["bpd"] == row["bytes"] * 8 / 400
+    row["command"] = "test"
+    large.write([row], tmp_path, {"machine": "test", "date": "today"})
+    assert "| mosaic 20x20 grey |" in (tmp_path / "large.md").read_text()

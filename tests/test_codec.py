@@ -86,3 +86,13 @@ def test_few_pixel_bits_make_more_bands(rng):
     data = codec.encode(img)
     assert len(unpack_header(data)[0].bands) > 3
     assert np.array_equal(codec.decode(data), img)
+
+
+def test_latent_chunks_do_not_change_the_file(monkeypatch):
+    """Posterior tables are made a chunk of latents at a time; the bits must not depend on it."""
+    codec = Codec(tiny_model(), "ab" * 32)
+    img = np.random.default_rng(3).integers(0, 256, (40, 36, 3), dtype=np.uint8)
+    whole = codec.encode(img)
+    monkeypatch.setattr(Codec, "LATENT_CHUNK", 7)
+    assert codec.encode(img) == whole
+    assert np.array_equal(codec.decode(whole), img)

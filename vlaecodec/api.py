@@ -30,12 +30,14 @@ def _loaded(name: str):
 
 
 @lru_cache(maxsize=4)
-def load_codec(name: str = DEFAULT_MODEL) -> Codec:
-    """The codec of a zoo model (cached per process)."""
+def load_codec(name: str = DEFAULT_MODEL, threads: int = 1) -> Codec:
+    """The codec of a zoo model (the model is cached per process); ``threads``: BLAS threads
+    for its whole-image convolutions (the results do not depend on it)."""
     import sys
     model, card = _loaded(name)
     codec = Codec(model, card["model_id"], active_channels=card.get("active_channels"))
     codec.progress = sys.stderr.isatty()
+    codec.threads = max(1, threads)
     return codec
 
 

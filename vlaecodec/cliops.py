@@ -156,7 +156,7 @@ def _encode_one(args) -> dict:
     from .api import elbo_parts, load_codec
     torch.set_num_threads(threads)
     img = read_image(inp)
-    data = opts.encode(load_codec(model_name), [img])
+    data = opts.encode(load_codec(model_name, threads), [img])
     write_atomic(out, data)
     rec = {"input": inp, "output": out, "width": img.shape[1], "height": img.shape[0],
            "channels": img.shape[2], "bytes": len(data), "bpd": len(data) * 8 / img.size,
@@ -198,7 +198,7 @@ def _encode_archive(inputs, output, model_name, force, as_json, threads, opts):
     check_writable(output, force)
     torch.set_num_threads(threads)
     images = [read_image(i) for i in inputs]
-    data = opts.encode(load_codec(model_name), images)
+    data = opts.encode(load_codec(model_name, threads), images)
     write_atomic(output, data)
     dims = sum(i.size for i in images)
     rec = {"output": output, "images": len(images), "bytes": len(data), "bpd": len(data) * 8 / dims,

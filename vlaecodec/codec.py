@@ -64,7 +64,8 @@ CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 def one_blas_thread(fn):
     """Run ``fn`` with numpy's BLAS on one thread.  The coder's matrices are one wave of
     pixels by ~100 features: threads only add waiting, and on a busy machine OpenBLAS's
-    spinning threads made decoding 20x slower (bench/, 2-core machine under load)."""
+    spinning threads made decoding 20x slower (bench/, 2-core machine under load).  Only the
+    whole-image convolutions may use more (``Codec.threads``)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with threadpool_limits(limits=1, user_api="blas"):
@@ -223,16 +224,20 @@ class Codec:
         rows = 4 * max(1, coder.num_bits() // per_latent_row)
         return top if top - rows < 4 else rows  # no sliver of a band on top
 
+    threads: int = 1   # BLAS threads for the convolutions (the pixel waves always use one)
+
     def _z_features(self, values: torch.Tensor, channels: list[int], grid: tuple[int, int]) -> np.ndarray:
         """Half-resolution z features from integer z values of the given latent channels."""
         z = torch.zeros(1, self.cfg.z_channels, *grid, dtype=torch.float64)
         z[0, channels] = values.reshape(len(channels), *grid)
-        return self.net.z_features_half(z)
+        with threadpool_limits(limits=self.threads, user_api="blas"):
+            return self.net.z_features_half(z)
 
     def _posterior_rows(self, x: torch.Tensor, channels: list[int] | None = None):
         """(mean, logscale) rows of the coded latents, in (channel, y, x) order."""
         channels = self.active if channels is None else channels
-        mean, logscale = self.net.posterior(_pad4(x)[None])
+        with threadpool_limits(limits=self.threads, user_api="blas"):
+            mean, logscale = self.net.posterior(_pad4(x)[None])
         return mean[0, channels].reshape(-1), logscale[0, channels].reshape(-1)
 
     def _schedule(self, H: int, W: int):
@@ -243,7 +248,7 @@ class Codec:
 
     # --- pixels -------------------------------------------------------------------------
     def _push_pixels(self, coder, x: np.ndarray, u_pad: np.ndarray, zhalf: np.ndarray,
-                     rows: tuple[int, int], bins: Bins, chunk: int = 8192) -> None:
+                     rows: tuple[int, int], bins: Bins, chunk: int = 1024) -> None:
         """Push the pixels of rows [r0, r1) of x [C,H,W] (already on the bins' values) so that
         :meth:`_pop_pixels` pops them wave by wave.  Features are gathered exactly as the
         decoder gathers them, in chunks of waves, so memory stays bounded on any image size."""
@@ -380,7 +385,7 @@ class Codec:
         mean, logscale = self._posterior_rows(x[:, r0:r1])
         if unit.borrow:  # bits-back: z is a sample from q(z|x) read off the stack
             before = coder.num_bits()
-            z = coder.decode(CATEGORICAL, self.latents.posterior_probabilities(mean, logscale)).astype(np.int32)
+            z = self._pop_posterior(coder, mean, logscale)
             stats.bits_back += before - coder.num_bits()
         else:  # nothing below to borrow from: the posterior's mode bin, at the prior's cost
             z = self.latents.mode_bins(mean)
@@ -389,6 +394,25 @@ class Codec:
         self._push_pixels(coder, x.numpy(), u_pad, zhalf, unit.rows, bins)
         stats.bits_pixels += coder.num_bits() - before
         return z
+
+    # Posterior tables are 2**z_bits floats per latent (2 KB): a large band's would not fit in
+    # memory at once, so they are made and coded a chunk at a time.  Chunks pushed last-first
+    # are the same symbol-by-symbol pushes as one call, so the bits do not change.
+    LATENT_CHUNK = 1 << 14
+
+    def _pop_posterior(self, coder, mean: torch.Tensor, logscale: torch.Tensor) -> np.ndarray:
+        """z ~ q(z|x) read off the stack (the encoder's bits-back pop)."""
+        n = self.LATENT_CHUNK
+        return np.concatenate([
+            coder.decode(CATEGORICAL, self.latents.posterior_probabilities(mean[a:a + n], logscale[a:a + n]))
+            for a in range(0, len(mean), n)]).astype(np.int32)
+
+    def _push_posterior(self, coder, z: np.ndarray, mean: torch.Tensor, logscale: torch.Tensor) -> None:
+        """The inverse of :meth:`_pop_posterior` (the decoder gives the bits back)."""
+        n = self.LATENT_CHUNK
+        for a in reversed(range(0, len(mean), n)):
+            coder.encode_reverse(z[a:a + n], CATEGORICAL,
+                                 self.latents.posterior_probabilities(mean[a:a + n], logscale[a:a + n]))
 
     def _pop_z_layer(self, coder, units: list[Unit]) -> list[np.ndarray]:
         sizes = [len(self.active) * u.latents_per_channel for u in units]
@@ -413,7 +437,7 @@ class Codec:
             self._pop_pixels(pop, x, u_pad, zhalf, u.rows)
             if u.borrow:
                 mean, logscale = self._posterior_rows(torch.from_numpy(x[:, u.rows[0]:u.rows[1]]))
-                coder.encode_reverse(z_bins[k], CATEGORICAL, self.latents.posterior_probabilities(mean, logscale))
+                self._push_posterior(coder, z_bins[k], mean, logscale)
             if k + 1 == len(units) or units[k + 1].image != u.image:
                 out.append(self._finish(x, info))
                 x = None
