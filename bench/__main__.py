@@ -43,8 +43,8 @@ def image_elbos(model: str, images: list[np.ndarray]) -> list[float]:
 
 
 def bench_vlaecodec(model: str, dataset: str, images: list[np.ndarray], archive: bool,
-                    elbos: list[float] | None = None) -> dict:
-    codec = load_codec(model)
+                    elbos: list[float] | None = None, threads: int = 1) -> dict:
+    codec = load_codec(model, threads)
     dims = sum(i.size for i in images)
     elbos = image_elbos(model, images) if elbos is None else elbos
     elbo = sum(e * i.size for e, i in zip(elbos, images)) / dims
@@ -80,7 +80,7 @@ def bench_vlaecodec(model: str, dataset: str, images: list[np.ndarray], archive:
             "exact": exact, "enc_s_per_image": enc_t / n, "dec_s_per_image": dec_t / n,
             "pixels_per_s_decode": sum(i.shape[0] * i.shape[1] for i in images) / max(dec_t, 1e-9),
             "z_bits_sent": stats.bits_prior, "z_bits_back": stats.bits_back,
-            "max_file_gap_pct": max(gaps) if gaps else None, "peak_rss_mb": peak_rss_mb()}
+            "max_file_gap_pct": max(gaps) if gaps else None, "peak_rss_mb": peak_rss_mb(), "threads": threads}
 
 
 def bench_classical(name: str, dataset: str, images: list[np.ndarray]) -> dict:
@@ -126,7 +126,7 @@ def main(argv=None) -> None:
     ap.add_argument("--models", nargs="*", default=["default"])
     ap.add_argument("--classical", nargs="*", default=list(CODECS))
     ap.add_argument("--no-archive", action="store_true")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, and the codec's convolution threads")
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--name", default="lossless", help="results file stem: OUT/NAME.csv, .json, .md")
     ap.add_argument("--merge", action="store_true",
@@ -144,10 +144,10 @@ def main(argv=None) -> None:
             print(json.dumps(rows[-1]), file=sys.stderr)
         for m in args.models:
             elbos = image_elbos(m, images)
-            rows.append(bench_vlaecodec(m, ds, images, archive=False, elbos=elbos))
+            rows.append(bench_vlaecodec(m, ds, images, archive=False, elbos=elbos, threads=args.threads))
             print(json.dumps(rows[-1]), file=sys.stderr)
             if not args.no_archive and len(images) > 1:
-                rows.append(bench_vlaecodec(m, ds, images, archive=True, elbos=elbos))
+                rows.append(bench_vlaecodec(m, ds, images, archive=True, elbos=elbos, threads=args.threads))
                 print(json.dumps(rows[-1]), file=sys.stderr)
     meta = {"command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}",

@@ -96,3 +96,16 @@ def test_latent_chunks_do_not_change_the_file(monkeypatch):
     monkeypatch.setattr(Codec, "LATENT_CHUNK", 7)
     assert codec.encode(img) == whole
     assert np.array_equal(codec.decode(whole), img)
+
+
+def test_decoding_with_threads_gives_the_same_pixels(monkeypatch):
+    """Waves split between threads: every table is the same, so the file decodes the same."""
+    import vlaecodec.codec as codec_module
+    monkeypatch.setattr(codec_module, "MIN_ROWS_PER_THREAD", 2)
+    codec = Codec(tiny_model(), "ab" * 32)
+    img = np.random.default_rng(4).integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    data = codec.encode(img)
+    preview = codec.decode(data, preview=True)
+    codec.threads = 3
+    assert np.array_equal(codec.decode(data), img)
+    assert np.array_equal(codec.decode(data, preview=True), preview)

@@ -95,6 +95,25 @@ def wavefront(height: int, width: int, lag: int) -> list[tuple[np.ndarray, np.nd
     return steps
 
 
+MIN_ROWS_PER_THREAD = 48   # narrower waves stay in one thread: the hand-off costs more
+
+
+def _pool(threads: int):
+    from concurrent.futures import ThreadPoolExecutor
+    return ThreadPoolExecutor(threads) if threads > 1 else None
+
+
+def _split(n: int, parts: int) -> list[slice]:
+    """[0, n) in at most ``parts`` contiguous pieces of at least MIN_ROWS_PER_THREAD rows."""
+    parts = max(1, min(parts, n // MIN_ROWS_PER_THREAD))
+    cuts = [n * k // parts for k in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(cuts, cuts[1:])]
+
+
+def _join(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
 def _to_chw(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(img, dtype=np.int64)).permute(2, 0, 1)
 
@@ -285,22 +304,39 @@ class Codec:
     def _pop_pixels(self, pick, x: np.ndarray, u_pad: np.ndarray, zfeat: np.ndarray,
                     rows: tuple[int, int]) -> None:
         """Fill rows [r0, r1) of x [C,H,W] (and its padded network input u_pad), wave by wave;
-        ``pick(probabilities, c, prev) -> values`` pops them from the coder or reconstructs them."""
+        ``pick(probabilities, c, prev) -> values`` pops them from the coder or reconstructs them.
+        With ``threads`` > 1, each wide wave's pixels are split between threads (every row of
+        the network is computed on its own, so the split cannot change a bit); the pops stay
+        in one thread, in order."""
         net = self.net
         C, _, W = x.shape
         r0, r1 = rows
         offset = 1 - self.cfg.levels
+        pool = _pool(self.threads)
+
+        def first(ys, xs, part):  # context, trunk and channel 0's tables of some of the wave
+            zrows = np.ascontiguousarray(zfeat[:, ys[part] >> 1, xs[part] >> 1].T, dtype=np.float64)
+            t = net.trunk_rows(net.context_rows(u_pad, ys[part] + r0, xs[part], zrows))
+            return t, net.probabilities(0, t, None)
+
         for ys, xs in self._progress(self._schedule(r1 - r0, W), (r1 - r0) * W, "decode"):
-            zrows = np.ascontiguousarray(zfeat[:, ys >> 1, xs >> 1].T, dtype=np.float64)
-            ctx = net.context_rows(u_pad, ys + r0, xs, zrows)
-            t = net.trunk_rows(ctx)
+            parts = _split(len(ys), self.threads if pool else 1)
+            done = list(pool.map(lambda p: first(ys, xs, p), parts)) if len(parts) > 1 else [first(ys, xs, parts[0])]
+            trunks = [d[0] for d in done]
+            probs = _join([d[1] for d in done])
             prev = np.zeros((len(ys), C), dtype=np.int64)
             for c in range(C):
-                sym = pick(net.probabilities(c, t, prev), c, prev)
+                if c:
+                    jobs = [(c, t, prev[p]) for t, p in zip(trunks, parts)]
+                    probs = _join(list(pool.map(lambda j: net.probabilities(*j), jobs)) if len(parts) > 1
+                                  else [net.probabilities(*jobs[0])])
+                sym = pick(probs, c, prev)
                 prev[:, c] = sym
                 x[c, ys + r0, xs] = sym
                 if net.local:
                     u_pad[c, ys + r0 + net.up, xs + net.left] = 2 * sym + offset
+        if pool:
+            pool.shutdown()
 
     progress: bool = False        # a progress bar for large images (the CLI sets it on a terminal)
     PROGRESS_MIN_PIXELS = 1 << 18
