@@ -109,3 +109,12 @@ def test_decoding_with_threads_gives_the_same_pixels(monkeypatch):
     codec.threads = 3
     assert np.array_equal(codec.decode(data), img)
     assert np.array_equal(codec.decode(data, preview=True), preview)
+
+
+def test_encoding_with_threads_gives_the_same_file():
+    """Chunks of pixels are tabled in parallel and pushed in order: the same file."""
+    codec = Codec(tiny_model(), "ab" * 32)
+    img = np.random.default_rng(5).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    one = codec.encode(img)
+    codec.threads = 2
+    assert codec.encode(img) == one

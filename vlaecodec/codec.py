@@ -282,7 +282,8 @@ class Codec:
                 cur, size = [], 0
         if cur:
             groups.append(cur)
-        for group in self._progress(list(reversed(groups)), (r1 - r0) * W, "encode"):
+
+        def tables(group):  # symbols and tables of a chunk, in the decoder's order
             ys = np.concatenate([g[0] for g in group])
             xs = np.concatenate([g[1] for g in group])
             n = len(ys)
@@ -299,7 +300,19 @@ class Codec:
                     order.append(np.arange(c * n + start, c * n + start + m))
                 start += m
             order = np.concatenate(order)
-            coder.encode_reverse(symbols[order], CATEGORICAL, probs[order])
+            return symbols[order], probs[order]
+
+        # chunks are independent (every pixel is known): with threads, several are computed
+        # at once, and pushed one after the other, last chunk first
+        pool = _pool(self.threads)
+        step = self.threads if pool else 1
+        todo = list(reversed(groups))
+        for k in self._progress(range(0, len(todo), step), (r1 - r0) * W, "encode"):
+            batch = todo[k:k + step]
+            for symbols, probs in (pool.map(tables, batch) if pool else map(tables, batch)):
+                coder.encode_reverse(symbols, CATEGORICAL, probs)
+        if pool:
+            pool.shutdown()
 
     def _pop_pixels(self, pick, x: np.ndarray, u_pad: np.ndarray, zfeat: np.ndarray,
                     rows: tuple[int, int]) -> None:
