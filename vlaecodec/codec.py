@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import constriction
@@ -98,9 +100,19 @@ def wavefront(height: int, width: int, lag: int) -> list[tuple[np.ndarray, np.nd
 MIN_ROWS_PER_THREAD = 48   # narrower waves stay in one thread: the hand-off costs more
 
 
-def _pool(threads: int):
-    from concurrent.futures import ThreadPoolExecutor
-    return ThreadPoolExecutor(threads) if threads > 1 else None
+@contextmanager
+def _workers(threads: int):
+    """A thread pool for ``threads`` > 1, else None (everything then runs in this thread)."""
+    if threads <= 1:
+        yield None
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        yield pool
+
+
+def _map(pool, fn, items: list) -> list:
+    """[fn(item) for item in items], in the pool when there is one and more than one item."""
+    return list(pool.map(fn, items)) if pool and len(items) > 1 else [fn(i) for i in items]
 
 
 def _split(n: int, parts: int) -> list[slice]:
@@ -304,15 +316,12 @@ class Codec:
 
         # chunks are independent (every pixel is known): with threads, several are computed
         # at once, and pushed one after the other, last chunk first
-        pool = _pool(self.threads)
-        step = self.threads if pool else 1
         todo = list(reversed(groups))
-        for k in self._progress(range(0, len(todo), step), (r1 - r0) * W, "encode"):
-            batch = todo[k:k + step]
-            for symbols, probs in (pool.map(tables, batch) if pool else map(tables, batch)):
-                coder.encode_reverse(symbols, CATEGORICAL, probs)
-        if pool:
-            pool.shutdown()
+        with _workers(self.threads) as pool:
+            step = self.threads if pool else 1
+            for k in self._progress(range(0, len(todo), step), (r1 - r0) * W, "encode"):
+                for symbols, probs in _map(pool, tables, todo[k:k + step]):
+                    coder.encode_reverse(symbols, CATEGORICAL, probs)
 
     def _pop_pixels(self, pick, x: np.ndarray, u_pad: np.ndarray, zfeat: np.ndarray,
                     rows: tuple[int, int]) -> None:
@@ -325,31 +334,28 @@ class Codec:
         C, _, W = x.shape
         r0, r1 = rows
         offset = 1 - self.cfg.levels
-        pool = _pool(self.threads)
 
         def first(ys, xs, part):  # context, trunk and channel 0's tables of some of the wave
             zrows = np.ascontiguousarray(zfeat[:, ys[part] >> 1, xs[part] >> 1].T, dtype=np.float64)
             t = net.trunk_rows(net.context_rows(u_pad, ys[part] + r0, xs[part], zrows))
             return t, net.probabilities(0, t, None)
 
-        for ys, xs in self._progress(self._schedule(r1 - r0, W), (r1 - r0) * W, "decode"):
-            parts = _split(len(ys), self.threads if pool else 1)
-            done = list(pool.map(lambda p: first(ys, xs, p), parts)) if len(parts) > 1 else [first(ys, xs, parts[0])]
-            trunks = [d[0] for d in done]
-            probs = _join([d[1] for d in done])
-            prev = np.zeros((len(ys), C), dtype=np.int64)
-            for c in range(C):
-                if c:
-                    jobs = [(c, t, prev[p]) for t, p in zip(trunks, parts)]
-                    probs = _join(list(pool.map(lambda j: net.probabilities(*j), jobs)) if len(parts) > 1
-                                  else [net.probabilities(*jobs[0])])
-                sym = pick(probs, c, prev)
-                prev[:, c] = sym
-                x[c, ys + r0, xs] = sym
-                if net.local:
-                    u_pad[c, ys + r0 + net.up, xs + net.left] = 2 * sym + offset
-        if pool:
-            pool.shutdown()
+        with _workers(self.threads) as pool:
+            for ys, xs in self._progress(self._schedule(r1 - r0, W), (r1 - r0) * W, "decode"):
+                parts = _split(len(ys), self.threads if pool else 1)
+                done = _map(pool, lambda p: first(ys, xs, p), parts)
+                trunks = [d[0] for d in done]
+                probs = _join([d[1] for d in done])
+                prev = np.zeros((len(ys), C), dtype=np.int64)
+                for c in range(C):
+                    if c:
+                        jobs = [(c, t, prev[p]) for t, p in zip(trunks, parts)]
+                        probs = _join(_map(pool, lambda j: net.probabilities(*j), jobs))
+                    sym = pick(probs, c, prev)
+                    prev[:, c] = sym
+                    x[c, ys + r0, xs] = sym
+                    if net.local:
+                        u_pad[c, ys + r0 + net.up, xs + net.left] = 2 * sym + offset
 
     progress: bool = False        # a progress bar for large images (the CLI sets it on a terminal)
     PROGRESS_MIN_PIXELS = 1 << 18

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import LOGSCALE_MAX, LOGSCALE_MIN, VLAE, window_offsets
+from .tables import finish_rows, logistic_tables
 
 ACT_BITS = 12            # activations are integers at scale 2**12
 ACT_CLAMP_BITS = 22      # |activation| <= 2**22 (i.e. 1024.0)
@@ -119,7 +120,6 @@ class QLinear:
         """The layer applied to rows of features [n, fan_in] (a 1x1 conv, or a gathered window
         with its own column order in ``matrix``), in numpy float64 holding integers;
         ``relu``: then max(., 0)."""
-        from .tables import finish_rows
         acc = a @ (self.matrix if matrix is None else matrix)
         return finish_rows(acc, self.bias_np, self.scale, _LIM, relu)   # bias, shift, clip: one pass
 
@@ -380,7 +380,6 @@ def logistic_probabilities(params: np.ndarray, prev_u: np.ndarray | None, c: int
                            levels: int) -> np.ndarray:
     """The compiled kernel (vlaecodec.tables); :func:`logistic_probabilities_numpy` is the reference."""
     from .model import LOGISTIC_LOGSCALE_MAX, LOGISTIC_LOGSCALE_MIN
-    from .tables import logistic_tables
     g = 1 << LOGISTIC_GRID_BITS
     p = np.ascontiguousarray(params, dtype=np.int64)
     pu = np.zeros((len(p), 1), np.int64) if prev_u is None else np.ascontiguousarray(prev_u, dtype=np.int64)

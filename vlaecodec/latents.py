@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .exact import ACT_BITS
+from .tables import normal_bin_tables
 from .model import LOGSCALE_MAX, LOGSCALE_MIN
 
 CDF_GRID_BITS = 7        # Phi tabulated every 1/128
@@ -74,7 +75,7 @@ class Latents:
         self.centers = np.array([_checked_round(nd.inv_cdf((k + 0.5) / self.K) * scale)
                                  for k in range(self.K)], dtype=np.int64)
 
-    def _inv_sigma(self, mean: torch.Tensor, logscale: torch.Tensor):
+    def _integer_mean_and_inv_sigma(self, mean: torch.Tensor, logscale: torch.Tensor):
         mean = mean.numpy().astype(np.int64)
         ls = np.floor_divide(logscale.numpy().astype(np.int64), 1 << (ACT_BITS - LOGSCALE_GRID_BITS))
         return mean, inv_sigma_table()[ls - int(LOGSCALE_MIN * (1 << LOGSCALE_GRID_BITS))]
@@ -82,13 +83,12 @@ class Latents:
     def posterior_probabilities(self, mean: torch.Tensor, logscale: torch.Tensor) -> np.ndarray:
         """Rows [n, K] of bin probabilities for integer mean / logscale [n] (scale 2**12)
         (the compiled kernel; :meth:`posterior_probabilities_numpy` is the reference)."""
-        from .tables import normal_bin_tables
-        mean, inv_sigma = self._inv_sigma(mean, logscale)
+        mean, inv_sigma = self._integer_mean_and_inv_sigma(mean, logscale)
         return normal_bin_tables(np.ascontiguousarray(mean), np.ascontiguousarray(inv_sigma), self.edges,
                                  cdf_table(), 2 * ACT_BITS - CDF_GRID_BITS, 1 << CDF_BITS)
 
     def posterior_probabilities_numpy(self, mean: torch.Tensor, logscale: torch.Tensor) -> np.ndarray:
-        mean, inv_sigma = self._inv_sigma(mean, logscale)
+        mean, inv_sigma = self._integer_mean_and_inv_sigma(mean, logscale)
         # t = (edge - mean) / sigma at scale 2**24, then down to the 1/128 grid of the Phi table
         t = (self.edges[None, :] - mean[:, None]) * inv_sigma[:, None]
         j = np.floor_divide(t, 1 << (2 * ACT_BITS - CDF_GRID_BITS))
