@@ -56,6 +56,9 @@ def cli():
 @click.option("--lr", type=float)
 @click.option("--steps", type=int, help="Length of the learning-rate schedule (total steps).")
 @click.option("--minutes", type=float, help="Stop this invocation after this many minutes.")
+@click.option("--fit-minutes", type=float,
+              help="Stop after this many minutes, with the schedule's length fitted to end then.")
+@click.option("--loader-threads", type=int, help="Threads that prepare upcoming batches.")
 @click.option("--ckpt-minutes", type=float, help="Checkpoint every this many minutes.")
 @click.option("--stop-after", type=int, help="Stop this invocation after this many steps.")
 @click.option("--photo-frac", type=float)

@@ -69,3 +69,22 @@ def test_torchrun_two_processes_gloo(tmp_path, folder):
     assert r.returncode == 0, r.stderr[-3000:]
     card = json.loads((tmp_path / "ddp" / "model.json").read_text())
     assert card["training_segments"][0]["world_size"] == 2
+
+
+def test_prefetching_threads_train_the_same_model(tmp_path, folder):
+    common = ["--data", str(folder), "--steps", "5", *TINY]
+    train(["--out", str(tmp_path / "one"), *common])
+    train(["--out", str(tmp_path / "three"), "--loader-threads", "3", *common])
+    a = load_file(str(tmp_path / "one" / "checkpoint.safetensors"))
+    b = load_file(str(tmp_path / "three" / "checkpoint.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fit_minutes_fits_the_schedule_to_the_budget(tmp_path, folder):
+    train(["--out", str(tmp_path / "fit"), "--data", str(folder), "--steps", "100000",
+           "--fit-minutes", "0.3", *TINY])
+    card = json.loads((tmp_path / "fit" / "model.json").read_text())
+    # the schedule now ends where this run ended (within the 3% margin), not at 100000
+    assert card["steps"] > 100
+    assert card["steps"] <= card["settings"]["steps"] < 100000
+    assert card["settings"]["steps"] - card["steps"] <= 0.05 * card["steps"] + 20

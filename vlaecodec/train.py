@@ -15,6 +15,7 @@ import platform
 import shlex
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,8 @@ class TrainSettings:
     seed: int = 0
     ckpt_minutes: float = 5.0
     minutes: float = 0.0           # stop this invocation after this many minutes (0: no limit)
+    fit_minutes: float = 0.0       # fit the schedule's length (steps) to this many minutes (0: off)
+    loader_threads: int = 1        # threads that build upcoming batches while the model trains
     stop_after: int = 0            # stop this invocation after this many steps (0: no limit)
     bf16: bool = False
     limit: int = 0                 # use only the first N training images (0: all)
@@ -101,6 +104,35 @@ class BatchSource:
     def validation(self) -> np.ndarray:
         x = self.val
         return D.binarize_static(x) if self.binary else x
+
+
+def prefetched(source: BatchSource, steps, rank: int, size: int, threads: int):
+    """``source.batch(step)`` for each step, in order, built ``threads`` at a time ahead of use.
+
+    The batches are the same as without prefetching (each is a pure function of its step);
+    only the time to make them overlaps the training step.  numpy's indexing and copies
+    release the GIL, so threads suffice.
+    """
+    if threads <= 1:
+        yield from (source.batch(step, rank, size) for step in steps)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        pending = []
+        for step in steps:
+            pending.append(pool.submit(source.batch, step, rank, size))
+            if len(pending) > 2 * threads:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
+
+
+def fitted_steps(step: int, steps_done: int, seconds: float, seconds_left: float) -> int:
+    """The schedule length that ends the cosine when a time budget runs out.
+
+    >>> fitted_steps(step=1000, steps_done=200, seconds=10.0, seconds_left=60.0)
+    2200
+    """
+    return step + int(steps_done / seconds * seconds_left)
 
 
 def to_tensor(x: np.ndarray, device) -> torch.Tensor:
@@ -235,14 +267,24 @@ def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False
     bar = tqdm(total=s.steps, initial=step, disable=rank != 0, dynamic_ncols=True, mininterval=2)
     ema = None
     first_step = step
+    budget = s.fit_minutes * 60 or s.minutes * 60
+    pace_from = first_step + 20  # the pace is measured after the first (slow) steps
+    batches = prefetched(source, range(step, 10 ** 9), rank, per_rank, s.loader_threads)
     while step < s.steps:
-        if s.minutes and time.time() - start > s.minutes * 60:
+        if budget and time.time() - start > budget:
             break
         if s.stop_after and step - first_step >= s.stop_after:
             break
+        if step == pace_from:
+            pace_start = time.time()
+        paced = step - pace_from
+        if s.fit_minutes and (paced in (80, 500) or (paced > 0 and paced % 2000 == 0)):  # refit as the pace settles
+            s.steps = fitted_steps(step, paced, time.time() - pace_start,
+                                   0.97 * budget - (time.time() - start))
+            bar.total = s.steps
         for g in opt.param_groups:
             g["lr"] = lr_at(s, step)
-        x = to_tensor(source.batch(step, rank, per_rank), dev)
+        x = to_tensor(next(batches), dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s.bf16 or dev.type == "cuda"):
             out = net(x, s.beta)
         opt.zero_grad(set_to_none=True)
@@ -250,10 +292,10 @@ def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False
         torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
         opt.step()
         step += 1
-        bpd = out["bpd"].mean().item()
-        ema = bpd if ema is None else 0.98 * ema + 0.02 * bpd
         bar.update(1)
-        if step % 20 == 0:
+        if step % 20 == 0:  # reading a value back waits for the GPU: not every step
+            bpd = out["bpd"].mean().item()
+            ema = bpd if ema is None else 0.8 * ema + 0.2 * bpd
             bar.set_postfix(loss=f"{out['loss'].item():.3f}", bpd=f"{ema:.3f}",
                             rate=f"{(out['rate'] / out['dims']).mean().item() / LOG2:.3f}")
         if rank == 0 and (step % s.val_every == 0 or step == s.steps):
