@@ -224,7 +224,7 @@ def export(run_dir, name, active_threshold, force):
 
     from vlaecodec import data as D
     from vlaecodec.evaluate import evaluate
-    from vlaecodec.zoo import MODELS_DIR, load_model, read_card, write_card
+    from vlaecodec.zoo import MODELS_DIR, file_sha256, load_model, read_card, write_card
     src = Path(run_dir) / "model.safetensors"
     dst = MODELS_DIR / f"{name}.safetensors"
     if dst.exists() and not force:
@@ -240,6 +240,7 @@ def export(run_dir, name, active_threshold, force):
     card["active_channels"] = [c for c, v in enumerate(kl) if v >= active_threshold]
     card["active_channels_rule"] = f"KL >= {active_threshold} bits per latent on the first 1000 {train_name.split('-')[0]} training images"
     shutil.copyfile(src, dst)
+    card["sha256"] = file_sha256(dst)  # the id that files name: never trust a copied card's
     write_card(dst, card)
     click.echo(json.dumps({"model": name, "active_channels": card["active_channels"], "kl_bits": kl}))
 
