@@ -37,10 +37,13 @@ ROWS = [
 PUBLISHED = "Chen et al. 2017, VLAE: 79.03 nats static MNIST (78.53 dynamic), 89.83 Omniglot, 2.95 bits/dim CIFAR-10"
 
 
-def seed_rows(n: int, iw_n: int, iw_k: int, command: str | None = None) -> list[dict]:
+def seed_rows(n: int, iw_n: int, iw_k: int, command: str | None = None,
+              only: list[str] | None = None) -> list[dict]:
     zoo = {c["name"]: c for c in list_models()}
     rows = []
     for label, name, dataset in ROWS:
+        if only and name not in only:
+            continue
         if name not in zoo:
             print(f"skip {name}: not in the zoo", file=sys.stderr)
             continue
@@ -56,7 +59,8 @@ def seed_rows(n: int, iw_n: int, iw_k: int, command: str | None = None) -> list[
                "kl_bits_per_latent_channel": res["kl_bits_per_latent_channel"],
                "decoder": card.get("decoder"), "window": card.get("window"),
                "train_seconds": card.get("train_seconds"),
-               "hardware": sorted({s["hardware"] for s in card.get("training_segments", [])})}
+               "hardware": sorted({s["hardware"] for s in card.get("training_segments", [])}),
+               "model_sha256": card["model_id"], "command": command}
         if iw_k and D.is_binary_dataset(dataset):
             iw = evaluate(model, D.load_dataset(dataset, iw_n), batch_size=50, iw_samples=iw_k)
             row.update(iw_n=iw["n"], iw_k=iw_k, iw_nll_nats_per_image=iw["iw_nll_nats_per_image"])
@@ -152,6 +156,18 @@ def kl_figure(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def merged(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` rows with those of the models in ``new`` replaced, in the order of ROWS.
+
+    >>> merged([{"model": "a", "v": 1}, {"model": "b", "v": 1}], [{"model": "b", "v": 2}])
+    [{'model': 'a', 'v': 1}, {'model': 'b', 'v': 2}]
+    """
+    fresh = {r["model"] for r in new}
+    rows = [r for r in old if r["model"] not in fresh] + new
+    order = {name: i for i, (_, name, _) in enumerate(ROWS)}
+    return sorted(rows, key=lambda r: order.get(r["model"], len(order)))
+
+
 def write(rows: list[dict], out: Path, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     flat = [{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows]
@@ -161,7 +177,9 @@ def write(rows: list[dict], out: Path, meta: dict) -> None:
         w.writeheader()
         w.writerows(flat)
     (out / "seed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [f"Command: `{meta['command']}` ({meta['machine']}, {meta['date']}). "
+    commands = list(dict.fromkeys(r.get("command") or meta["command"] for r in rows))
+    lines = [f"Command{'s' if len(commands) > 1 else ''}: " + ", then ".join(f"`{c}`" for c in commands)
+             + f" ({meta['machine']}, {meta['date']}). "
              "Binarized MNIST: our fixed-seed static binarization of the test set, not the published one. "
              f"Published for comparison: {PUBLISHED}.", "",
              "| row | model | test set | n | -ELBO | KL | active units | IW bound | training |",
@@ -187,6 +205,7 @@ def main(argv=None) -> None:
     ap.add_argument("--figures-only", action="store_true",
                     help="draw the figures from the rows in OUT/seed.json (no evaluation)")
     ap.add_argument("--only", choices=["bmnist", "cifar"], help="draw only this data set's pictures")
+    ap.add_argument("--models", nargs="+", help="measure only these rows' models and merge them into OUT/seed.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -194,7 +213,12 @@ def main(argv=None) -> None:
     if args.figures_only:
         rows = json.loads((out / "seed.json").read_text())["rows"]
     else:
-        rows = seed_rows(args.n, args.iw_n, args.iw, command)
+        rows = seed_rows(args.n, args.iw_n, args.iw, command, args.models)
+        if args.models:
+            old = json.loads((out / "seed.json").read_text())
+            for r in old["rows"]:  # each row keeps the command that measured it
+                r.setdefault("command", old["meta"]["command"])
+            rows = merged(old["rows"], rows)
         meta = {"command": command,
                 "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
                 "date": time.strftime("%Y-%m-%d")}
