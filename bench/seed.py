@@ -60,7 +60,7 @@ def seed_rows(n: int, iw_n: int, iw_k: int, command: str | None = None,
                "decoder": card.get("decoder"), "window": card.get("window"),
                "train_seconds": card.get("train_seconds"),
                "hardware": sorted({s["hardware"] for s in card.get("training_segments", [])}),
-               "model_sha256": card["model_id"], "command": command}
+               "model_sha256": card["model_id"], "command": command, "date": time.strftime("%Y-%m-%d")}
         if iw_k and D.is_binary_dataset(dataset):
             iw = evaluate(model, D.load_dataset(dataset, iw_n), batch_size=50, iw_samples=iw_k)
             row.update(iw_n=iw["n"], iw_k=iw_k, iw_nll_nats_per_image=iw["iw_nll_nats_per_image"])
@@ -205,7 +205,7 @@ def main(argv=None) -> None:
     ap.add_argument("--figures-only", action="store_true",
                     help="draw the figures from the rows in OUT/seed.json (no evaluation)")
     ap.add_argument("--only", choices=["bmnist", "cifar"], help="draw only this data set's pictures")
-    ap.add_argument("--models", nargs="+", help="measure only these rows' models and merge them into OUT/seed.json")
+    ap.add_argument("--models", nargs="+", choices=sorted({name for _, name, _ in ROWS}), help="measure only these rows' models and merge them into OUT/seed.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)

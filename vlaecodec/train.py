@@ -135,6 +135,21 @@ def fitted_steps(step: int, steps_done: int, seconds: float, seconds_left: float
     return step + int(steps_done / seconds * seconds_left)
 
 
+def agreed(value: int, distributed: bool) -> int:
+    """Rank 0's ``value`` on every rank (each rank times itself; the schedule must be one)."""
+    if not distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(t, 0)
+    return int(t.item())
+
+
+def out_of_time(mine: bool, distributed: bool) -> bool:
+    """Whether rank 0 is out of time: all ranks stop at the same step (or the others would wait
+    forever at the next gradient exchange)."""
+    return bool(agreed(int(mine), distributed))
+
+
 def to_tensor(x: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).long().to(device)
 
@@ -267,20 +282,24 @@ def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False
     bar = tqdm(total=s.steps, initial=step, disable=rank != 0, dynamic_ncols=True, mininterval=2)
     ema = None
     first_step = step
-    budget = s.fit_minutes * 60 or s.minutes * 60
+    # A run fits its schedule once, in the invocation that starts it; a resumed run keeps the
+    # schedule it was fitted to (and its --minutes, if any), so it continues exactly.
+    fitting = bool(s.fit_minutes) and first_step == 0
+    budget = min(m * 60 for m in (s.fit_minutes if fitting else 0, s.minutes, 10 ** 9) if m)
+    timed = fitting or bool(s.minutes)
     pace_from = first_step + 20  # the pace is measured after the first (slow) steps
     batches = prefetched(source, range(step, 10 ** 9), rank, per_rank, s.loader_threads)
     while step < s.steps:
-        if budget and time.time() - start > budget:
+        if timed and out_of_time(time.time() - start > budget, distributed):
             break
         if s.stop_after and step - first_step >= s.stop_after:
             break
         if step == pace_from:
             pace_start = time.time()
         paced = step - pace_from
-        if s.fit_minutes and (paced in (80, 500) or (paced > 0 and paced % 2000 == 0)):  # refit as the pace settles
-            s.steps = fitted_steps(step, paced, time.time() - pace_start,
-                                   0.97 * budget - (time.time() - start))
+        if fitting and (paced in (30, 500) or (paced > 0 and paced % 2000 == 0)):  # refit as the pace settles
+            fit = fitted_steps(step, paced, time.time() - pace_start, 0.97 * budget - (time.time() - start))
+            s.steps = max(step + 1, agreed(fit, distributed))
             bar.total = s.steps
         for g in opt.param_groups:
             g["lr"] = lr_at(s, step)
@@ -308,6 +327,7 @@ def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False
         if time.time() - last_ckpt > s.ckpt_minutes * 60:
             checkpoint()
             last_ckpt = time.time()
+    batches.close()  # stops the loader threads now, not when garbage is collected
     checkpoint()
     bar.close()
     if distributed:
