@@ -97,6 +97,16 @@ def bench_classical(name: str, dataset: str, images: list[np.ndarray]) -> dict:
             "roundtrip_s_per_image": el / len(images), "peak_rss_mb": peak_rss_mb()}
 
 
+def merged(previous: dict, rows: list[dict]) -> list[dict]:
+    """The rows of an earlier results file, with those that ``rows`` remake (same data set and
+    codec) replaced; each kept row keeps the command that made it (tests/test_bench.py)."""
+    fresh = {(r["dataset"], r["codec"]) for r in rows}
+    kept = [r for r in previous["rows"] if (r["dataset"], r["codec"]) not in fresh]
+    for r in kept:
+        r.setdefault("command", previous["meta"]["command"])
+    return kept + rows
+
+
 def write(rows: list[dict], out: Path, name: str, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("dataset", "codec", "bpd", "elbo_bpd"), k))
@@ -130,7 +140,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--name", default="lossless", help="results file stem: OUT/NAME.csv, .json, .md")
     ap.add_argument("--merge", action="store_true",
-                    help="keep the rows of other data sets already in OUT/lossless.json (one run per data set)")
+                    help="keep the rows already in OUT/NAME.json except those this run remakes (same data set and codec)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     sizes = dict(QUICK if args.quick else FULL)
@@ -156,11 +166,7 @@ def main(argv=None) -> None:
         r["command"] = meta["command"]
     old = Path(args.out) / f"{args.name}.json"
     if args.merge and old.exists():
-        previous = json.loads(old.read_text())
-        kept = [r for r in previous["rows"] if r["dataset"] not in datasets]
-        for r in kept:
-            r.setdefault("command", previous["meta"]["command"])
-        rows = kept + rows
+        rows = merged(json.loads(old.read_text()), rows)
     write(rows, Path(args.out), args.name, meta)
 
 

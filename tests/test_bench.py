@@ -66,3 +66,12 @@ def test_large_image_row_and_table(model_path, rng, tmp_path):
     row["command"] = "test"
     large.write([row], tmp_path, {"machine": "test", "date": "today"})
     assert "| mosaic 20x20 grey |" in (tmp_path / "large.md").read_text()
+
+
+def test_merge_keeps_the_rows_a_run_does_not_remake():
+    from bench.__main__ import merged
+    old = {"meta": {"command": "first"},
+           "rows": [{"dataset": "kodak", "codec": "vlaecodec:a"}, {"dataset": "kodak", "codec": "vlaecodec:b"}]}
+    rows = merged(old, [{"dataset": "kodak", "codec": "vlaecodec:b", "command": "second"}])
+    assert rows == [{"dataset": "kodak", "codec": "vlaecodec:a", "command": "first"},
+                    {"dataset": "kodak", "codec": "vlaecodec:b", "command": "second"}]
