@@ -63,7 +63,7 @@ def test_torchrun_two_processes_gloo(tmp_path, folder):
         pytest.fail("torchrun not found next to the interpreter")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "cli.main", "train",
-           "--data", str(folder), "--steps", "3", "--out", str(tmp_path / "ddp"), *TINY]
+           "--data", str(folder), "--steps", "3", "--minutes", "5", "--out", str(tmp_path / "ddp"), *TINY]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
