@@ -97,11 +97,11 @@ def bench_classical(name: str, dataset: str, images: list[np.ndarray]) -> dict:
             "roundtrip_s_per_image": el / len(images), "peak_rss_mb": peak_rss_mb()}
 
 
-def merged(previous: dict, rows: list[dict]) -> list[dict]:
-    """The rows of an earlier results file, with those that ``rows`` remake (same data set and
-    codec) replaced; each kept row keeps the command that made it (tests/test_bench.py)."""
-    fresh = {(r["dataset"], r["codec"]) for r in rows}
-    kept = [r for r in previous["rows"] if (r["dataset"], r["codec"]) not in fresh]
+def merged(previous: dict, rows: list[dict], key=lambda r: (r["dataset"], r["codec"])) -> list[dict]:
+    """The rows of an earlier results file, with those that ``rows`` remake (same ``key``: data
+    set and codec) replaced; each kept row keeps the command that made it (tests/test_bench.py)."""
+    fresh = {key(r) for r in rows}
+    kept = [r for r in previous["rows"] if key(r) not in fresh]
     for r in kept:
         r.setdefault("command", previous["meta"]["command"])
     return kept + rows

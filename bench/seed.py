@@ -156,15 +156,16 @@ def kl_figure(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def merged(old: list[dict], new: list[dict]) -> list[dict]:
-    """``old`` rows with those of the models in ``new`` replaced, in the order of ROWS.
+def merged(previous: dict, new: list[dict]) -> list[dict]:
+    """``previous``'s rows with those of the models in ``new`` replaced, in the order of ROWS.
 
-    >>> merged([{"model": "a", "v": 1}, {"model": "b", "v": 1}], [{"model": "b", "v": 2}])
-    [{'model': 'a', 'v': 1}, {'model': 'b', 'v': 2}]
+    >>> old = {"meta": {"command": "a"}, "rows": [{"model": "default"}, {"model": "cifar-local"}]}
+    >>> merged(old, [{"model": "default", "command": "b"}])
+    [{'model': 'cifar-local', 'command': 'a'}, {'model': 'default', 'command': 'b'}]
     """
-    fresh = {r["model"] for r in new}
-    rows = [r for r in old if r["model"] not in fresh] + new
+    from .__main__ import merged as merged_rows
     order = {name: i for i, (_, name, _) in enumerate(ROWS)}
+    rows = merged_rows(previous, new, key=lambda r: r["model"])
     return sorted(rows, key=lambda r: order.get(r["model"], len(order)))
 
 
@@ -214,11 +215,8 @@ def main(argv=None) -> None:
         rows = json.loads((out / "seed.json").read_text())["rows"]
     else:
         rows = seed_rows(args.n, args.iw_n, args.iw, command, args.models)
-        if args.models:
-            old = json.loads((out / "seed.json").read_text())
-            for r in old["rows"]:  # each row keeps the command that measured it
-                r.setdefault("command", old["meta"]["command"])
-            rows = merged(old["rows"], rows)
+        if args.models:  # each kept row keeps the command that measured it
+            rows = merged(json.loads((out / "seed.json").read_text()), rows)
         meta = {"command": command,
                 "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
                 "date": time.strftime("%Y-%m-%d")}

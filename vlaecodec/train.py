@@ -144,12 +144,6 @@ def agreed(value: int, distributed: bool) -> int:
     return int(t.item())
 
 
-def out_of_time(mine: bool, distributed: bool) -> bool:
-    """Whether rank 0 is out of time: all ranks stop at the same step (or the others would wait
-    forever at the next gradient exchange)."""
-    return bool(agreed(int(mine), distributed))
-
-
 def to_tensor(x: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).long().to(device)
 
@@ -285,12 +279,13 @@ def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False
     # A run fits its schedule once, in the invocation that starts it; a resumed run keeps the
     # schedule it was fitted to (and its --minutes, if any), so it continues exactly.
     fitting = bool(s.fit_minutes) and first_step == 0
-    budget = min(m * 60 for m in (s.fit_minutes if fitting else 0, s.minutes, 10 ** 9) if m)
-    timed = fitting or bool(s.minutes)
+    limits = [m for m in (s.fit_minutes if fitting else 0, s.minutes) if m]
+    budget = 60 * min(limits) if limits else 0
     pace_from = first_step + 20  # the pace is measured after the first (slow) steps
     batches = prefetched(source, range(step, 10 ** 9), rank, per_rank, s.loader_threads)
     while step < s.steps:
-        if timed and out_of_time(time.time() - start > budget, distributed):
+        # rank 0's clock decides, so all ranks stop at the same step (else they hang at the next sync)
+        if budget and agreed(int(time.time() - start > budget), distributed):
             break
         if s.stop_after and step - first_step >= s.stop_after:
             break
