@@ -4,11 +4,23 @@ A model ``NAME`` is ``models/NAME.safetensors`` plus ``models/NAME.json``.  The 
 the config (so the weights alone never decide the architecture), the training record and
 the measured results.  ``model_id`` is the SHA-256 of the weights file: coded files carry it
 so that a file is never decoded with another model.
+
+Where the zoo lives (:func:`model_dirs`):
+
+* ``$VLAECODEC_MODELS``, when set: a folder of the user's own models, searched first (a
+  name there hides a shipped model of the same name) and the folder ``export`` writes to;
+* the shipped zoo: ``vlaecodec/models/`` inside an installed wheel (the repository's
+  ``models/`` folder is packaged there, see pyproject.toml), or, in a source checkout or
+  an editable install, the repository's ``models/`` itself, so ``export`` adds to the repo.
+
+A model is found by file name only (``NAME.safetensors`` beside ``NAME.json``): whatever
+kind of model a card describes, nothing else in the folder (recipes, scripts) is a model.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -16,8 +28,43 @@ from safetensors.torch import load_file, save_file
 
 from .model import VLAE, VLAEConfig
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = "default"
+MODELS_ENV = "VLAECODEC_MODELS"
+_PACKAGE = Path(__file__).resolve().parent
+# wheels install unzipped, so the shipped zoo is a real folder: safetensors maps files by name
+_SHIPPED = _PACKAGE / "models"
+_CHECKOUT = _PACKAGE.parent / "models"
+
+
+def shipped_dir() -> Path:
+    """The zoo that came with this copy of vlaecodec: the wheel's package data, else the
+    checkout's ``models/``.  The checkout counts only beside our own pyproject.toml, so an
+    install that lost its models fails loudly instead of picking up some other ``models/``
+    folder that happens to sit in site-packages."""
+    if _SHIPPED.is_dir():
+        return _SHIPPED
+    if (_PACKAGE.parent / "pyproject.toml").is_file():
+        return _CHECKOUT
+    return _SHIPPED  # absent: resolve() names it in its error
+
+
+def model_dirs() -> list[Path]:
+    """The folders searched for a zoo name, first match wins: ``$VLAECODEC_MODELS`` (read at
+    each call, so setting it after import counts), then the shipped zoo."""
+    user = os.environ.get(MODELS_ENV)
+    return ([Path(user).expanduser()] if user else []) + [shipped_dir()]
+
+
+def models_dir() -> Path:
+    """The folder new models are written to (``vlaecodec export``): the first searched."""
+    return model_dirs()[0]
+
+
+def __getattr__(name: str):
+    # MODELS_DIR stays importable for older callers; it is computed on use, not frozen at import
+    if name == "MODELS_DIR":
+        return models_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve(name_or_path: str) -> Path:
@@ -27,10 +74,14 @@ def resolve(name_or_path: str) -> Path:
         return p
     if p.suffix == ".json" and p.exists():
         return p.with_suffix(".safetensors")
-    candidate = MODELS_DIR / f"{name_or_path}.safetensors"
-    if candidate.exists():
-        return candidate
-    raise FileNotFoundError(f"no model {name_or_path!r} (not a zoo name in {MODELS_DIR} nor a .safetensors file)")
+    dirs = model_dirs()
+    for folder in dirs:
+        candidate = folder / f"{name_or_path}.safetensors"
+        if candidate.exists():
+            return candidate
+    where = " or ".join(str(d) for d in dirs)
+    raise FileNotFoundError(f"no model {name_or_path!r} (not a zoo name in {where} "
+                            f"nor a .safetensors file; {MODELS_ENV} adds a folder of models)")
 
 
 def card_path(weights: Path) -> Path:
@@ -84,9 +135,15 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[
 
 
 def list_models() -> list[dict]:
-    """The cards of every model in the zoo."""
+    """The cards of every model in the zoo, by name; a name in ``$VLAECODEC_MODELS`` hides
+    the shipped model of that name, as in :func:`resolve`."""
+    found: dict[str, Path] = {}
+    for folder in model_dirs():
+        for w in folder.glob("*.safetensors"):
+            found.setdefault(w.stem, w)
     out = []
-    for w in sorted(MODELS_DIR.glob("*.safetensors")):
+    for name in sorted(found):
+        w = found[name]
         card = read_card(w) if card_path(w).exists() else {}
         card.setdefault("name", w.stem)
         out.append(card)
