@@ -25,8 +25,10 @@ MAGIC = b"VLAE"
 VERSION = 2
 MODE_LOSSLESS = 0
 MODE_NEAR_LOSSLESS = 1
-MODE_LOSSY = 2
-MODE_NAMES = {MODE_LOSSLESS: "lossless", MODE_NEAR_LOSSLESS: "near-lossless", MODE_LOSSY: "lossy"}
+MODE_LOSSY = 2                                # z only, from a VLAE model (0.3)
+MODE_LATENT = 3                               # lossy from the hyperprior model (0.4)
+MODE_NAMES = {MODE_LOSSLESS: "lossless", MODE_NEAR_LOSSLESS: "near-lossless", MODE_LOSSY: "lossy",
+              MODE_LATENT: "lossy"}
 RECON_NAMES = ["mean", "mode", "sample"]      # how lossy and preview decodes pick each subpixel
 MAX_ERROR = 64
 MODEL_ID_BYTES = 8                            # prefix of the SHA-256 of the weights file
@@ -36,6 +38,7 @@ _RUN = struct.Struct("<IHHB")                 # images in the run, width, height
 _TAIL = struct.Struct("<II8s")                # payload bytes, payload crc32, pixel digest
 _NEAR = struct.Struct("<B")                   # near-lossless: max error
 _LOSSY = struct.Struct("<BI")                 # lossy: reconstruction rule, seed; then bits per active channel
+_LATENT = struct.Struct("<f")                 # lossy (hyperprior): beta
 MAX_IMAGES = 1 << 20
 MAX_SIDE = 65535
 
@@ -61,6 +64,7 @@ class Header:
     recon: int = 0             # lossy: index into RECON_NAMES
     seed: int = 0              # lossy: seed of the "sample" reconstruction
     channel_bits: list[int] = field(default_factory=list)  # lossy: bits per active latent channel
+    beta: float = 0.0          # lossy (hyperprior): the rate weight the file was made at
 
     def runs(self) -> list[tuple[int, ImageInfo]]:
         """Consecutive images of one shape, stored once: (count, shape)."""
@@ -78,6 +82,8 @@ class Header:
             return _NEAR.pack(self.max_error)
         if self.mode == MODE_LOSSY:
             return _LOSSY.pack(self.recon, self.seed) + bytes(self.channel_bits)
+        if self.mode == MODE_LATENT:
+            return _LATENT.pack(self.beta)
         return b""
 
     @property
@@ -122,7 +128,8 @@ def unpack_header(data: bytes) -> tuple[Header, int]:
     if not 1 <= n_runs <= MAX_IMAGES or not 1 <= z_bits <= 16:
         raise VlaeError("corrupt header")
     active = [c for c in range(32) if mask >> c & 1]
-    ext = {MODE_NEAR_LOSSLESS: _NEAR.size, MODE_LOSSY: _LOSSY.size + len(active)}.get(mode, 0)
+    ext = {MODE_NEAR_LOSSLESS: _NEAR.size, MODE_LOSSY: _LOSSY.size + len(active),
+           MODE_LATENT: _LATENT.size}.get(mode, 0)
     end = _FIXED.size + _RUN.size * n_runs + _BAND.size * n_bands + ext + _TAIL.size + 4
     if len(data) < end:
         raise VlaeError("truncated file (header)")
@@ -144,7 +151,7 @@ def unpack_header(data: bytes) -> tuple[Header, int]:
     _, _, digest = _TAIL.unpack_from(data, end - 4 - _TAIL.size)
     at = _FIXED.size + _RUN.size * n_runs
     bands = [_BAND.unpack_from(data, at + i * _BAND.size)[0] for i in range(n_bands)]
-    if n_bands and (sum(bands) != images[-1].height or min(bands) < 1 or mode == MODE_LOSSY):
+    if n_bands and (sum(bands) != images[-1].height or min(bands) < 1 or mode in (MODE_LOSSY, MODE_LATENT)):
         raise VlaeError("corrupt header (bands)")
     header = Header(model.hex(), z_bits, active, images, mode, version, bands, digest)
     at += _BAND.size * n_bands
@@ -157,6 +164,10 @@ def unpack_header(data: bytes) -> tuple[Header, int]:
         header.channel_bits = list(data[at + _LOSSY.size:at + _LOSSY.size + len(active)])
         if header.recon >= len(RECON_NAMES) or not all(1 <= b <= z_bits for b in header.channel_bits):
             raise VlaeError("corrupt header (lossy fields)")
+    elif mode == MODE_LATENT:
+        header.beta, = _LATENT.unpack_from(data, at)
+        if not (np.isfinite(header.beta) and header.beta > 0):
+            raise VlaeError("corrupt header (beta)")
     return header, end
 
 

@@ -1,0 +1,110 @@
+"""The hyperprior lossy coder: exact integer tables, determinism, rate control, bad arguments.
+
+A tiny random model keeps these fast; fidelity with the shipped model is in test_lossy_cli.
+"""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vlaecodec.errors import VlaeError
+from vlaecodec.lossy_coder import ACT_BITS, LossyCoder, LossyTables, hyper_synthesis_exact
+from vlaecodec.lossy_model import LossyConfig, LossyModel
+
+
+@pytest.fixture(scope="module")
+def coder():
+    torch.manual_seed(1)
+    model = LossyModel(LossyConfig(n=8, m=12)).eval()
+    with torch.no_grad():  # a trained model's gains grow as beta falls; give the random one such gains
+        model.log_gain_y.copy_(torch.linspace(-1.5, 1.5, 8)[:, None].expand(8, 12))
+        model.log_gain_y_inv.copy_(-model.log_gain_y)
+    return LossyCoder(model, LossyTables.from_model(model), model_id="00" * 8)
+
+
+def _image(h=70, w=90, c=3, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = (np.sin(xx / 9.0) + np.cos(yy / 7.0)) * 60 + 128
+    img = base[..., None] + rng.normal(0, 8, (h, w, c))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_integer_hyper_synthesis_matches_the_float_network(coder):
+    z = np.random.default_rng(0).integers(-3, 4, (8, 2, 3))
+    mean_int, index = hyper_synthesis_exact(coder.tables, z)
+    with torch.no_grad():
+        mean, scale = coder.model.hyper_synthesis(torch.from_numpy(z).float()[None])
+    assert np.abs(mean_int / 2 ** ACT_BITS - mean[0].numpy()).max() < 0.02
+    # the index picks the table whose width is nearest the float width (log scale)
+    from vlaecodec.lossy_coder import scale_table
+    picked = scale_table()[index]
+    want = np.clip(scale[0].numpy(), picked.min(), None)
+    assert np.abs(np.log(picked) - np.log(np.maximum(want, 0.11))).max() < 0.2
+
+
+def test_round_trip_shapes_and_grey(coder):
+    for img in (_image(), _image(1, 1), _image(65, 64, 1), _image(3, 130)):
+        data = coder.encode([img], beta=1.0)
+        out = coder.decode(data)[0]
+        assert out.shape == img.shape and out.dtype == np.uint8
+    two = coder.decode(coder.encode([_image(), _image(20, 20, 1)], beta=4.0))
+    assert [o.shape for o in two] == [(70, 90, 3), (20, 20, 1)]
+
+
+def test_beta_is_a_dial(coder):
+    img = _image()
+    sizes = [len(coder.encode([img], beta=b)) for b in (0.165, 16.0)]
+    assert sizes[0] > sizes[1]
+
+
+def test_decoding_is_the_same_in_another_process_with_other_threads(coder, tmp_path):
+    img = _image()
+    data = coder.encode([img], beta=2.0)
+    out = coder.decode(data)[0]
+    torch.save(coder.model.state_dict(), tmp_path / "m.pt")
+    np.save(tmp_path / "img.npy", img)
+    script = f"""
+import sys, numpy as np, torch
+from vlaecodec.lossy_coder import LossyCoder, LossyTables
+from vlaecodec.lossy_model import LossyConfig, LossyModel
+model = LossyModel(LossyConfig(n=8, m=12)).eval(); model.load_state_dict(torch.load(r"{tmp_path / 'm.pt'}"))
+coder = LossyCoder(model.eval(), LossyTables.from_model(model), "00" * 8, threads=2)
+data = coder.encode([np.load(r"{tmp_path / 'img.npy'}")], beta=2.0)
+sys.stdout.buffer.write(data)
+np.save(r"{tmp_path / 'out.npy'}", coder.decode(data)[0])
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True)
+    assert res.stdout == data
+    assert np.array_equal(np.load(tmp_path / "out.npy"), out)
+
+
+def test_target_rate_lands_near_the_target(coder):
+    img = _image(128, 128)
+    lo = len(coder.encode([img], beta=16.0)) * 8 / img.size * 3
+    hi = len(coder.encode([img], beta=0.165)) * 8 / img.size * 3
+    target = (lo * hi) ** 0.5
+    data, beta = coder.encode_to_rate([img], target)
+    assert abs(len(data) * 8 / (128 * 128) - target) <= 0.1 * target
+    assert 0.165 <= beta <= 16
+
+
+@pytest.mark.parametrize("beta", [-1.0, 0.0, float("nan"), float("inf"), 1e9, 0.01])
+def test_absurd_betas_are_refused(coder, beta):
+    with pytest.raises(VlaeError, match="beta"):
+        coder.encode([_image()], beta=beta)
+
+
+@pytest.mark.parametrize("bpp", [-1.0, 0.0, float("nan")])
+def test_absurd_targets_are_refused(coder, bpp):
+    with pytest.raises(VlaeError, match="target"):
+        coder.encode_to_rate([_image()], bpp)
+
+
+def test_corrupt_payload_is_an_error_not_a_crash(coder):
+    data = bytearray(coder.encode([_image()], beta=1.0))
+    data[-6] ^= 0xFF
+    with pytest.raises(VlaeError):
+        coder.decode(bytes(data))

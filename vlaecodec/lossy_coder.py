@@ -1,0 +1,309 @@
+"""Lossy coding with the hyperprior model: z by fixed tables, y by tables that z selects.
+
+The file holds, per image, the hyper-latent z (each channel under its own fixed table) and
+then the latent y, each element under a zero-mean Gaussian table picked by the width that
+``h_s(z)`` predicts, around the mean that ``h_s(z)`` predicts.  One range-coder stream holds
+everything.
+
+Bit-exactness of the entropy decoding: the decoder must pick the same table for every
+element as the encoder did.  So every number that picks a table comes from integers:
+
+* the tables themselves are integer frequencies, computed once when the model is exported
+  and stored in its weights file (``LossyTables``);
+* ``h_s`` runs on integers (fixed-point weights and activations held in float64, bounded so
+  that no sum exceeds 2^53, hence exact in any summation order), and a width is turned into a
+  table index by comparing the integer pre-activation with integer thresholds.
+
+The picture itself, ``g_s(y_hat)``, runs in float32: on another CPU or BLAS it may differ in
+the last bits, so a decoded pixel may differ by one level between machines (never more
+than rounding of a float32 sum can move it); the same machine and build always give the
+same pixels.
+
+>>> import torch
+>>> from vlaecodec.lossy_model import LossyConfig, LossyModel
+>>> torch.manual_seed(0) and None
+>>> m = LossyModel(LossyConfig(n=8, m=8)).eval()
+>>> coder = LossyCoder(m, LossyTables.from_model(m), model_id="00" * 8)
+>>> img = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+>>> data = coder.encode([img], beta=2.0)
+>>> out = coder.decode(data)
+>>> out[0].shape, out[0].dtype
+((20, 30, 3), dtype('uint8'))
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import VlaeError
+from .fileformat import MODE_LATENT, Header, ImageInfo, pack, unpack
+from .lossy_model import SCALE_MIN, LossyConfig, LossyModel
+
+ACT_BITS = 8            # fixed-point fraction bits of h_s's activations
+WEIGHT_BITS = 14        # ... and of its weights
+ACT_LIMIT = 2.0 ** 22   # activations are clamped to +-2^22 / 2^ACT_BITS = +-16384
+FREQ_BITS = 16          # table entries are integer frequencies summing to about 2^16
+Z_RADIUS = 48           # z symbols in [-48, 48] (clamped by the encoder)
+SCALES = 64             # Gaussian widths of y, log-spaced from SCALE_MIN to SCALE_MAX
+SCALE_MAX = 48.0
+Y_RADIUS_MAX = 383      # y symbols within +-min(383, 8 * width + 2) of their mean
+PAD = 64                # images are padded to a multiple of 64 (the transforms' stride)
+
+
+def _freqs(p: np.ndarray) -> np.ndarray:
+    """Probabilities -> integer frequencies, every symbol at least 1."""
+    return np.maximum(1, np.round(p / p.sum() * (1 << FREQ_BITS))).astype(np.int64)
+
+
+def scale_table() -> np.ndarray:
+    return np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALES))
+
+
+@dataclass
+class LossyTables:
+    """The integer side of a lossy model; saved with its weights, never recomputed there."""
+    hs_weights: list[np.ndarray]     # per h_s conv: int [Cout, Cin, 3, 3] at 2^WEIGHT_BITS
+    hs_biases: list[np.ndarray]      # per h_s conv: int [Cout] at 2^(WEIGHT_BITS + ACT_BITS)
+    thresholds: np.ndarray           # int [SCALES - 1]: raw width above t_k -> table k + 1
+    y_freqs: np.ndarray              # int [SCALES, 2 * Y_RADIUS_MAX + 1]
+    y_radius: np.ndarray             # int [SCALES]
+    z_freqs: np.ndarray              # int [n, 2 * Z_RADIUS + 1]
+
+    @classmethod
+    def from_model(cls, model: LossyModel) -> "LossyTables":
+        """Quantize h_s and tabulate the densities (run once, at export)."""
+        convs = [m for m in model.h_s.modules() if isinstance(m, torch.nn.Conv2d)]
+        ws = [np.round(c.weight.detach().double().numpy() * 2 ** WEIGHT_BITS).astype(np.int64) for c in convs]
+        bs = [np.round(c.bias.detach().double().numpy() * 2 ** (WEIGHT_BITS + ACT_BITS)).astype(np.int64)
+              for c in convs]
+        for w in ws:  # the bound that makes every float64 sum exact
+            assert w[0].size * np.abs(w).max() * ACT_LIMIT < 2 ** 52, "h_s weights too large for exact sums"
+        s = scale_table()
+        mids = np.sqrt(s[:-1] * s[1:])
+        raw = np.log(np.expm1(mids))            # softplus^-1: the raw output at each midpoint
+        thresholds = np.ceil(raw * 2 ** ACT_BITS).astype(np.int64)
+        radius = np.minimum(Y_RADIUS_MAX, np.ceil(8 * s) + 2).astype(np.int64)
+        k = np.arange(-Y_RADIUS_MAX, Y_RADIUS_MAX + 1, dtype=np.float64)
+        y_freqs = np.zeros((SCALES, len(k)), np.int64)
+        for i, sc in enumerate(s):
+            c = 1.0 / (sc * math.sqrt(2.0))
+            v = np.abs(k)
+            p = 0.5 * (np.vectorize(math.erfc)((v - 0.5) * c) - np.vectorize(math.erfc)((v + 0.5) * c))
+            inside = np.abs(k) <= radius[i]
+            y_freqs[i, inside] = _freqs(p[inside])
+        with torch.no_grad():
+            zk = torch.arange(-Z_RADIUS, Z_RADIUS + 1, dtype=torch.float32)
+            n = model.cfg.n
+            pz = model.z_density.likelihood(zk[None, None, None, :].expand(1, n, 1, -1)).double().numpy()[0, :, 0]
+        z_freqs = np.stack([_freqs(row) for row in pz])
+        return cls(ws, bs, thresholds, y_freqs, radius, z_freqs)
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        out = {"tables.thresholds": self.thresholds, "tables.y_freqs": self.y_freqs,
+               "tables.y_radius": self.y_radius, "tables.z_freqs": self.z_freqs}
+        for i, (w, b) in enumerate(zip(self.hs_weights, self.hs_biases)):
+            out[f"tables.hs{i}.weight"], out[f"tables.hs{i}.bias"] = w, b
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor]) -> "LossyTables":
+        n = sum(1 for k in t if k.startswith("tables.hs") and k.endswith(".weight"))
+        g = lambda k: t[k].numpy().astype(np.int64)  # noqa: E731
+        return cls([g(f"tables.hs{i}.weight") for i in range(n)], [g(f"tables.hs{i}.bias") for i in range(n)],
+                   g("tables.thresholds"), g("tables.y_freqs"), g("tables.y_radius"), g("tables.z_freqs"))
+
+
+def _conv3x3_exact(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer 3x3 convolution (zero padding) of a [C, H, W] at 2^ACT_BITS, exact: the
+    products and sums are integers below 2^53, held in float64, so BLAS's summation order
+    cannot change them.  Returns floor(sum / 2^WEIGHT_BITS), again at 2^ACT_BITS."""
+    c, h, wd = a.shape
+    p = np.pad(a, ((0, 0), (1, 1), (1, 1)))
+    cols = np.stack([p[:, dy:dy + h, dx:dx + wd] for dy in range(3) for dx in range(3)], axis=1)
+    acc = w.reshape(len(w), c, 9).astype(np.float64).reshape(len(w), -1) @ cols.reshape(c * 9, h * wd)
+    acc += b.astype(np.float64)[:, None]
+    return np.floor(acc / 2 ** WEIGHT_BITS).reshape(len(w), h, wd)
+
+
+def hyper_synthesis_exact(tables: LossyTables, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer z_hat [n, h, w] -> (mean of y at 2^ACT_BITS, table index of y), both [m, 4h, 4w];
+    the integer twin of ``LossyModel.h_s`` (upsample, conv, ReLU, upsample, conv, ReLU, conv)."""
+    a = z_hat.astype(np.float64) * 2 ** ACT_BITS
+    last = len(tables.hs_weights) - 1
+    for i, (w, b) in enumerate(zip(tables.hs_weights, tables.hs_biases)):
+        if i < last:
+            a = a.repeat(2, axis=1).repeat(2, axis=2)
+        a = _conv3x3_exact(a, w, b)
+        if i < last:
+            a = np.clip(a, 0, ACT_LIMIT)
+    mean, raw = np.split(np.clip(a, -ACT_LIMIT, ACT_LIMIT), 2)
+    index = np.searchsorted(tables.thresholds, raw.astype(np.int64), side="left")
+    return mean, index
+
+
+class _Models:
+    """constriction's categorical models for every table, built once from the integers
+    (float64 division of integers is correctly rounded: the same floats everywhere)."""
+
+    def __init__(self, tables: LossyTables):
+        def cat(f):
+            return constriction.stream.model.Categorical(f / f.sum(), perfect=False)
+        self.z = [cat(f) for f in tables.z_freqs]
+        self.y = []
+        for k, f in enumerate(tables.y_freqs):
+            r = int(tables.y_radius[k])
+            self.y.append(cat(f[Y_RADIUS_MAX - r:Y_RADIUS_MAX + r + 1]))
+        self.radius = tables.y_radius
+
+
+class LossyCoder:
+    """Encode and decode images with one lossy model at any beta in its trained range."""
+
+    def __init__(self, model: LossyModel, tables: LossyTables, model_id: str, threads: int = 1):
+        self.model, self.tables, self.model_id, self.threads = model.eval(), tables, model_id, threads
+        self.models = _Models(tables)
+
+    @property
+    def beta_range(self) -> tuple[float, float]:
+        return min(self.model.cfg.betas), max(self.model.cfg.betas)
+
+    def check_beta(self, beta: float) -> float:
+        lo, hi = self.beta_range
+        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and lo * (1 - 1e-6) <= beta <= hi * (1 + 1e-6)):
+            raise VlaeError(f"beta must be between {lo:g} and {hi:g} for this model (got {beta!r})")
+        return float(np.float32(beta))
+
+    # -- one image ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def _encode_image(self, enc, img: np.ndarray, beta: float) -> None:
+        x = torch.from_numpy(_rgb(img)).permute(2, 0, 1)[None].float()
+        x = _pad(x)
+        y, z = self.model.analysis(x, self.model.level(beta))
+        z_hat = torch.round(z[0]).clamp(-Z_RADIUS, Z_RADIUS).numpy().astype(np.int64)
+        for c, m in enumerate(self.models.z):
+            enc.encode((z_hat[c].ravel() + Z_RADIUS).astype(np.int32), m)
+        mean, index = hyper_synthesis_exact(self.tables, z_hat)
+        sym = np.round(y[0].double().numpy() - mean / 2 ** ACT_BITS).astype(np.int64)
+        radius = self.models.radius[index]
+        sym = np.clip(sym, -radius, radius)
+        flat_i, flat_s, flat_r = index.ravel(), sym.ravel(), radius.ravel()
+        for k in np.unique(flat_i):
+            sel = flat_i == k
+            enc.encode((flat_s[sel] + flat_r[sel]).astype(np.int32), self.models.y[k])
+
+    @torch.no_grad()
+    def _decode_image(self, dec, info: ImageInfo, beta: float) -> np.ndarray:
+        n = self.model.cfg.n
+        hp, wp = _padded(info.height), _padded(info.width)
+        zh, zw = hp // 64, wp // 64
+        z_hat = np.empty((n, zh * zw), np.int64)
+        for c, m in enumerate(self.models.z):
+            z_hat[c] = dec.decode(m, zh * zw).astype(np.int64) - Z_RADIUS
+        z_hat = z_hat.reshape(n, zh, zw)
+        mean, index = hyper_synthesis_exact(self.tables, z_hat)
+        flat_i = index.ravel()
+        sym = np.empty(flat_i.shape, np.int64)
+        for k in np.unique(flat_i):
+            sel = flat_i == k
+            sym[sel] = dec.decode(self.models.y[k], int(sel.sum())).astype(np.int64) - int(self.models.radius[k])
+        y_hat = torch.from_numpy(sym.reshape(mean.shape) + mean / 2 ** ACT_BITS).float()[None]
+        x_hat = self.model.synthesis(y_hat, self.model.level(beta))[0]
+        out = x_hat.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        out = out[:info.height, :info.width]
+        return np.ascontiguousarray(out[..., :1] if info.channels == 1 else out)
+
+    # -- files -------------------------------------------------------------------------------
+    def encode(self, images: list[np.ndarray], beta: float) -> bytes:
+        """uint8 [H, W, C] images (C = 1 or 3) -> one .vlae file at this beta."""
+        beta = self.check_beta(beta)
+        with torch.inference_mode(), _threads(self.threads):
+            enc = constriction.stream.queue.RangeEncoder()
+            for img in images:
+                self._encode_image(enc, img, beta)
+            words = enc.get_compressed()
+        infos = [ImageInfo(im.shape[1], im.shape[0], im.shape[2]) for im in images]
+        return pack(Header(model_id=self.model_id, z_bits=1, active=[], images=infos, mode=MODE_LATENT,
+                           beta=beta), words)
+
+    def encode_to_rate(self, images: list[np.ndarray], bpp: float, tolerance: float = 0.03) -> tuple[bytes, float]:
+        """(file, beta) whose size is closest to ``bpp`` bits per pixel (whole file, header
+        included): bisection on log beta, since the rate falls as beta grows.  Stops within
+        ``tolerance`` of the target, or after 14 encodes; a target outside the model's range
+        gets the nearest end."""
+        if not (isinstance(bpp, (int, float)) and math.isfinite(bpp) and bpp > 0):
+            raise VlaeError(f"target bits per pixel must be a positive number (got {bpp!r})")
+        pixels = sum(im.shape[0] * im.shape[1] for im in images)
+        lo, hi = (math.log(b) for b in self.beta_range)
+        best = None
+        for _ in range(14):
+            mid = (lo + hi) / 2
+            beta = math.exp(mid)
+            data = self.encode(images, beta)
+            rate = len(data) * 8 / pixels
+            if best is None or abs(rate - bpp) < abs(best[2] - bpp):
+                best = (data, self.check_beta(beta), rate)
+            if abs(rate - bpp) <= tolerance * bpp:
+                break
+            lo, hi = (mid, hi) if rate > bpp else (lo, mid)
+        for beta in self.beta_range:   # the ends, where bisection only approaches them
+            if best is not None and abs(best[2] - bpp) > tolerance * bpp:
+                data = self.encode(images, beta)
+                rate = len(data) * 8 / pixels
+                if abs(rate - bpp) < abs(best[2] - bpp):
+                    best = (data, self.check_beta(beta), rate)
+        return best[0], best[1]
+
+    def decode(self, data: bytes) -> list[np.ndarray]:
+        header, words = unpack(data)
+        if header.mode != MODE_LATENT:
+            raise VlaeError("not a lossy (hyperprior) file")
+        try:
+            with torch.inference_mode(), _threads(self.threads):
+                dec = constriction.stream.queue.RangeDecoder(words)
+                return [self._decode_image(dec, info, header.beta) for info in header.images]
+        except (ValueError, RuntimeError, AssertionError) as e:   # constriction on a corrupt stream
+            raise VlaeError(f"corrupt lossy payload ({e})") from None
+
+
+def _rgb(img: np.ndarray) -> np.ndarray:
+    return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
+
+
+def _padded(n: int) -> int:
+    return -(-n // PAD) * PAD
+
+
+def _pad(x: torch.Tensor) -> torch.Tensor:
+    """Replicate the edges up to a multiple of 64 (cheaper to code than zeros)."""
+    h, w = x.shape[2:]
+    return F.pad(x, (0, _padded(w) - w, 0, _padded(h) - h), mode="replicate")
+
+
+class _threads:
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+
+
+def load_tables_and_model(weights) -> tuple[LossyModel, LossyTables]:
+    """A lossy model file (float weights plus ``tables.*``) -> (model, tables)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    t = load_file(str(weights))
+    with safe_open(str(weights), "pt") as f:
+        cfg = LossyConfig.from_dict(json.loads(f.metadata()["config"]))
+    model = LossyModel(cfg)
+    model.load_state_dict({k: v for k, v in t.items() if not k.startswith("tables.")})
+    return model.eval(), LossyTables.from_tensors({k: v for k, v in t.items() if k.startswith("tables.")})

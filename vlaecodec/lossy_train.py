@@ -1,0 +1,257 @@
+"""Training of the lossy model: resumable, checkpointed, keeping the best weights.
+
+Batches are a pure function of (seed, step): random crops of the training photos, each
+sample at a random trained beta.  ``checkpoint.safetensors`` holds the model and Adam state
+(tensors) and the step (metadata); ``best.safetensors`` holds the weights with the lowest
+held-out loss so far, ready to export.  A run killed at any point resumes from its last
+checkpoint; resuming from weights alone with a fresh optimiser (``--init``) is fine too.
+
+Held out (never trained on): the last 4 images of ``photos-wall/`` and of ``graphics/``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import data as D
+from .lossy_model import LossyConfig, LossyModel, gaussian_likelihood
+
+HOLDOUT = 4
+
+
+@dataclass
+class LossyTrainSettings:
+    out: str = "runs/lossy"
+    n: int = 96
+    m: int = 128
+    crop: int = 128
+    batch_size: int = 8
+    lr: float = 2e-4
+    steps: int = 0                  # stop at this step (0: no limit)
+    minutes: float = 0.0            # stop this invocation after this many minutes (0: none)
+    ckpt_minutes: float = 5.0
+    val_minutes: float = 10.0
+    seed: int = 0
+    threads: int = 1
+    init: str = ""                  # start from these weights (a .safetensors), fresh optimiser
+    graphics_frac: float = 0.1      # share of crops taken from the graphics images
+
+
+def training_images() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(photos, graphics) for training: the photos, photos-wall and graphics minus held-out."""
+    root = D.data_root()
+    photos = [im for im in D.load_folder(root / "photos") if im.shape[2] == 3]
+    wall = D.load_folder(root / "photos-wall")[:-HOLDOUT]
+    graphics = D.load_folder(root / "graphics")[:-HOLDOUT]
+    return photos + wall, [g for g in graphics if g.shape[2] == 3]
+
+
+def holdout_images(size: int = 256) -> list[np.ndarray]:
+    """Centre crops of the held-out photos-wall and graphics images."""
+    root = D.data_root()
+    out = []
+    for folder in ("photos-wall", "graphics"):
+        for im in D.load_folder(root / folder)[-HOLDOUT:]:
+            h, w = im.shape[:2]
+            s = min(size, h, w) // 64 * 64
+            y, x = (h - s) // 2, (w - s) // 2
+            crop = im[y:y + s, x:x + s]
+            out.append(np.repeat(crop, 3, axis=2) if crop.shape[2] == 1 else crop)
+    return out
+
+
+class Batches:
+    def __init__(self, s: LossyTrainSettings, levels: int):
+        self.s, self.levels = s, levels
+        self.photos, self.graphics = training_images()
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pixels [B,3,crop,crop] as floats 0..255, trained-beta index per sample)."""
+        rng = np.random.default_rng([self.s.seed, step])
+        n_g = int(rng.binomial(self.s.batch_size, self.s.graphics_frac))
+        crops = D.random_crops(self.photos, self.s.batch_size - n_g, self.s.crop, rng)
+        if n_g:
+            crops = np.concatenate([crops, D.random_crops(self.graphics, n_g, self.s.crop, rng)])
+        flip = rng.random(len(crops)) < 0.5
+        crops[flip] = crops[flip, :, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+        return x, torch.from_numpy(rng.integers(0, self.levels, len(x)))
+
+
+@torch.no_grad()
+def validate(model: LossyModel, images: list[np.ndarray]) -> list[dict]:
+    """Per trained beta: bits/pixel (rounded latents) and PSNR on the held-out crops."""
+    model.eval()
+    rows = []
+    for lev, beta in enumerate(model.cfg.betas):
+        bits = sq = pixels = 0.0
+        for im in images:
+            x = torch.from_numpy(im).permute(2, 0, 1)[None].float()
+            y, z = model.analysis(x, lev)
+            z_hat = torch.round(z)
+            mean, scale = model.hyper_synthesis(z_hat)
+            y_hat = torch.round(y - mean) + mean
+            bits += float(-torch.log2(gaussian_likelihood(y_hat, mean, scale)).sum())
+            bits += float(-torch.log2(model.z_density.likelihood(z_hat)).sum())
+            x_hat = model.synthesis(y_hat, lev).clamp(0, 255).round()
+            sq += float(((x_hat - x) ** 2).sum())
+            pixels += x.shape[2] * x.shape[3]
+        mse = sq / (pixels * 3)
+        rows.append({"beta": beta, "bpp": bits / pixels, "psnr": 10 * math.log10(255 ** 2 / mse),
+                     "loss": mse / beta + bits / pixels})
+    model.train()
+    return rows
+
+
+def _save(path: Path, tensors: dict, meta: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"json": json.dumps(meta)})
+    tmp.replace(path)
+
+
+def train(s: LossyTrainSettings) -> None:
+    torch.set_num_threads(s.threads)
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.safetensors"
+    cfg = LossyConfig(n=s.n, m=s.m)
+    model = LossyModel(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=s.lr)
+    step, best, history, seconds = 0, math.inf, [], 0.0
+    if ckpt.exists():
+        t = load_file(str(ckpt))
+        from safetensors import safe_open
+        with safe_open(str(ckpt), "pt") as f:
+            meta = json.loads(f.metadata()["json"])
+        cfg = LossyConfig.from_dict(meta["config"])
+        model = LossyModel(cfg)
+        model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+        opt = torch.optim.Adam(model.parameters(), lr=s.lr)
+        opt_state = opt.state_dict()
+        params = opt_state["param_groups"][0]["params"]
+        for i in params:
+            if f"opt.{i}.exp_avg" in t:
+                opt_state["state"][i] = {"step": t[f"opt.{i}.step"], "exp_avg": t[f"opt.{i}.exp_avg"],
+                                         "exp_avg_sq": t[f"opt.{i}.exp_avg_sq"]}
+        opt.load_state_dict(opt_state)
+        step, best, history = meta["step"], meta["best"], meta["history"]
+        seconds = meta.get("seconds") or _seconds_from_history(history, s.val_minutes)
+        print(f"resumed at step {step}", flush=True)
+    elif s.init:
+        model.load_state_dict(load_file(s.init))
+        print(f"initialised from {s.init}", flush=True)
+    source, held = Batches(s, len(cfg.betas)), holdout_images()
+    command = shlex.join(["vlaecodec"] + sys.argv[1:]) if sys.argv else ""
+
+    def checkpoint():
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        for i, st in opt.state_dict()["state"].items():
+            for k in ("step", "exp_avg", "exp_avg_sq"):
+                tensors[f"opt.{i}.{k}"] = torch.as_tensor(st[k]).reshape(-1) if k == "step" else st[k]
+        _save(ckpt, tensors, {"config": cfg.to_dict(), "step": step, "best": best, "history": history,
+                              "settings": asdict(s), "seconds": seconds + time.time() - start})
+
+    start = last_ckpt = last_val = time.time()
+    losses = []
+    while (not s.steps or step < s.steps) and (not s.minutes or time.time() - start < s.minutes * 60):
+        x, lev = source.batch(step)
+        out_ = model(x, lev)
+        loss = model.loss(out_, lev)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        losses.append(loss.item())
+        if time.time() - last_val > s.val_minutes * 60:
+            rows = validate(model, held)
+            score = sum(r["loss"] for r in rows) / len(rows)
+            history.append({"step": step, "time": time.time(), "seconds": seconds + time.time() - start,
+                            "train_loss": float(np.mean(losses)),
+                            "val_loss": score, "rows": rows, "host": platform.machine(),
+                            "threads": s.threads, "command": command})
+            losses = []
+            print(json.dumps({"step": step, "val": round(score, 4),
+                              "rd": [(round(r["bpp"], 3), round(r["psnr"], 2)) for r in rows]}), flush=True)
+            if score < best:
+                best = score
+                _save(out / "best.safetensors", dict(model.state_dict()),
+                      {"config": cfg.to_dict(), "step": step, "val_loss": score, "rows": rows,
+                       "history": history})
+            last_val = time.time()
+        if time.time() - last_ckpt > s.ckpt_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+    checkpoint()
+
+
+def _seconds_from_history(history: list[dict], val_minutes: float) -> float:
+    """Training seconds of a checkpoint written before they were recorded: the span of its
+    validations plus the first interval (an estimate, used only for such old runs)."""
+    if not history:
+        return 0.0
+    return history[-1]["time"] - history[0]["time"] + val_minutes * 60
+
+
+def export(run: str | Path, weights: str | Path, name: str, notes: str = "") -> dict:
+    """A run's best weights -> a zoo model: float weights plus the integer tables
+    (:class:`~vlaecodec.lossy_coder.LossyTables`), and a card with the training record."""
+    from safetensors import safe_open
+    from .lossy_coder import LossyTables
+    from .zoo import file_sha256, write_card
+    best = Path(run) / "best.safetensors"
+    with safe_open(str(best), "pt") as f:
+        meta = json.loads(f.metadata()["json"])
+    cfg = LossyConfig.from_dict(meta["config"])
+    model = LossyModel(cfg)
+    model.load_state_dict(load_file(str(best)))
+    model.eval()
+    tensors = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    tensors.update(LossyTables.from_model(model).to_tensors())
+    weights = Path(weights)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"config": json.dumps(cfg.to_dict()), "kind": "lossy"})
+    tmp.replace(weights)
+    history = meta.get("history", [])
+    last = history[-1] if history else {}
+    card = {
+        "name": name, "kind": "lossy", "config": cfg.to_dict(), "betas": cfg.betas,
+        "description": "Variable-rate mean-scale hyperprior autoencoder: one model for every beta "
+                       "in its range (D + beta R; D = MSE on 0..255, R = bits/pixel).",
+        "data": "photos (177) + photos-wall[:-4] + graphics[:-4], random 128x128 crops, flips",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "training": {"steps": meta["step"], "seconds": round(last.get("seconds", 0.0)),
+                     "host": last.get("host"), "threads": last.get("threads"),
+                     "command": last.get("command"), "batch": "8 x 128x128",
+                     "validation": {"images": "photos-wall[-4:] + graphics[-4:], centre 256x256",
+                                    "rows": meta.get("rows")}},
+        "curve": [{"step": h["step"], "seconds": round(h.get("seconds", 0.0)), "val_loss": round(h["val_loss"], 4)}
+                  for h in history],
+        "notes": notes,
+        "sha256": file_sha256(weights),
+    }
+    write_card(weights, card)
+    return card
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m vlaecodec.lossy_train", description=__doc__.split("\n")[0])
+    for f, v in asdict(LossyTrainSettings()).items():
+        p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
+    train(LossyTrainSettings(**vars(p.parse_args(argv))))
+
+
+if __name__ == "__main__":
+    main()
