@@ -80,17 +80,60 @@ def test_prefetching_threads_train_the_same_model(tmp_path, folder):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_fit_minutes_fits_the_schedule_to_the_budget(tmp_path, folder):
-    train(["--out", str(tmp_path / "fit"), "--data", str(folder), "--steps", "100000",
-           "--fit-minutes", "0.3", *TINY])
-    card = json.loads((tmp_path / "fit" / "model.json").read_text())
-    # the schedule now ends about where this run ended, not at 100000 (a busy machine can
-    # slow down after the last refit: then the budget ends the run a little before the schedule)
-    assert card["steps"] > 50
-    assert card["steps"] <= card["settings"]["steps"] < 100000
-    assert card["settings"]["steps"] - card["steps"] <= 0.25 * card["steps"]
-    # and the run used most of its budget (a fit far too short would end it early)
-    assert 0.7 * 18 <= card["train_seconds"] <= 18 + 10
+class FakeClock:
+    """Stands in for the ``time`` module of the training loop: every training step takes
+    ``pace(step)`` seconds, whatever the machine, so the fit is checked, not the machine."""
+
+    def __init__(self, pace):
+        self.now, self.steps, self.pace = 1000.0, 0, pace
+
+    def time(self) -> float:
+        return self.now
+
+    def batches(self, real):
+        def prefetched(*args, **kwargs):
+            for batch in real(*args, **kwargs):  # one batch per step: the step's time passes
+                self.now += self.pace(self.steps)
+                self.steps += 1
+                yield batch
+        return prefetched
+
+
+def fit_run(monkeypatch, tmp_path, folder, pace, minutes=0.3):
+    """A tiny run with --fit-minutes on the fake clock; returns its card."""
+    import vlaecodec.train as T
+    from conftest import tiny_config
+    clock = FakeClock(pace)
+    monkeypatch.setattr(T, "time", clock)
+    monkeypatch.setattr(T, "prefetched", clock.batches(T.prefetched))
+    settings = T.TrainSettings(data=str(folder), crop=8, batch_size=4, val_every=1000,
+                               steps=100000, fit_minutes=minutes)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the command line's --threads 1: fast beside other jobs
+    try:
+        T.train(tiny_config(), settings, tmp_path / "fit", device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    return json.loads((tmp_path / "fit" / "model.json").read_text())
+
+
+def test_fit_minutes_fits_the_schedule_to_the_budget(monkeypatch, tmp_path, folder):
+    """At a steady pace (0.125 s a step, 18 s of budget: 144 steps) the schedule is fitted to
+    end inside the budget, close to it, and the run ends with its schedule."""
+    card = fit_run(monkeypatch, tmp_path, folder, pace=lambda step: 0.125)
+    budget_steps = 0.3 * 60 / 0.125
+    assert 0.9 * budget_steps <= card["settings"]["steps"] <= budget_steps
+    assert card["steps"] == card["settings"]["steps"]  # the schedule ended the run, not the budget
+    assert 0.9 * 18 <= card["train_seconds"] <= 18
+
+
+def test_fit_minutes_budget_stops_a_run_that_slows_down(monkeypatch, tmp_path, folder):
+    """The pace halves after the fit (step 100): the time budget stops the run at 18 s,
+    before the fitted schedule ends."""
+    card = fit_run(monkeypatch, tmp_path, folder, pace=lambda step: 0.125 if step < 100 else 0.25)
+    assert card["steps"] < card["settings"]["steps"] < 100000
+    assert card["steps"] == 100 + (18 - 100 * 0.125) // 0.25 + 1  # the first step past 18 s
+    assert 18 < card["train_seconds"] <= 18 + 0.25
 
 
 def test_resumed_fitted_run_keeps_its_schedule(tmp_path, folder):
