@@ -14,8 +14,8 @@ itself only parses the header (no model), so ``im.size`` and ``im.mode`` cost no
 Opening reads the whole file: .vlae files are small, and a header's length depends on what
 it holds.  Every mode opens the same way: lossless and near-lossless files decode to their
 pixels, lossy files to the model's picture.  ``im.info`` names the coding mode
-(``vlae_mode``), the bound of a near-lossless file (``max_error``) and the file's model
-(``model_id``); the model is found in the zoo from that id, as ``vlaecodec decode`` does.
+(``vlae_mode``), the bound of a near-lossless file (``max_error``), the rate weight of a
+lossy file that records one (``beta``) and the file's model (``model_id``); the model is found in the zoo from that id, as ``vlaecodec decode`` does.
 
 Archives (several images in one file, ``vlaecodec encode --archive``) open as a multi-frame
 image: ``im.n_frames`` images, ``im.seek(k)`` picks one, and each frame has its own size and
@@ -81,6 +81,8 @@ class VlaeImageFile(ImageFile.ImageFile):
                          images=len(header.images))
         if header.max_error:
             self.info["max_error"] = header.max_error
+        if getattr(header, "beta", 0):  # a lossy file of the hyperprior family names its rate weight
+            self.info["beta"] = header.beta
         if self.is_animated:  # seeked after a load, which sets fp to None: keep the file (as GIF does)
             self._fp = self.fp
             self._close_exclusive_fp_after_loading = False
