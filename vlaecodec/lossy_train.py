@@ -45,6 +45,7 @@ class LossyTrainSettings:
     threads: int = 1
     init: str = ""                  # start from these weights (a .safetensors), fresh optimiser
     graphics_frac: float = 0.1      # share of crops taken from the graphics images
+    gain_lr: float = 10.0           # the gains' learning rate, as a multiple of lr
 
 
 def training_images() -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -119,6 +120,15 @@ def _save(path: Path, tensors: dict, meta: dict) -> None:
     tmp.replace(path)
 
 
+def _optimizer(model: LossyModel, s: LossyTrainSettings) -> torch.optim.Adam:
+    """Adam, with the per-beta gains in a faster group: they start equal, and the betas only
+    get their own rates once the gains have moved apart."""
+    gains = [model.log_gain_y, model.log_gain_y_inv, model.log_gain_z]
+    ids = {id(p) for p in gains}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return torch.optim.Adam([{"params": rest, "lr": s.lr}, {"params": gains, "lr": s.lr * s.gain_lr}])
+
+
 def train(s: LossyTrainSettings) -> None:
     torch.set_num_threads(s.threads)
     out = Path(s.out)
@@ -126,7 +136,7 @@ def train(s: LossyTrainSettings) -> None:
     ckpt = out / "checkpoint.safetensors"
     cfg = LossyConfig(n=s.n, m=s.m)
     model = LossyModel(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=s.lr)
+    opt = _optimizer(model, s)
     step, best, history, seconds = 0, math.inf, [], 0.0
     if ckpt.exists():
         t = load_file(str(ckpt))
@@ -136,10 +146,9 @@ def train(s: LossyTrainSettings) -> None:
         cfg = LossyConfig.from_dict(meta["config"])
         model = LossyModel(cfg)
         model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-        opt = torch.optim.Adam(model.parameters(), lr=s.lr)
+        opt = _optimizer(model, s)
         opt_state = opt.state_dict()
-        params = opt_state["param_groups"][0]["params"]
-        for i in params:
+        for i in (i for g in opt_state["param_groups"] for i in g["params"]):
             if f"opt.{i}.exp_avg" in t:
                 opt_state["state"][i] = {"step": t[f"opt.{i}.step"], "exp_avg": t[f"opt.{i}.exp_avg"],
                                          "exp_avg_sq": t[f"opt.{i}.exp_avg_sq"]}
