@@ -1,9 +1,11 @@
 """Rate-distortion on Kodak: ``python -m bench.rd [--images N] [--crop S] [--betas ...]``.
 
-vlaecodec lossy (z only, one point per beta-family model and latent precision) and
-near-lossless (max error d), beside JPEG, WebP, JPEG-XL, AVIF and JPEG-LS (NEAR = d) on the
-same images in the same run.  Bits per pixel from real files; every vlaecodec file is
-decoded and measured.  Writes bench/results/rd.{csv,json,md} and rd.png.
+vlaecodec lossy (the hyperprior model, one point per beta) beside JPEG, WebP, JPEG-XL and
+AVIF on the same images in the same run, with BD-rates against each; optionally
+near-lossless (``--max-errors``, beside JPEG-LS with NEAR = d) and the 0.3 z-only lossy
+files (``--z-only``).  Bits per pixel from real files, header included; every vlaecodec file
+is decoded and measured.  Writes bench/results/NAME.{csv,json,md} and NAME.png (``--name``,
+default ``rd``).
 """
 from __future__ import annotations
 
@@ -27,11 +29,11 @@ from .quality import ms_ssim, psnr
 
 # quality settings of the classical codecs: enough points to span 0.1 .. 3 bits per pixel
 CLASSICAL = {
-    "jpeg": ([10, 20, 30, 50, 70, 85, 95], lambda a, q: imagecodecs.jpeg8_encode(a, level=q), imagecodecs.jpeg8_decode),
-    "webp": ([5, 20, 40, 60, 80, 95], lambda a, q: imagecodecs.webp_encode(a, level=q, lossless=False, method=6), imagecodecs.webp_decode),
-    "jpegxl": ([8.0, 5.0, 3.0, 2.0, 1.0, 0.5], lambda a, q: imagecodecs.jpegxl_encode(a, distance=q, effort=7),
+    "jpeg": ([5, 10, 20, 30, 50, 70, 85, 95], lambda a, q: imagecodecs.jpeg8_encode(a, level=q), imagecodecs.jpeg8_decode),
+    "webp": ([0, 5, 20, 40, 60, 80, 95], lambda a, q: imagecodecs.webp_encode(a, level=q, lossless=False, method=6), imagecodecs.webp_decode),
+    "jpegxl": ([12.0, 8.0, 5.0, 3.0, 2.0, 1.0, 0.5], lambda a, q: imagecodecs.jpegxl_encode(a, distance=q, effort=7),
                imagecodecs.jpegxl_decode),
-    "avif": ([15, 30, 45, 60, 75, 90], lambda a, q: imagecodecs.avif_encode(a, level=q, speed=6), imagecodecs.avif_decode),
+    "avif": ([5, 15, 30, 45, 60, 75, 90], lambda a, q: imagecodecs.avif_encode(a, level=q, speed=6), imagecodecs.avif_decode),
 }
 JPEGLS = (lambda a, d: imagecodecs.jpegls_encode(a, level=d), imagecodecs.jpegls_decode)
 
@@ -94,6 +96,64 @@ def near_lossless_rows(images, max_errors, model: str) -> list[dict]:
     return rows
 
 
+def hyperprior_rows(images, model: str, betas, threads: int) -> list[dict]:
+    """One row per beta: the lossy (hyperprior) model's real files, decoded and measured."""
+    from vlaecodec.lossy_coder import load_lossy_coder
+    coder, rows = load_lossy_coder(model, threads=threads), []
+    for beta in betas:
+        pairs, enc_t, dec_t = [], 0.0, 0.0
+        for a in images:
+            t = time.perf_counter()
+            data = coder.encode([a], beta)
+            enc_t += time.perf_counter() - t
+            t = time.perf_counter()
+            pairs.append((a, len(data), coder.decode(data)[0]))
+            dec_t += time.perf_counter() - t
+        rows.append(measure(label(model), f"beta={beta:g}", "lossy", pairs, beta=beta,
+                            enc_s_per_image=enc_t / len(images), dec_s_per_image=dec_t / len(images)))
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def _curve(rows, codec, metric):
+    sub = sorted((r for r in rows if r["codec"] == codec and r["family"] == "lossy"), key=lambda r: r["bpp"])
+    value = (lambda r: -10 * np.log10(1 - r["ms_ssim"])) if metric == "ms_ssim" else (lambda r: r["psnr"])
+    return np.array([r["bpp"] for r in sub]), np.array([value(r) for r in sub])
+
+
+def quality_at(rows, codec, metric, bpp) -> float | None:
+    """The codec's quality at this rate, interpolated in log rate (None outside its points)."""
+    r, q = _curve(rows, codec, metric)
+    if len(r) < 2 or not r[0] <= bpp <= r[-1]:
+        return None
+    return float(np.interp(np.log(bpp), np.log(r), q))
+
+
+def bd_rates(rows, test: str, lo: float = 0.25, hi: float = 1.0) -> list[dict]:
+    """BD-rate of ``test`` against each classical codec (bjontegaard, pchip), on PSNR and on
+    MS-SSIM in dB, over the anchor's points within [lo, hi] bits per pixel (one point either
+    side kept so the interpolation spans the range); and quality differences at lo, 0.5, hi."""
+    import bjontegaard as bd
+    out = []
+    for anchor in CLASSICAL:
+        row = {"test": test, "anchor": anchor, "range": f"{lo:g}-{hi:g} bpp"}
+        for metric in ("psnr", "ms_ssim"):
+            ra, qa = _curve(rows, anchor, metric)
+            rt, qt = _curve(rows, test, metric)
+            keep = [i for i in range(len(ra)) if (i + 1 < len(ra) and ra[i + 1] >= lo) and (i == 0 or ra[i - 1] <= hi)]
+            try:
+                v = float(bd.bd_rate(ra[keep], qa[keep], rt, qt, method="pchip", require_matching_points=False))
+                row[f"bd_rate_{metric}"] = v if np.isfinite(v) else None
+            except Exception as e:  # too little overlap: report, do not invent
+                row[f"bd_rate_{metric}"] = None
+                row["note"] = str(e)
+            for b in (lo, 0.5, hi):
+                a, t = quality_at(rows, anchor, metric, b), quality_at(rows, test, metric, b)
+                row[f"delta_{metric}_at_{b:g}"] = None if a is None or t is None else t - a
+        out.append(row)
+    return out
+
+
 def lossy_rows(images, models: dict[str, float], extra_bits) -> list[dict]:
     """models: name -> beta."""
     rows = []
@@ -107,107 +167,136 @@ def lossy_rows(images, models: dict[str, float], extra_bits) -> list[dict]:
                 t = time.perf_counter()
                 pairs.append((a, len(data), codec.decode(data)))
                 dec_t += time.perf_counter() - t
-            rows.append(measure(label(model), f"beta={beta:g},z+{eb}", "lossy", pairs, beta=beta,
+            rows.append(measure("vlaecodec:z-only", f"{model},z+{eb}", "lossy", pairs, beta=beta,
                                 z_extra_bits=eb, kl_bpp=kl_bpp, dec_s_per_image=dec_t / len(images)))
             print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 
 
-def beta_figure(image: np.ndarray, models: dict[str, float], path: Path, samples: int = 5) -> None:
-    """Row 1: the crop, then its lossy file decoded (mean rule) from each beta's model.
-    Row 2: the crop, then several samples of the PixelCNN from the one z of the lowest beta."""
-    from .seed import _stack, _tile
-    ordered = sorted(models.items(), key=lambda kv: kv[1])
-    decoded = [load_codec(m).decode(load_codec(m).encode_lossy([image])) for m, _ in ordered]
-    low = load_codec(ordered[0][0])
-    z = low.latent_mean(image)
-    draws = [low.render(z, *image.shape[:2], rule="sample", seed=s) for s in range(samples)]
-    betas = ", ".join(f"{b:g}" for _, b in ordered)
-    _stack([(f"original | beta {betas}", _tile([image] + decoded, 2)),
-            (f"original | {samples} samples, one z (beta {ordered[0][1]:g})", _tile([image] + draws, 2))],
-           margin=260).save(path)
+# published anchors, for the plot only (Balle et al. 2018, Kodak, PSNR RGB)
+PUBLISHED = {"Balle 2018 hyperprior (published)": ([0.25, 0.5, 1.0], [30.0, 33.1, 37.1])}
 
 
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    lossy = [r for r in rows if r["family"] == "lossy"]
-    for metric, ax in zip(["psnr", "ms_ssim"], axes[:2]):
-        for name in sorted({r["codec"] for r in lossy if not r["codec"].startswith("vlaecodec")}):
-            sub = sorted((r for r in lossy if r["codec"] == name), key=lambda r: r["bpp"])
-            ax.plot([r["bpp"] for r in sub], [r[metric] for r in sub], "o-", label=name, ms=3)
-        for eb in sorted({r.get("z_extra_bits") for r in lossy if r["codec"].startswith("vlaecodec")}):
-            sub = sorted((r for r in lossy if r["codec"].startswith("vlaecodec") and r.get("z_extra_bits") == eb),
-                         key=lambda r: r["bpp"])
-            ax.plot([r["bpp"] for r in sub], [r[metric] for r in sub], "s-", color="tab:red",
-                    alpha=1.0 if eb == 0 else 0.5, label=f"vlaecodec lossy (betas, z+{eb})")
-            for r in sub:
-                ax.annotate(f"β{r['beta']:g}", (r["bpp"], r[metric]), fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel("bits per pixel")
-        ax.set_ylabel(metric.upper().replace("_", "-"))
-        ax.set_title(f"Kodak lossy: {metric}")
-        ax.legend(fontsize=7)
-    ax = axes[2]
     near = [r for r in rows if r["family"] == "near-lossless"]
-    for name in sorted({r["codec"] for r in near}):
-        sub = sorted((r for r in near if r["codec"] == name), key=lambda r: r["setting"])
-        ax.plot([r["setting"] for r in sub], [r["bpp"] for r in sub], "o-", label=name)
-    ax.set_xlabel("max error d")
-    ax.set_ylabel("bits per pixel")
-    ax.set_xscale("log", base=2)
-    ax.set_title("Kodak near-lossless")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, 3 if near else 2, figsize=(16 if near else 11, 4.6))
+    codecs = sorted({r["codec"] for r in rows if r["family"] == "lossy"}, key=lambda c: c.startswith("vlaecodec"))
+    for metric, ax in zip(["psnr", "ms_ssim"], axes[:2]):
+        for name in codecs:
+            r, q = _curve(rows, name, metric)
+            keep = r <= 3.0
+            mine = name.startswith("vlaecodec")
+            ax.plot(r[keep], q[keep], "s-" if mine else "o-", ms=3, label=name, lw=2 if mine else 1,
+                    color="tab:red" if mine and "z-only" not in name else None)
+        if metric == "psnr":
+            for name, (r, q) in PUBLISHED.items():
+                ax.plot(r, q, "k*", ms=8, label=name)
+        ax.axvspan(0.25, 1.0, color="0.93", zorder=0)
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel("PSNR dB (RGB)" if metric == "psnr" else "MS-SSIM dB, -10 log10(1 - MS-SSIM)")
+        ax.set_title(f"Kodak lossy: {'PSNR' if metric == 'psnr' else 'MS-SSIM'}")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    if near:
+        ax = axes[2]
+        for name in sorted({r["codec"] for r in near}):
+            sub = sorted((r for r in near if r["codec"] == name), key=lambda r: r["setting"])
+            ax.plot([r["setting"] for r in sub], [r["bpp"] for r in sub], "o-", label=name)
+        ax.set_xlabel("max error d")
+        ax.set_ylabel("bits per pixel")
+        ax.set_xscale("log", base=2)
+        ax.set_title("Kodak near-lossless")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
-def write(rows: list[dict], out: Path, meta: dict) -> None:
+def beta_strip(image: np.ndarray, model: str, betas, path: Path) -> None:
+    """The crop, then its lossy file decoded at each beta, labelled with the file's bits/pixel."""
+    from PIL import Image, ImageDraw
+    from vlaecodec.lossy_coder import load_lossy_coder
+    coder = load_lossy_coder(model)
+    tiles = [(image, "original")]
+    for beta in betas:
+        data = coder.encode([image], beta)
+        tiles.append((coder.decode(data)[0], f"beta {beta:g}: {len(data) * 8 / (image.shape[0] * image.shape[1]):.2f} bpp"))
+    h, w = image.shape[:2]
+    sheet = Image.new("RGB", (len(tiles) * (w + 4), h + 18), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (tile, text) in enumerate(tiles):
+        sheet.paste(Image.fromarray(tile), (i * (w + 4), 18))
+        draw.text((i * (w + 4) + 2, 2), text, fill="black")
+    sheet.save(path)
+
+
+def write(rows: list[dict], out: Path, meta: dict, name: str = "rd", bd: list[dict] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("codec", "family", "setting", "bpp"), k))
-    with (out / "rd.csv").open("w", newline="") as f:
+    with (out / f"{name}.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    (out / "rd.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [f"Command: `{meta['command']}` ({meta['machine']}, {meta['date']}); {meta['images']}", "",
-             "| family | codec | setting | bits/pixel | PSNR dB | MS-SSIM | max error |", "|---|---|---|---|---|---|---|"]
+    (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows, "bd": bd or []}, indent=1))
+    lines = [f"Command: `{meta['command']}` ({meta['machine']}, {meta['date']}); {meta['images']}", ""]
+    if bd:
+        f = lambda v, fmt: "" if v is None else format(v, fmt)  # noqa: E731
+        lines += ["BD-rate (negative: fewer bits for the same quality) and quality differences at equal rate, "
+                  "vlaecodec against each codec:", "",
+                  "| vlaecodec | against | range | BD-rate PSNR | BD-rate MS-SSIM | dPSNR @0.25 | @0.5 | @1 | "
+                  "dMS-SSIM dB @0.25 | @0.5 | @1 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for b in bd:
+            lines.append(f"| {b['test']} | {b['anchor']} | {b['range']} | {f(b['bd_rate_psnr'], '+.1f')}% | "
+                         f"{f(b['bd_rate_ms_ssim'], '+.1f')}% | " + " | ".join(
+                             f(b[f'delta_{m}_at_{x:g}'], '+.2f') for m in ('psnr', 'ms_ssim') for x in (0.25, 0.5, 1.0)) + " |")
+        lines.append("")
+    lines += ["| family | codec | setting | bits/pixel | PSNR dB | MS-SSIM | max error | encode s/img | decode s/img |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        t = lambda k: f"{r[k]:.3f}" if k in r else ""  # noqa: E731
         lines.append(f"| {r['family']} | {r['codec']} | {r['setting']} | {r['bpp']:.4f} | {r['psnr']:.2f} | "
-                     f"{r['ms_ssim']:.4f} | {r['max_abs_error']} |")
-    (out / "rd.md").write_text("\n".join(lines) + "\n")
-    plot(rows, out / "rd.png")
+                     f"{r['ms_ssim']:.4f} | {r['max_abs_error']} | {t('enc_s_per_image')} | {t('dec_s_per_image')} |")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    plot(rows, out / f"{name}.png")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.rd")
     ap.add_argument("--images", type=int, default=24, help="first N Kodak images")
-    ap.add_argument("--crop", type=int, default=256, help="centre crop of this side (0: whole images)")
-    ap.add_argument("--betas", type=float, nargs="*", default=None, help="default: every beta in the zoo")
-    ap.add_argument("--z-extra-bits", type=int, nargs="*", default=[0, 2])
-    ap.add_argument("--max-errors", type=int, nargs="*", default=[1, 2, 4, 8])
-    ap.add_argument("--model", default="default", help="model for near-lossless")
+    ap.add_argument("--crop", type=int, default=0, help="centre crop of this side (0: whole images)")
+    ap.add_argument("--model", default="lossy", help="the lossy (hyperprior) model")
+    ap.add_argument("--betas", type=float, nargs="*", default=[16, 8, 4, 2, 1.2, 0.8, 0.5, 0.3, 0.165])
+    ap.add_argument("--max-errors", type=int, nargs="*", default=[], help="near-lossless rows (slow at full size)")
+    ap.add_argument("--near-model", default="default", help="model for near-lossless")
+    ap.add_argument("--z-only", action="store_true", help="also the 0.3 z-only lossy files of the beta family")
+    ap.add_argument("--no-classical", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--name", default="rd", help="results file name")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = kodak(args.images, args.crop)
-    if args.betas is None:
+    rows = [] if args.no_classical else classical_rows(images)
+    if args.max_errors:
+        rows += near_lossless_rows(images, args.max_errors, args.near_model)
+    if args.z_only:
         from vlaecodec.zoo import list_models
-        args.betas = sorted({c["beta"] for c in list_models() if c.get("config", {}).get("levels", 256) == 256})
-    rows = classical_rows(images)
-    rows += near_lossless_rows(images, args.max_errors, args.model)
-    family = {model_for_beta(b): b for b in args.betas}
-    rows += lossy_rows(images, family, args.z_extra_bits)
+        betas = sorted({c["beta"] for c in list_models() if c.get("config", {}).get("levels", 256) == 256
+                        and c.get("beta") is not None})
+        rows += lossy_rows(images, {model_for_beta(b): b for b in betas}, [0])
+    if args.betas:
+        rows += hyperprior_rows(images, args.model, args.betas, args.threads)
+    bd = bd_rates(rows, label(args.model)) if args.betas and not args.no_classical else []
     meta = {"command": "python -m bench.rd " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
             "date": time.strftime("%Y-%m-%d"),
-            "images": f"Kodak, first {len(images)} images" + (f", centre {args.crop}x{args.crop} crops" if args.crop else "")}
-    write(rows, Path(args.out), meta)
-    crop = kodak(23, 128)[22]  # kodim23, the parrots: colour, texture and a plain background
-    beta_figure(crop, family, Path(args.out) / "lossy_betas.png")
+            "images": f"Kodak, first {len(images)} images" + (f", centre {args.crop}x{args.crop} crops" if args.crop else ", full size")}
+    write(rows, Path(args.out), meta, args.name, bd)
+    if args.betas:
+        crop = kodak(23, 0)[22][128:384, 192:576]  # kodim23, the parrots: colour, texture and a plain background
+        beta_strip(np.ascontiguousarray(crop), args.model, [16, 4, 1.2, 0.3], Path(args.out) / f"{args.name}_betas.png")
 
 
 if __name__ == "__main__":

@@ -307,3 +307,21 @@ def load_tables_and_model(weights) -> tuple[LossyModel, LossyTables]:
     model = LossyModel(cfg)
     model.load_state_dict({k: v for k, v in t.items() if not k.startswith("tables.")})
     return model.eval(), LossyTables.from_tensors({k: v for k, v in t.items() if k.startswith("tables.")})
+
+
+DEFAULT_LOSSY_MODEL = "lossy"
+
+
+def load_lossy_coder(name_or_path: str = DEFAULT_LOSSY_MODEL, threads: int = 1) -> LossyCoder:
+    """A zoo name (``lossy``) or a weights path -> its coder; the file id is the weights' hash."""
+    from .zoo import file_sha256, resolve
+    weights = resolve(name_or_path)
+    model, tables = load_tables_and_model(weights)
+    return LossyCoder(model, tables, model_id=file_sha256(weights)[:16], threads=threads)
+
+
+def is_lossy_model(weights) -> bool:
+    """Whether a weights file holds a lossy (hyperprior) model, from its metadata alone."""
+    from safetensors import safe_open
+    with safe_open(str(weights), "pt") as f:
+        return (f.metadata() or {}).get("kind") == "lossy"
