@@ -94,7 +94,7 @@ def test_strips_give_the_same_integers_as_one_pass(monkeypatch):
 
 
 def test_compiled_tables_equal_the_numpy_reference(rng):
-    from vlaecodec.exact import logistic_probabilities, logistic_probabilities_numpy
+    from vlaecodec.fixedpoint import logistic_probabilities, logistic_probabilities_numpy
     K, n = 5, 300
     for c in range(3):
         params = np.concatenate([rng.integers(-40000, 40000, (n, K)),          # weight logits

@@ -10,7 +10,8 @@ on summation order, so the result is the same for any batch shape, thread count,
 CPU: the encoder evaluates the whole image at once, the decoder pixel-wave by pixel-wave.
 
 Quantizing the float weights uses only exact operations (frexp, multiply by a power of
-two, round), and the tables below come from Python's ``decimal`` module, not from libm.
+two, round); the number formats, the tables and the probability rows are in
+:mod:`vlaecodec.fixedpoint`.
 
 >>> import torch
 >>> from vlaecodec.model import VLAE, VLAEConfig
@@ -22,36 +23,21 @@ True
 """
 from __future__ import annotations
 
-import math
-from decimal import Decimal, getcontext
-from functools import lru_cache
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .model import LOGSCALE_MAX, LOGSCALE_MIN, VLAE, window_offsets
-from .tables import finish_rows, logistic_tables
+from .fixedpoint import (
+    ACT_BITS,
+    ACT_LIMIT,
+    finish_rows,
+    logistic_probabilities,
+    logits_to_probabilities,
+    weight_exponent,
+)
 
-ACT_BITS = 12            # activations are integers at scale 2**12
-ACT_CLAMP_BITS = 22      # |activation| <= 2**22 (i.e. 1024.0)
-WEIGHT_SUM_BITS = 29     # sum_i |w_int| <= 2**29, so |acc| <= 2**51 < 2**53
-MAX_WEIGHT_BITS = 24
 DT = torch.float64
-
-
-_LIM = float(2 ** ACT_CLAMP_BITS)
-
-
-def _weight_exponent(w: torch.Tensor) -> int:
-    """Largest power-of-two scale with fan_in * max|w| * 2**s <= 2**WEIGHT_SUM_BITS (exact: frexp)."""
-    fan_in = w[0].numel()
-    peak = float(w.abs().max())
-    if peak == 0.0:
-        return MAX_WEIGHT_BITS
-    _, e_w = math.frexp(peak)                  # peak < 2**e_w
-    e_f = max(fan_in - 1, 1).bit_length()      # fan_in <= 2**e_f
-    return min(MAX_WEIGHT_BITS, WEIGHT_SUM_BITS - e_w - e_f)
 
 
 class QLinear:
@@ -60,7 +46,7 @@ class QLinear:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, in_bits: int,
                  out_bits: int = ACT_BITS, in_scale: float = 1.0, stride: int = 1, padding=0):
         w = weight.detach().double() * in_scale
-        self.w_bits = _weight_exponent(w)
+        self.w_bits = weight_exponent(w)
         self.shift = self.w_bits + in_bits - out_bits
         assert self.shift >= 0, "weights too large for the fixed-point format"
         self.weight = torch.round(w * 2.0 ** self.w_bits)
@@ -113,7 +99,7 @@ class QLinear:
         if self.shift:
             acc *= self.scale       # a power of two: exact
             np.floor(acc, out=acc)
-        np.clip(acc, -_LIM, _LIM, out=acc)
+        np.clip(acc, -ACT_LIMIT, ACT_LIMIT, out=acc)
         return acc.reshape(ho, wo, -1)
 
     def rows(self, a: np.ndarray, matrix: np.ndarray | None = None, relu: bool = False) -> np.ndarray:
@@ -121,7 +107,7 @@ class QLinear:
         with its own column order in ``matrix``), in numpy float64 holding integers;
         ``relu``: then max(., 0)."""
         acc = a @ (self.matrix if matrix is None else matrix)
-        return finish_rows(acc, self.bias_np, self.scale, _LIM, relu)   # bias, shift, clip: one pass
+        return finish_rows(acc, self.bias_np, self.scale, ACT_LIMIT, relu)   # bias, shift, clip: one pass
 
 
 def _q(conv: torch.nn.Conv2d, in_bits: int = ACT_BITS, **kw) -> QLinear:
@@ -302,131 +288,3 @@ class ExactVLAE:
             return logits_to_probabilities(params)
         prev_u = None if prev is None or not self.embed else (2 * prev[:, :c] - (self.cfg.levels - 1))
         return logistic_probabilities(params, prev_u, c, self.cfg.mixtures, self.cfg.levels)
-
-
-# --- integer probability tables ------------------------------------------------------------
-EXP_STEP_BITS = 8        # the exp table has 256 entries per nat
-EXP_RANGE_NATS = 40
-PROB_BITS = 30
-
-
-@lru_cache(maxsize=1)
-def exp_table() -> np.ndarray:
-    """round(2**30 * exp(-k/256)) for k = 0 .. 40*256, from ``decimal`` (no libm)."""
-    getcontext().prec = 40
-    step = (Decimal(-1) / Decimal(2 ** EXP_STEP_BITS)).exp()
-    out, v = [], Decimal(2 ** PROB_BITS)
-    for _ in range(EXP_RANGE_NATS * 2 ** EXP_STEP_BITS + 1):
-        out.append(int(v.to_integral_value()))
-        v *= step
-    return np.array(out, dtype=np.int64)
-
-
-def logits_to_probabilities(logits: torch.Tensor) -> np.ndarray:
-    """Integer logits [n, L] (scale 2**ACT_BITS) -> float64 probability rows for constriction.
-
-    softmax through an integer exp table: weights are integers, and the float64 division by
-    their (exact integer) sum is correctly rounded, hence identical on every machine."""
-    lg = logits.astype(np.int64)
-    d = (lg.max(axis=1, keepdims=True) - lg) >> (ACT_BITS - EXP_STEP_BITS)
-    table = exp_table()
-    w = table[np.minimum(d, len(table) - 1)]
-    return w / w.sum(axis=1, keepdims=True, dtype=np.int64)
-
-
-# --- discretized logistic mixture in integers ------------------------------------------------
-SIGMOID_GRID_BITS = 10   # sigmoid tabulated every 1/1024 ...
-SIGMOID_RANGE = 20       # ... on [-20, 20]
-SIGMOID_BITS = 28
-MIX_WEIGHT_SHIFT = 8     # mixture weights at 2**22, so sum_k w_k * mass_k < 2**53
-LOGISTIC_GRID_BITS = 8   # log scale rounded to 1/256 for the 1/s table
-
-
-@lru_cache(maxsize=1)
-def sigmoid_table() -> np.ndarray:
-    """round(2**28 * sigmoid(j/1024)) for j = -20480 .. 20480, from ``decimal``
-    (exp(-j/1024) by repeated multiplication at 40 digits; sigmoid(-t) = 1 - sigmoid(t))."""
-    getcontext().prec = 40
-    n = SIGMOID_RANGE << SIGMOID_GRID_BITS
-    step = (Decimal(-1) / (1 << SIGMOID_GRID_BITS)).exp()
-    one, top = Decimal(1), Decimal(1 << SIGMOID_BITS)
-    pos, e = [], one
-    for _ in range(n + 1):
-        pos.append(int((top / (one + e)).to_integral_value()))
-        e *= step
-    pos = np.array(pos, dtype=np.int64)
-    return np.concatenate([(1 << SIGMOID_BITS) - pos[:0:-1], pos])
-
-
-@lru_cache(maxsize=1)
-def logistic_inv_scale_table() -> np.ndarray:
-    """round(2**12 * exp(-s/256)) over the clamped log-scale range, from ``decimal``."""
-    from .model import LOGISTIC_LOGSCALE_MAX, LOGISTIC_LOGSCALE_MIN
-    getcontext().prec = 40
-    g = 1 << LOGISTIC_GRID_BITS
-    lo, hi = int(LOGISTIC_LOGSCALE_MIN * g), int(LOGISTIC_LOGSCALE_MAX * g)
-    return np.array([int(((Decimal(-s) / g).exp() * (1 << ACT_BITS)).to_integral_value())
-                     for s in range(lo, hi + 1)], dtype=np.int64)
-
-
-@lru_cache(maxsize=4)
-def upper_edges(levels: int) -> np.ndarray:
-    """Upper bin edges of values 0..levels-2 on [-1, 1] at scale 2**12, rounded to nearest (integers only)."""
-    num = np.array([(2 * v - (levels - 2)) << ACT_BITS for v in range(levels - 1)], dtype=np.int64)
-    return (2 * num + (levels - 1)) // (2 * (levels - 1))
-
-
-def logistic_probabilities(params: np.ndarray, prev_u: np.ndarray | None, c: int, K: int,
-                           levels: int) -> np.ndarray:
-    """The compiled kernel (vlaecodec.tables); :func:`logistic_probabilities_numpy` is the reference."""
-    from .model import LOGISTIC_LOGSCALE_MAX, LOGISTIC_LOGSCALE_MIN
-    g = 1 << LOGISTIC_GRID_BITS
-    p = np.ascontiguousarray(params, dtype=np.int64)
-    pu = np.zeros((len(p), 1), np.int64) if prev_u is None else np.ascontiguousarray(prev_u, dtype=np.int64)
-    return logistic_tables(p, pu, c if prev_u is not None else 0, K, levels, ACT_BITS, EXP_STEP_BITS,
-                           MIX_WEIGHT_SHIFT, LOGISTIC_GRID_BITS, int(LOGISTIC_LOGSCALE_MIN * g),
-                           int(LOGISTIC_LOGSCALE_MAX * g), logistic_inv_scale_table(), upper_edges(levels),
-                           sigmoid_table(), 2 * ACT_BITS - SIGMOID_GRID_BITS,
-                           SIGMOID_RANGE << SIGMOID_GRID_BITS, exp_table(), SIGMOID_BITS)
-
-
-def logistic_probabilities_numpy(params: np.ndarray, prev_u: np.ndarray | None, c: int, K: int,
-                                 levels: int) -> np.ndarray:
-    """Probability rows [n, levels] of a discretized logistic mixture from integer head outputs.
-
-    params [n, K*(3+c)]: weight logits, means and log scales at scale 2**12, then one mean
-    coefficient per earlier channel; prev_u [n, c] are those channels as u = 2x - (levels-1)."""
-    from .model import LOGISTIC_LOGSCALE_MAX, LOGISTIC_LOGSCALE_MIN
-    p = params.astype(np.int64)
-    logit_w, mean, logscale = p[:, :K], p[:, K:2 * K], p[:, 2 * K:3 * K]
-    if prev_u is not None:
-        u = prev_u.astype(np.int64)
-        for q in range(c):
-            coef = p[:, (3 + q) * K:(4 + q) * K]
-            mean = mean + (coef * u[:, q:q + 1]) // (levels - 1)  # coef * x_q, x_q = u/(levels-1)
-    g = 1 << LOGISTIC_GRID_BITS
-    lo, hi = int(LOGISTIC_LOGSCALE_MIN * g), int(LOGISTIC_LOGSCALE_MAX * g)
-    half = 1 << (ACT_BITS - LOGISTIC_GRID_BITS - 1)
-    ls = np.clip((logscale + half) >> (ACT_BITS - LOGISTIC_GRID_BITS), lo, hi)  # nearest grid point
-    inv_s = logistic_inv_scale_table()[ls - lo]                                  # n,K
-    # t = (edge - mean) / s at 2**24, then the nearest point of the sigmoid table: the offset
-    # `a` carries -mean/s, the rounding half step and the table's centre, so the big
-    # [n, K, L-1] array takes one multiply-add, one shift and one clipped lookup
-    step_bits = 2 * ACT_BITS - SIGMOID_GRID_BITS
-    n_grid = SIGMOID_RANGE << SIGMOID_GRID_BITS
-    a = -mean * inv_s + (1 << (step_bits - 1)) + (n_grid << step_bits)
-    j = upper_edges(levels)[None, None, :] * inv_s[:, :, None]
-    j += a[:, :, None]
-    j >>= step_bits
-    cdf = np.take(sigmoid_table(), j, mode="clip")                               # n,K,L-1
-    d = (logit_w.max(axis=1, keepdims=True) - logit_w + (1 << (ACT_BITS - EXP_STEP_BITS - 1))) >> (ACT_BITS - EXP_STEP_BITS)
-    etable = exp_table()
-    w = etable[np.minimum(d, len(etable) - 1)] >> MIX_WEIGHT_SHIFT              # n,K
-    # mix the CDFs first, then difference: the same integers, 1/K of the work
-    n = len(p)
-    mixed = np.empty((n, levels + 1), np.int64)
-    mixed[:, 0] = 0
-    mixed[:, -1] = w.sum(axis=1) << SIGMOID_BITS
-    np.einsum("nk,nkl->nl", w, cdf, out=mixed[:, 1:-1])
-    total = np.diff(mixed, axis=1)
-    return total / total.sum(axis=1, keepdims=True, dtype=np.int64)
