@@ -16,17 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import struct
 import sys
 import time
-import zlib
 
 import numpy as np
 import torch
 
 from vlaecodec.codec import Codec
 from vlaecodec.errors import VlaeError
-from vlaecodec.fileformat import _BAND, _FIXED, _LOSSY, _NEAR, _RUN, _TAIL, MODE_LOSSY, MODE_NEAR_LOSSLESS
+from vlaecodec.fileformat import reseal
 from vlaecodec.model import VLAE, VLAEConfig
 
 
@@ -42,24 +40,6 @@ def seeds(codec: Codec, rng: np.random.Generator) -> list[bytes]:
             rng.integers(0, 256, (20, 3, 1), dtype=np.uint8)]
     return ([codec.encode(i) for i in imgs] + [codec.encode_many(imgs), codec.encode(imgs[0], max_error=3),
             codec.encode_many(imgs, max_error=1), codec.encode_lossy(imgs), codec.encode_lossy(imgs[:1], "sample")])
-
-
-def fix_crcs(data: bytearray) -> bytearray:
-    """Recompute header and payload CRCs (so the mutation is seen by the decoder proper)."""
-    if len(data) < _FIXED.size:
-        return data
-    fields = _FIXED.unpack_from(data, 0)
-    mode, mask, n_bands, n_runs = fields[2], fields[5], fields[-2], fields[-1]
-    ext = {MODE_NEAR_LOSSLESS: _NEAR.size, MODE_LOSSY: _LOSSY.size + bin(mask).count("1")}.get(mode, 0)
-    end = _FIXED.size + _RUN.size * n_runs + _BAND.size * n_bands + ext + _TAIL.size + 4
-    if n_runs > 64 or len(data) < end:
-        return data
-    tail_at = end - 4 - _TAIL.size
-    payload = bytes(data[end:])
-    _, _, digest = _TAIL.unpack_from(data, tail_at)
-    data[tail_at:tail_at + _TAIL.size] = _TAIL.pack(len(payload), zlib.crc32(payload), digest)
-    data[end - 4:end] = struct.pack("<I", zlib.crc32(bytes(data[:end - 4])))
-    return data
 
 
 def mutate(seed: bytes, rng: np.random.Generator) -> bytes:
@@ -80,7 +60,7 @@ def mutate(seed: bytes, rng: np.random.Generator) -> bytes:
         else:
             d = bytearray(rng.integers(0, 256, int(rng.integers(0, 200)), dtype=np.uint8).tobytes())
     if rng.random() < 0.5:
-        d = fix_crcs(d)
+        d = bytearray(reseal(bytes(d), max_runs=64))
     return bytes(d)
 
 

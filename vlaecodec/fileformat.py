@@ -114,6 +114,40 @@ def max_pixels() -> int:
     return int(os.environ.get("VLAECODEC_MAX_PIXELS", 1 << 28))
 
 
+def header_end(mode: int, n_active: int, n_bands: int, n_runs: int) -> int:
+    """Bytes of a header with these counts, its CRC included: where the payload starts."""
+    ext = {MODE_NEAR_LOSSLESS: _NEAR.size, MODE_LOSSY: _LOSSY.size + n_active,
+           MODE_LATENT: _LATENT.size}.get(mode, 0)
+    return _FIXED.size + _RUN.size * n_runs + _BAND.size * n_bands + ext + _TAIL.size + 4
+
+
+def reseal(data: bytes, max_runs: int = MAX_IMAGES) -> bytes:
+    """``data`` with its header and payload CRCs recomputed over what it holds now, so that a
+    damaged file reaches the decoder proper (the fuzz's mutations).  Returned unchanged where
+    the fixed fields are missing, the header they declare is longer than ``data``, or it
+    declares more than ``max_runs`` shape runs.
+
+    >>> h = Header(model_id="ab" * 8, z_bits=8, active=[0], images=[ImageInfo(3, 2, 1)])
+    >>> bad = pack(h, np.array([1, 2], dtype=np.uint32))[:-1] + b"x"
+    >>> unpack(reseal(bad))[1].tolist() == [1, 2 + (ord("x") << 24)]
+    True
+    """
+    if len(data) < _FIXED.size:
+        return data
+    fields = _FIXED.unpack_from(data, 0)
+    mode, mask, n_bands, n_runs = fields[2], fields[5], fields[-2], fields[-1]
+    end = header_end(mode, bin(mask).count("1"), n_bands, n_runs)
+    if n_runs > max_runs or len(data) < end:
+        return data
+    out = bytearray(data)
+    tail_at = end - 4 - _TAIL.size
+    payload = bytes(out[end:])
+    _, _, digest = _TAIL.unpack_from(out, tail_at)
+    out[tail_at:tail_at + _TAIL.size] = _TAIL.pack(len(payload), zlib.crc32(payload), digest)
+    out[end - 4:end] = struct.pack("<I", zlib.crc32(bytes(out[:end - 4])))
+    return bytes(out)
+
+
 def unpack_header(data: bytes) -> tuple[Header, int]:
     """(header, payload offset); validates every field before anything is allocated."""
     if len(data) < _FIXED.size:
@@ -128,9 +162,7 @@ def unpack_header(data: bytes) -> tuple[Header, int]:
     if not 1 <= n_runs <= MAX_IMAGES or not 1 <= z_bits <= 16:
         raise VlaeError("corrupt header")
     active = [c for c in range(32) if mask >> c & 1]
-    ext = {MODE_NEAR_LOSSLESS: _NEAR.size, MODE_LOSSY: _LOSSY.size + len(active),
-           MODE_LATENT: _LATENT.size}.get(mode, 0)
-    end = _FIXED.size + _RUN.size * n_runs + _BAND.size * n_bands + ext + _TAIL.size + 4
+    end = header_end(mode, len(active), n_bands, n_runs)
     if len(data) < end:
         raise VlaeError("truncated file (header)")
     crc_stored, = struct.unpack_from("<I", data, end - 4)
