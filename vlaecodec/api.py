@@ -17,10 +17,15 @@ import numpy as np
 import torch
 
 from .codec import Codec, CodingStats
+from .errors import VlaeError
 from .evaluate import pad_to_multiple
-from .fileformat import unpack_header
+from .fileformat import MODE_LATENT, unpack_header
+from .lossy_coder import DEFAULT_LOSSY_MODEL, LossyCoder, is_lossy_model, load_lossy_coder
 from .model import LOG2
 from .zoo import DEFAULT_MODEL, load_model
+
+
+DEFAULT_BETA = 1.0   # the lossy dial's default: about 0.5 bits per pixel on Kodak (see the model card)
 
 
 @lru_cache(maxsize=4)
@@ -57,33 +62,85 @@ def encode_many(images: list[np.ndarray], model: str = DEFAULT_MODEL,
     return load_codec(model).encode_many([_hwc(i) for i in images], stats, max_error)
 
 
-def encode_lossy(images: list[np.ndarray], model: str = DEFAULT_MODEL, recon: str = "mean",
-                 seed: int = 0, extra_bits: int = 0) -> bytes:
-    """A lossy file holding z only (see :meth:`Codec.encode_lossy`); a higher-beta model
-    gives a smaller file that keeps only the global structure."""
-    return load_codec(model).encode_lossy([_hwc(i) for i in images], recon, seed, extra_bits)
+@lru_cache(maxsize=4)
+def load_lossy(name: str = DEFAULT_LOSSY_MODEL, threads: int = 1) -> LossyCoder:
+    """The coder of a lossy (hyperprior) zoo model, cached per process."""
+    return load_lossy_coder(name, threads)
+
+
+def is_lossy(model: str) -> bool:
+    """Whether a zoo name or weights path is a lossy (hyperprior) model."""
+    from .zoo import resolve
+    return is_lossy_model(resolve(model))
+
+
+def encode_lossy(images: list[np.ndarray], model: str = DEFAULT_LOSSY_MODEL, recon: str = "mean",
+                 seed: int = 0, extra_bits: int = 0, beta: float | None = None,
+                 target_bpp: float | None = None, threads: int = 1) -> bytes:
+    """A lossy file.  With a lossy model (the default, ``lossy``): the picture's latent at
+    rate weight ``beta`` (higher: smaller file; default :data:`DEFAULT_BETA`), or at the beta
+    whose file is closest to ``target_bpp`` bits per pixel.  With a VLAE model (``default``,
+    ``beta-0.5``, ...): the 0.3 file holding z only (``recon``, ``seed``, ``extra_bits``).
+
+    >>> img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    >>> out = decode(encode_lossy([img], beta=2.0))
+    >>> out.shape
+    (16, 16, 3)
+    """
+    images = [_hwc(i) for i in images]
+    if not is_lossy(model):
+        if beta is not None or target_bpp is not None:
+            raise VlaeError(f"model {model!r} holds z only: it has no beta dial (use a lossy model)")
+        return load_codec(model).encode_lossy(images, recon, seed, extra_bits)
+    if beta is not None and target_bpp is not None:
+        raise VlaeError("give a beta or a target rate, not both")
+    coder = load_lossy(model, threads)
+    if target_bpp is not None:
+        return coder.encode_to_rate(images, target_bpp)[0]
+    return coder.encode(images, DEFAULT_BETA if beta is None else beta)
+
+
+def _card_for(header) -> dict:
+    from .zoo import list_models
+    for card in list_models():
+        if card.get("sha256", "").startswith(header.model_id):
+            return card
+    raise VlaeError(f"this file needs model {header.model_id}, which is not in the zoo")
 
 
 def _codec_for(data: bytes, model: str | None) -> Codec:
     if model is not None:
         return load_codec(model)
     header, _ = unpack_header(data)
-    from .zoo import list_models
-    for card in list_models():
-        if card.get("sha256", "").startswith(header.model_id):
-            return load_codec(card["name"])
-    from .errors import VlaeError
-    raise VlaeError(f"this file needs model {header.model_id}, which is not in the zoo")
+    return load_codec(_card_for(header)["name"])
+
+
+def _lossy_for(data: bytes, model: str | None, threads: int = 1) -> LossyCoder | None:
+    """The lossy coder a hyperprior file needs, or None for the other modes."""
+    header, _ = unpack_header(data)
+    if header.mode != MODE_LATENT:
+        return None
+    return load_lossy(model if model is not None else _card_for(header)["name"], threads)
 
 
 def decode(data: bytes, model: str | None = None, preview: bool = False) -> np.ndarray:
     """Pixels [H,W,C] of a single-image .vlae file (the model is found from the file's id);
-    ``preview``: the lossy picture from the file's z layer alone."""
-    return _codec_for(data, model).decode(data, preview)
+    ``preview``: the lossy picture from the file's z layer alone (a lossy file's picture is
+    its preview)."""
+    lossy = _lossy_for(data, model)
+    if lossy is None:
+        return _codec_for(data, model).decode(data, preview)
+    images = lossy.decode(data)
+    if len(images) != 1:
+        raise VlaeError(f"file holds {len(images)} images; use decode_many")
+    return images[0]
 
 
 def decode_many(data: bytes, model: str | None = None, preview: bool = False,
-                rule: str = "mean") -> list[np.ndarray]:
+                rule: str = "mean", threads: int = 1) -> list[np.ndarray]:
+    lossy = _lossy_for(data, model, threads)
+    if lossy is not None:
+        return lossy.decode(data)
     return _codec_for(data, model).decode_many(data, preview, rule)
 
 

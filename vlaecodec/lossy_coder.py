@@ -182,7 +182,7 @@ class LossyCoder:
     # -- one image ---------------------------------------------------------------------------
     @torch.no_grad()
     def _encode_image(self, enc, img: np.ndarray, beta: float) -> None:
-        x = torch.from_numpy(_rgb(img)).permute(2, 0, 1)[None].float()
+        x = torch.from_numpy(np.array(_rgb(img), dtype=np.float32)).permute(2, 0, 1)[None]
         x = _pad(x)
         y, z = self.model.analysis(x, self.model.level(beta))
         z_hat = torch.round(z[0]).clamp(-Z_RADIUS, Z_RADIUS).numpy().astype(np.int64)
@@ -263,6 +263,9 @@ class LossyCoder:
         header, words = unpack(data)
         if header.mode != MODE_LATENT:
             raise VlaeError("not a lossy (hyperprior) file")
+        if header.model_id != self.model_id[:len(header.model_id)]:
+            raise VlaeError(f"file was made with model {header.model_id}, not this model ({self.model_id}); "
+                            "decode it with that model")
         try:
             with torch.inference_mode(), _threads(self.threads):
                 dec = constriction.stream.queue.RangeDecoder(words)
