@@ -1,0 +1,126 @@
+"""Make the golden files: small .vlae files that every later version must still decode.
+
+Run by a person, on purpose, never by the tests::
+
+    .venv/bin/python tests/golden/make.py            # makes the entries whose files are missing
+    .venv/bin/python tests/golden/make.py --force    # remakes every entry (old files are lost)
+
+An existing file is never overwritten without ``--force``: a golden file records what an
+older version wrote, and remaking it with today's code would prove nothing.  To add files
+(a new mode, a new model), add entries to :data:`ENTRIES` and run it without ``--force``.
+
+``manifest.json`` is a list of entries, one per file: the file, the model and mode that made
+it, how (``made_by``), what it was made from (``sources``), the version that made it, and for
+each image it decodes to, the shape and the SHA-256 of the decoded uint8 pixel array
+(``np.ascontiguousarray(pixels).tobytes()``, the array as ``vlaecodec.api`` returns it,
+[H, W, C]).  ``tests/test_golden.py`` decodes every entry and checks both.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+MANIFEST = HERE / "manifest.json"
+SAMPLE = "samples/kodim23_crop.png"
+
+# name -> (rows, columns, Pillow mode) of a crop of the sample: a 24x16 RGB and a 16x16 grey
+SOURCES = {
+    "rgb": ((slice(40, 56), slice(50, 74)), "RGB"),
+    "grey": ((slice(60, 76), slice(30, 46)), "L"),
+}
+
+
+def source(name: str) -> np.ndarray:
+    """A crop of the bundled sample as uint8 [H, W, C]."""
+    box, mode = SOURCES[name]
+    img = np.asarray(Image.open(ROOT / SAMPLE).convert(mode))[box]
+    return np.ascontiguousarray(img if img.ndim == 3 else img[..., None])
+
+
+def describe(name: str) -> str:
+    (rows, cols), mode = SOURCES[name]
+    return f"{SAMPLE}[{rows.start}:{rows.stop}, {cols.start}:{cols.stop}] as {mode}"
+
+
+def pixels_sha256(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()).hexdigest()
+
+
+# (file suffix, mode, the api function, its sources, its options): made from each zoo default
+# that still decodes.  encode takes one image, the others a list.
+KINDS = [
+    ("lossless-rgb", "lossless", "encode", ["rgb"], {}),
+    ("lossless-grey", "lossless", "encode", ["grey"], {}),
+    ("near2-rgb", "near-lossless", "encode", ["rgb"], {"max_error": 2}),
+    ("near2-grey", "near-lossless", "encode", ["grey"], {"max_error": 2}),
+    ("lossy-rgb", "lossy", "encode_lossy", ["rgb"], {}),
+    ("lossy-grey", "lossy", "encode_lossy", ["grey"], {}),
+    ("lossy-z2-rgb", "lossy", "encode_lossy", ["rgb"], {"extra_bits": 2}),  # more bits in z
+    ("archive", "lossless", "encode_many", ["rgb", "grey"], {}),
+]
+ENTRIES = [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, **opts})
+           for model in ("default", "default-0.2") for suffix, mode, fn, srcs, opts in KINDS]
+
+
+def made_by(fn: str, srcs: list[str], opts: dict) -> str:
+    """The call, as a reader would type it (the sources by name)."""
+    images = srcs[0] if fn == "encode" else f"[{', '.join(srcs)}]"
+    return f"api.{fn}({images}, {', '.join(f'{k}={v!r}' for k, v in opts.items())})"
+
+
+def check(mode: str, decoded: list[np.ndarray], images: list[np.ndarray]) -> None:
+    """What the mode promises, checked before a file is kept."""
+    for out, img in zip(decoded, images):
+        assert out.shape == img.shape, (out.shape, img.shape)
+        err = int(np.abs(out.astype(int) - img.astype(int)).max())
+        if mode == "lossless":
+            assert err == 0, "lossless file does not decode to its image"
+        elif mode == "near-lossless":
+            assert err <= 2, f"near-lossless error {err} > 2"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--force", action="store_true", help="remake files that exist (they are lost)")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    import vlaecodec
+    import vlaecodec.api as api
+
+    old = {e["file"]: e for e in json.loads(MANIFEST.read_text())} if MANIFEST.exists() else {}
+    manifest = []
+    for file, model, mode, fn, srcs, opts in ENTRIES:
+        path = HERE / file
+        if path.exists() and not args.force:
+            if file not in old:
+                print(f"{file} exists but is not in the manifest: remove it or use --force", file=sys.stderr)
+                return 1
+            print(f"kept   {file} (exists; --force remakes it)")
+            manifest.append(old.pop(file))
+            continue
+        images = [source(s) for s in srcs]
+        data = getattr(api, fn)(images[0] if fn == "encode" else images, **opts)
+        decoded = api.decode_many(data)
+        check(mode, decoded, images)
+        path.write_bytes(data)
+        old.pop(file, None)
+        manifest.append({
+            "file": file, "model": model, "mode": mode, "made_by": made_by(fn, srcs, opts),
+            "sources": [describe(s) for s in srcs], "version": vlaecodec.__version__,
+            "images": [{"shape": list(d.shape), "sha256": pixels_sha256(d)} for d in decoded]})
+        print(f"made   {file} ({len(data)} bytes)")
+    manifest += old.values()  # entries made elsewhere (another mode's files) stay as they are
+    MANIFEST.write_text("[\n" + ",\n".join(json.dumps(e) for e in manifest) + "\n]\n")  # an entry a line
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
