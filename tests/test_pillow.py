@@ -50,12 +50,16 @@ def test_near_lossless_respects_its_bound(tmp_path, rgb):
         assert np.abs(np.asarray(im).astype(int) - rgb).max() <= 2
 
 
-def test_lossy_decodes_to_an_image_of_the_same_shape(tmp_path, rgb):
-    path = saved(tmp_path / "l.vlae", rgb, lossy=True, recon="mode")
-    with Image.open(path) as im:
-        assert im.info["vlae_mode"] == "lossy" and (im.size, im.mode) == ((13, 10), "RGB")
-        assert np.asarray(im).shape == rgb.shape
-    assert path.stat().st_size < saved(tmp_path / "a.vlae", rgb).stat().st_size
+def test_lossy_files_of_both_kinds_decode_to_the_image_shape(tmp_path, rgb):
+    # the lossy (hyperprior) model by default, its rate dial as beta, named back in info
+    with Image.open(saved(tmp_path / "l.vlae", rgb, lossy=True, beta=4.0)) as im:
+        assert im.info["vlae_mode"] == "lossy" and im.info["beta"] == 4.0
+        assert (im.size, im.mode) == ((13, 10), "RGB") and np.asarray(im).shape == rgb.shape
+    # a VLAE model keeps z only: smaller than the lossless file of the same image
+    zonly = saved(tmp_path / "z.vlae", rgb, lossy=True, model="default", recon="mode")
+    with Image.open(zonly) as im:
+        assert im.info["vlae_mode"] == "lossy" and np.asarray(im).shape == rgb.shape
+    assert zonly.stat().st_size < saved(tmp_path / "a.vlae", rgb).stat().st_size
 
 
 def test_file_objects_and_palette_images(rgb):
@@ -123,6 +127,8 @@ def test_save_refuses_what_it_cannot_code_and_leaves_no_file(tmp_path, rgb):
         saved(tmp_path / "x.vlae", rgba)
     with pytest.raises(ValueError, match="exclude"):
         saved(tmp_path / "x.vlae", rgb, lossy=True, max_error=1)
+    with pytest.raises(ValueError, match="lossy"):
+        saved(tmp_path / "x.vlae", rgb, target_bpp=1.0)
     with pytest.raises(VlaeImageError, match="no model 'nope'"):
         saved(tmp_path / "x.vlae", rgb, model="nope")
     assert not (tmp_path / "x.vlae").exists()

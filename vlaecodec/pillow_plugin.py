@@ -24,12 +24,17 @@ the first load decodes them all and keeps them for later seeks.
 
 Saving takes the codec's options as save parameters:
 
-* ``model="default"``: a zoo name or a .safetensors path; or ``beta=B``: the zoo model
-  trained at that beta (not both);
 * ``max_error=d``: near-lossless, every subpixel within d (0, the default, is lossless);
-* ``lossy=True``: only the latents are kept (with ``recon``, ``seed``, ``z_extra_bits`` as
-  in ``vlaecodec encode``); excludes ``max_error``;
+* ``model="default"``: a zoo name or a .safetensors path; or ``beta=B``: the zoo model
+  trained at that beta (not both), as ``vlaecodec encode --beta`` does;
+* ``lossy=True``: a lossy file (excludes ``max_error``), made as :func:`vlaecodec.api.encode_lossy`
+  makes it: by default with the lossy (hyperprior) model, whose dial is ``beta=B`` (higher:
+  smaller file) or ``target_bpp=R`` (bits per pixel); with a VLAE ``model`` (``default``,
+  ``beta-0.5``, ...) the file holds z only and ``recon``, ``seed``, ``z_extra_bits`` apply;
 * ``save_all=True`` with ``append_images=[...]``: one archive holding every frame.
+
+So ``beta`` means what it means for the kind of file asked for: a lossless or near-lossless
+file's model, a lossy file's rate.
 
 Images are 8-bit grey (``L``) or ``RGB``; ``1`` and palette images without transparency are
 widened to those first (no pixel changes), anything else (alpha, 16-bit) is refused.
@@ -163,14 +168,17 @@ def _options(info: dict) -> dict:
         raise ValueError(f"max_error must be 0 to {MAX_ERROR}, not {max_error}")
     if lossy and max_error:
         raise ValueError("lossy and max_error exclude each other")
-    if model is not None and beta is not None:
+    target = info.get("target_bpp")
+    if not lossy and model is not None and beta is not None:
         raise ValueError("give model or beta, not both")
+    if target is not None and not lossy:
+        raise ValueError("target_bpp is for lossy files")
     if recon not in RECON_NAMES:
         raise ValueError(f"recon must be one of {', '.join(RECON_NAMES)}, not {recon!r}")
     if not -8 <= extra <= 8:
         raise ValueError(f"z_extra_bits must be -8 to 8, not {extra}")
     return dict(max_error=max_error, lossy=lossy, model=model, beta=beta, recon=recon,
-                seed=int(info.get("seed", 0)), extra_bits=extra)
+                seed=int(info.get("seed", 0)), extra_bits=extra, target_bpp=target)
 
 
 def _array(im: Image.Image):
@@ -191,9 +199,12 @@ def _encode(images: list, opts: dict) -> bytes:
     from . import api
     from .zoo import DEFAULT_MODEL, model_for_beta
     try:
+        if opts["lossy"]:  # the api picks the lossy default model unless one is named
+            named = {} if opts["model"] is None else {"model": opts["model"]}
+            return api.encode_lossy(images, recon=opts["recon"], seed=opts["seed"],
+                                    extra_bits=opts["extra_bits"], beta=opts["beta"],
+                                    target_bpp=opts["target_bpp"], **named)
         model = model_for_beta(opts["beta"]) if opts["beta"] is not None else opts["model"] or DEFAULT_MODEL
-        if opts["lossy"]:
-            return api.encode_lossy(images, model, opts["recon"], opts["seed"], opts["extra_bits"])
         return api.encode_many(images, model, max_error=opts["max_error"])
     except (VlaeError, FileNotFoundError) as e:
         raise VlaeImageError(str(e)) from None
