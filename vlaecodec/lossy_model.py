@@ -143,8 +143,12 @@ class LossyModel(nn.Module):
         self.z_density = FactorizedDensity(n)
         # log-gains per trained beta: on y before quantization (encoder), on y_hat before the
         # synthesis (decoder), and on z before its quantization (encoder only)
-        self.log_gain_y = nn.Parameter(torch.zeros(k, m))
-        self.log_gain_y_inv = nn.Parameter(torch.zeros(k, m))
+        # Started apart, so that every beta has its own rate from the first step: distortion
+        # goes with the square of the quantization step, so betas spanning 100x want steps
+        # spanning about 10x; gains learned from equal starts drift apart only slowly.
+        spread = torch.linspace(-0.5, 0.5, k)[:, None] * math.log(max(cfg.betas) / min(cfg.betas)) / 2
+        self.log_gain_y = nn.Parameter(spread.repeat(1, m))
+        self.log_gain_y_inv = nn.Parameter(-spread.repeat(1, m))
         self.log_gain_z = nn.Parameter(torch.zeros(k, n))
 
     # -- gains -------------------------------------------------------------------------------
