@@ -117,8 +117,8 @@ def _exact_drawer(name: str, images: np.ndarray):
     from vlaecodec.api import load_codec
     codec = load_codec(name)
     H, W = images.shape[1:3]
-    mean = torch.stack([codec.latent_mean(im) for im in images[:3]])
-    return (lambda zs: [codec.render(z, H, W, "sample", seed) for seed, z in enumerate(zs)]), mean
+    mean = torch.stack([codec.posterior.mean(im) for im in images[:3]])
+    return (lambda zs: [codec.zonly.render(z, H, W, "sample", seed) for seed, z in enumerate(zs)]), mean
 
 
 def _float_drawer(name: str, images: np.ndarray):

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from conftest import tiny_model
 
+from vlaecodec.bands import BandChain
 from vlaecodec.codec import Codec, CodingStats
 from vlaecodec.errors import VlaeError
 
@@ -95,20 +96,20 @@ def test_latent_chunks_do_not_change_the_file(monkeypatch):
     codec = Codec(tiny_model(), "ab" * 32)
     img = np.random.default_rng(3).integers(0, 256, (40, 36, 3), dtype=np.uint8)
     whole = codec.encode(img)
-    monkeypatch.setattr(Codec, "LATENT_CHUNK", 7)
+    monkeypatch.setattr(BandChain, "LATENT_CHUNK", 7)
     assert codec.encode(img) == whole
     assert np.array_equal(codec.decode(whole), img)
 
 
 def test_decoding_with_threads_gives_the_same_pixels(monkeypatch):
     """Waves split between threads: every table is the same, so the file decodes the same."""
-    import vlaecodec.codec as codec_module
-    monkeypatch.setattr(codec_module, "MIN_ROWS_PER_THREAD", 2)
+    import vlaecodec.pixels as pixels_module
+    monkeypatch.setattr(pixels_module, "MIN_ROWS_PER_THREAD", 2)
     codec = Codec(tiny_model(), "ab" * 32)
     img = np.random.default_rng(4).integers(0, 256, (30, 41, 3), dtype=np.uint8)
     data = codec.encode(img)
     preview = codec.decode(data, preview=True)
-    codec.threads = 3
+    codec = Codec(tiny_model(), "ab" * 32, threads=3)
     assert np.array_equal(codec.decode(data), img)
     assert np.array_equal(codec.decode(data, preview=True), preview)
 
@@ -118,7 +119,7 @@ def test_encoding_with_threads_gives_the_same_file():
     codec = Codec(tiny_model(), "ab" * 32)
     img = np.random.default_rng(5).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     one = codec.encode(img)
-    codec.threads = 2
+    codec = Codec(tiny_model(), "ab" * 32, threads=2)
     assert codec.encode(img) == one
 
 

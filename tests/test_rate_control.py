@@ -6,8 +6,9 @@ import pytest
 from conftest import ROOT, run_cli, tiny_model
 from PIL import Image
 
-from vlaecodec.codec import Bins, Codec
+from vlaecodec.codec import Codec
 from vlaecodec.fileformat import unpack_header
+from vlaecodec.pixels import Bins
 
 
 @pytest.fixture(scope="module", params=["categorical", "logistic"])

@@ -40,10 +40,8 @@ def load_codec(name: str = DEFAULT_MODEL, threads: int = 1) -> Codec:
     for its whole-image convolutions (the results do not depend on it)."""
     import sys
     model, card = _loaded(name)
-    codec = Codec(model, card["model_id"], active_channels=card.get("active_channels"))
-    codec.progress = sys.stderr.isatty()
-    codec.threads = max(1, threads)
-    return codec
+    return Codec(model, card["model_id"], active_channels=card.get("active_channels"),
+                 threads=max(1, threads), progress=sys.stderr.isatty())
 
 
 def _hwc(image):

@@ -1,0 +1,219 @@
+"""Lossless and near-lossless: the bits-back chain of bands (see docs/FORMAT.md).
+
+A file, as the decoder sees it (the encoder does the inverse, in reverse order)::
+
+    for every band of every image:  z_b = pop(uniform over 2**z_bits bins)     # prior p(z)
+    for every band b, in order:
+        x_b = pop(local PixelCNN tables given z_b), wave by wave                 # p(x|z)
+        push(z_b, posterior tables q(z_b|x_b))                                   # bits back
+
+The last image is cut into bands of rows, each with its own z (the pixel window still reaches
+across band borders).  Bands and images are chained on one ANS stack: the bits that a band
+borrows when the encoder pops its z are the compressed bits of the bands decoded after it.
+The very last band has nothing to borrow from, so its z is the posterior's mode bin, sent at
+the prior's cost; it is kept small (``tail`` rows).  Going up, each band is as tall as the
+bits already on the stack can pay for (:meth:`BandChain.band_above`), and the file lists the
+band heights.  All z come first, so the z layer decodes alone into a preview
+(:meth:`BandChain.z_layer`, drawn by :mod:`vlaecodec.zonly`).
+
+Near-lossless (``max_error = d``) codes each subpixel's bin of 2d+1 values with the model's
+mass over that bin, the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+import torch
+
+from .fileformat import MODE_NEAR_LOSSLESS, MODEL_ID_BYTES, Header, ImageInfo, pack
+from .latents import Latents
+from .pixels import CATEGORICAL, Bins, PixelCoder
+from .posterior import Posterior
+
+DEFAULT_TAIL = 8    # rows of the last band, the only one with nothing to borrow from
+
+
+def pixel_digest(images: list[np.ndarray]) -> bytes:
+    """SHA-256 prefix of all pixels, image after image: checked after every decode."""
+    h = hashlib.sha256()
+    for img in images:
+        h.update(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
+    return h.digest()[:8]
+
+
+@dataclass
+class Unit:
+    """One band of one image: it has its own z and is the unit of bits-back."""
+    image: int
+    rows: tuple[int, int]
+    borrow: bool       # False: nothing is decoded after it, so z is the mode bin at full price
+    grid: tuple[int, int]
+
+    @property
+    def latents_per_channel(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+
+@dataclass
+class CodingStats:
+    bits_pixels: float = 0.0
+    bits_prior: float = 0.0
+    bits_back: float = 0.0
+
+
+def units(infos: list[ImageInfo], last_bands: list[int]) -> list[Unit]:
+    """The bands of all images, in decoding order: one band per image, except the last
+    image's ``last_bands`` (rows, top to bottom).  Only the very last band has nothing
+    decoded after it to borrow from.
+
+    >>> [(u.image, u.rows, u.borrow) for u in units([ImageInfo(8, 5, 3), ImageInfo(8, 20, 3)], [12, 8])]
+    [(0, (0, 5), True), (1, (0, 12), True), (1, (12, 20), False)]
+    """
+    out = []
+    for i, info in enumerate(infos):
+        heights = last_bands if (i == len(infos) - 1 and last_bands) else [info.height]
+        r0 = 0
+        for h in heights:
+            out.append(Unit(i, (r0, r0 + h), True, (-(-h // 4), -(-info.width // 4))))
+            r0 += h
+    out[-1].borrow = False
+    return out
+
+
+class BandChain:
+    """Bits-back over bands for one model: ``active`` are the latent channels it codes (a
+    decode uses the file's own), ``tail`` the rows of the last band."""
+
+    # Posterior tables are 2**z_bits floats per latent (2 KB): a large band's would not fit in
+    # memory at once, so they are made and coded a chunk at a time.  Chunks pushed last-first
+    # are the same symbol-by-symbol pushes as one call, so the bits do not change.
+    LATENT_CHUNK = 1 << 14
+
+    def __init__(self, pixels: PixelCoder, posterior: Posterior, latents: Latents, model_id: str,
+                 active: list[int], tail: int = DEFAULT_TAIL):
+        self.pixels, self.posterior, self.latents = pixels, posterior, latents
+        self.model_id = model_id
+        self.active = list(active)
+        self.tail = tail
+        self.levels = pixels.cfg.levels
+
+    def band_above(self, coder, top: int, width: int) -> int:
+        """Rows of the next band up, ending at row ``top`` of the last image: as many as the
+        bits on the stack can pay for when the encoder pops the band's z.  Popping from a
+        posterior close to the prior takes up to z_bits per latent; with fewer bits below,
+        the pops would read past the data and cost more than the KL (measured: +3% on Kodak
+        with bands 8 times the rows below them)."""
+        per_latent_row = -(-width // 4) * len(self.active) * self.latents.bits
+        if per_latent_row == 0:
+            return top
+        rows = 4 * max(1, coder.num_bits() // per_latent_row)
+        return top if top - rows < 4 else rows  # no sliver of a band on top
+
+    # --- encoder ----------------------------------------------------------------------------
+    def encode(self, images: list[np.ndarray], infos: list[ImageInfo], stats: CodingStats,
+               max_error: int = 0) -> bytes:
+        """Checked [H,W,C] uint8 images (their ``infos``) on one chained ANS stack; with
+        ``max_error = d > 0`` every decoded subpixel is within d of the original."""
+        bins = Bins(max_error, self.levels)
+        # what the decoder will see: each subpixel on its bin's value (the image itself if d = 0)
+        targets = [bins.value(bins.index(img)).astype(np.uint8) for img in images]
+        coder = constriction.stream.stack.AnsCoder()
+        z_layer: list[np.ndarray] = []      # z of every band, in decoding order
+        last_bands: list[int] = []
+        with torch.no_grad():
+            for i in reversed(range(len(images))):
+                x = self.posterior.image(targets[i])
+                u_pad = self.pixels.padded_input(x.numpy())
+                H, W = x.shape[1:]
+                last = i == len(images) - 1
+                top = H
+                while top > 0:
+                    if not last:
+                        rows = H
+                    elif top == H:  # the bottom band: nothing to borrow from, keep it small
+                        rows = H if H <= self.tail + 4 else self.tail
+                    else:
+                        rows = self.band_above(coder, top, W)
+                    unit = Unit(i, (top - rows, top), not (last and top == H), (-(-rows // 4), -(-W // 4)))
+                    z_layer.insert(0, self._encode_band(coder, x, u_pad, unit, bins, stats))
+                    if last:
+                        last_bands.insert(0, rows)
+                    top -= rows
+        before = coder.num_bits()  # every z first in the file: the decoder pops them before any pixel
+        coder.encode_reverse(np.concatenate(z_layer), constriction.stream.model.Uniform(self.latents.K))
+        stats.bits_prior += coder.num_bits() - before
+        header = Header(model_id=self.model_id[:2 * MODEL_ID_BYTES], z_bits=self.latents.bits,
+                        active=self.active, images=infos, bands=last_bands if len(last_bands) > 1 else [],
+                        digest=pixel_digest(targets), max_error=max_error,
+                        mode=MODE_NEAR_LOSSLESS if max_error else 0)
+        return pack(header, coder.get_compressed())
+
+    def _encode_band(self, coder, x, u_pad, unit: Unit, bins: Bins, stats: CodingStats) -> np.ndarray:
+        r0, r1 = unit.rows
+        mean, logscale = self.posterior.rows(x[:, r0:r1], self.active)
+        if unit.borrow:  # bits-back: z is a sample from q(z|x) read off the stack
+            before = coder.num_bits()
+            z = self._pop_posterior(coder, mean, logscale)
+            stats.bits_back += before - coder.num_bits()
+        else:  # nothing below to borrow from: the posterior's mode bin, at the prior's cost
+            z = self.latents.mode_bins(mean)
+        zhalf = self.pixels.features(self.latents.values(z), self.active, unit.grid)
+        before = coder.num_bits()
+        self.pixels.push(coder, x.numpy(), u_pad, zhalf, unit.rows, bins)
+        stats.bits_pixels += coder.num_bits() - before
+        return z
+
+    def _pop_posterior(self, coder, mean: torch.Tensor, logscale: torch.Tensor) -> np.ndarray:
+        """z ~ q(z|x) read off the stack (the encoder's bits-back pop)."""
+        n = self.LATENT_CHUNK
+        return np.concatenate([
+            coder.decode(CATEGORICAL, self.latents.posterior_probabilities(mean[a:a + n], logscale[a:a + n]))
+            for a in range(0, len(mean), n)]).astype(np.int32)
+
+    def _push_posterior(self, coder, z: np.ndarray, mean: torch.Tensor, logscale: torch.Tensor) -> None:
+        """The inverse of :meth:`_pop_posterior` (the decoder gives the bits back)."""
+        n = self.LATENT_CHUNK
+        for a in reversed(range(0, len(mean), n)):
+            coder.encode_reverse(z[a:a + n], CATEGORICAL,
+                                 self.latents.posterior_probabilities(mean[a:a + n], logscale[a:a + n]))
+
+    # --- decoder ----------------------------------------------------------------------------
+    def _pop_z_layer(self, coder, header: Header) -> tuple[list[Unit], list[np.ndarray]]:
+        bands = units(header.images, header.bands)
+        sizes = [len(header.active) * u.latents_per_channel for u in bands]
+        flat = coder.decode(constriction.stream.model.Uniform(self.latents.K), sum(sizes)).astype(np.int32)
+        return bands, np.split(flat, np.cumsum(sizes)[:-1])
+
+    def z_layer(self, header: Header, words: np.ndarray) -> list[tuple[Unit, torch.Tensor]]:
+        """Every band with its z values (the file's coded channels), without a pixel bit."""
+        coder = constriction.stream.stack.AnsCoder(words)
+        bands, z_bins = self._pop_z_layer(coder, header)
+        return [(u, self.latents.values(z)) for u, z in zip(bands, z_bins)]
+
+    def decode(self, header: Header, words: np.ndarray) -> list[np.ndarray]:
+        """The images of a lossless or near-lossless file (its pixel digest not yet checked)."""
+        coder = constriction.stream.stack.AnsCoder(words)
+        bands, z_bins = self._pop_z_layer(coder, header)
+        bins = Bins(header.max_error, self.levels)
+        pixels, active = self.pixels, header.active
+
+        def pop(probs, c, prev):
+            return bins.value(coder.decode(CATEGORICAL, bins.masses(probs)))
+
+        out, x = [], None
+        for k, u in enumerate(bands):
+            info = header.images[u.image]
+            if x is None:
+                x, u_pad = pixels.blank(info)
+            zhalf = pixels.features(self.latents.values(z_bins[k]), active, u.grid)
+            pixels.pop(pop, x, u_pad, zhalf, u.rows)
+            if u.borrow:
+                mean, logscale = self.posterior.rows(torch.from_numpy(x[:, u.rows[0]:u.rows[1]]), active)
+                self._push_posterior(coder, z_bins[k], mean, logscale)
+            if k + 1 == len(bands) or bands[k + 1].image != u.image:
+                out.append(pixels.finish(x, info))
+                x = None
+        return out
