@@ -213,10 +213,10 @@ class LossyCoder:
             sel = flat_i == k
             sym[sel] = dec.decode(self.models.y[k], int(sel.sum())).astype(np.int64) - int(self.models.radius[k])
         y_hat = torch.from_numpy(sym.reshape(mean.shape) + mean / 2 ** ACT_BITS).float()[None]
-        x_hat = self.model.synthesis(y_hat, self.model.level(beta))[0]
-        out = x_hat.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        out = out[:info.height, :info.width]
-        return np.ascontiguousarray(out[..., :1] if info.channels == 1 else out)
+        x_hat = self.model.synthesis(y_hat, self.model.level(beta))[0, :, :info.height, :info.width]
+        if info.channels == 1:   # coded as R = G = B
+            x_hat = x_hat.mean(0, keepdim=True)
+        return np.ascontiguousarray(x_hat.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
 
     # -- files -------------------------------------------------------------------------------
     def encode(self, images: list[np.ndarray], beta: float) -> bytes:
