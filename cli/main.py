@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from vlaecodec.model import VLAEConfig
-from vlaecodec.train import TrainSettings
 
 
 class CleanErrors(click.Group):
@@ -75,32 +73,21 @@ def train(config_file, run_dir, resume, init_from, device, threads, **flags):
     """Train a VLAE into a run folder (checkpoints and an exported model + card)."""
     import torch
 
+    from vlaecodec.train import checkpoint_settings, run_config
     from vlaecodec.train import train as run_training
     if threads:
         torch.set_num_threads(threads)
     settings = json.loads(Path(config_file).read_text()) if config_file else {}
     run = Path(run_dir)
-    if resume and (run / "checkpoint.safetensors").exists() and not config_file:
-        from safetensors import safe_open
-        with safe_open(str(run / "checkpoint.safetensors"), "pt") as f:
-            meta = json.loads(f.metadata()["meta"])
-        settings = {**meta["settings"], **meta["config"]}
+    if resume and not config_file:
+        settings = checkpoint_settings(run) or settings
     if flags.get("window"):
         flags["window"] = list(flags["window"])
     if flags.get("cifar_parts"):
         flags["cifar_parts"] = [int(v) for v in flags["cifar_parts"].split(",")]
     settings.update({k: v for k, v in flags.items() if v is not None and v != ()})
-    cfg = VLAEConfig.from_dict(settings)
-    s = TrainSettings(**{k: v for k, v in settings.items() if k in TrainSettings.__dataclass_fields__})
-    if s.data in ("bmnist", "omniglot"):
-        cfg.levels, cfg.channels = 2, 1
-    elif s.data == "mnist":
-        cfg.channels = 1
-    if init_from and not config_file:  # the model's own architecture, unless told otherwise
-        from vlaecodec.zoo import read_card, resolve
-        arch = read_card(resolve(init_from)).get("config", {})
-        cfg = VLAEConfig.from_dict({**arch, **{k: v for k, v in flags.items()
-                                               if v is not None and k in VLAEConfig.__dataclass_fields__}})
+    # with --init, the model's own architecture, unless a config file says otherwise
+    cfg, s = run_config(settings, init_from if not config_file else None, flags)
     meta = run_training(cfg, s, run, resume=resume, device=device, init=init_from)
     click.echo(json.dumps({"run": str(run), "step": meta["step"], "train_seconds": meta["train_seconds"]}))
 
@@ -140,14 +127,6 @@ def eval_cmd(model_name, dataset, limit, iw_samples, batch_size, seed, as_json, 
             click.echo(f"{k:>28}: {v}")
 
 
-def _codec(model_name: str, threads: int):
-    import torch
-
-    from vlaecodec.api import load_codec
-    torch.set_num_threads(threads)
-    return load_codec(model_name, threads)
-
-
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", help="Output file (one input), folder (several), or - for stdout.")
@@ -171,7 +150,7 @@ def encode(inputs, output, archive, model_name, beta, max_error, lossy, recon, s
            force, as_json, jobs, threads, elbo):
     """Encode images into .vlae files: lossless by default, near-lossless with --max-error,
     lossy with --lossy."""
-    from vlaecodec import cliops
+    from cli import commands
     if lossy and max_error:
         raise click.UsageError("--lossy and --max-error exclude each other")
     if beta is not None and model_name:
@@ -179,10 +158,11 @@ def encode(inputs, output, archive, model_name, beta, max_error, lossy, recon, s
     if beta is not None:
         from vlaecodec.zoo import model_for_beta
         model_name = model_for_beta(beta)
-    opts = cliops.EncodeOptions(max_error=max_error, lossy=lossy, recon=recon, seed=seed,
-                                extra_bits=z_extra_bits)
-    cliops.encode_command(list(inputs), output, archive, model_name or "default", force, as_json, jobs,
-                          threads, elbo, opts)
+    opts = commands.EncodeOptions(max_error=max_error, lossy=lossy, recon=recon, seed=seed,
+                                  extra_bits=z_extra_bits)
+    if commands.encode_command(list(inputs), output, archive, model_name or "default", force, as_json,
+                               jobs, threads, elbo, opts):
+        sys.exit(1)  # its one-line error is already printed
 
 
 @cli.command()
@@ -199,8 +179,9 @@ def encode(inputs, output, archive, model_name, beta, max_error, lossy, recon, s
               help="Threads per process for the whole-image convolutions (results do not depend on it).")
 def decode(inputs, output, model_name, preview, recon, force, jobs, threads):
     """Decode .vlae files to PNG (lossless files bit-exact)."""
-    from vlaecodec import cliops
-    cliops.decode_command(list(inputs), output, model_name, force, jobs, threads, preview, recon)
+    from cli import commands
+    if commands.decode_command(list(inputs), output, model_name, force, jobs, threads, preview, recon):
+        sys.exit(1)
 
 
 @cli.command()
@@ -208,8 +189,9 @@ def decode(inputs, output, model_name, preview, recon, force, jobs, threads):
 @click.option("--json", "as_json", is_flag=True)
 def info(files, as_json):
     """Describe .vlae files (reads the header only; no model needed)."""
-    from vlaecodec import cliops
-    cliops.info_command(list(files), as_json)
+    from cli import commands
+    if commands.info_command(list(files), as_json):
+        sys.exit(1)
 
 
 @cli.command()
@@ -220,29 +202,8 @@ def info(files, as_json):
 @click.option("--force", is_flag=True)
 def export(run_dir, name, active_threshold, force):
     """Copy a run's model into the zoo (models/NAME) with its card and its active latent channels."""
-    import shutil
-
-    from vlaecodec import data as D
-    from vlaecodec.evaluate import evaluate
-    from vlaecodec.zoo import MODELS_DIR, file_sha256, load_model, read_card, write_card
-    src = Path(run_dir) / "model.safetensors"
-    dst = MODELS_DIR / f"{name}.safetensors"
-    if dst.exists() and not force:
-        raise click.ClickException(f"{dst} exists (use --force)")
-    model, _ = load_model(str(src))
-    train_name = "bmnist-test" if model.cfg.levels == 2 else "cifar10-train"
-    images = D.load_mnist("train", 1000) if model.cfg.levels == 2 else D.load_cifar10("train", 1000)
-    if model.cfg.levels == 2:
-        images = D.binarize_static(images)
-    kl = evaluate(model, images)["kl_bits_per_latent_channel"]
-    card = read_card(src)
-    card["name"] = name
-    card["active_channels"] = [c for c, v in enumerate(kl) if v >= active_threshold]
-    card["active_channels_rule"] = f"KL >= {active_threshold} bits per latent on the first 1000 {train_name.split('-')[0]} training images"
-    shutil.copyfile(src, dst)
-    card["sha256"] = file_sha256(dst)  # the id that files name: never trust a copied card's
-    write_card(dst, card)
-    click.echo(json.dumps({"model": name, "active_channels": card["active_channels"], "kl_bits": kl}))
+    from vlaecodec.zoo import export as export_model
+    click.echo(json.dumps(export_model(run_dir, name, active_threshold, force)))
 
 
 @cli.command("models")

@@ -1,6 +1,8 @@
 """Every kind of bad or unusual input image: a one-line error or a documented conversion,
 a non-zero exit where it failed, never a partial or overwritten output."""
 import errno
+import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 from conftest import ROOT, run_cli
 from PIL import Image
 
-from vlaecodec import cliops
+from cli import commands
 from vlaecodec.errors import VlaeError
 
 run = run_cli
@@ -85,7 +87,7 @@ def test_exif_orientation_is_not_applied(tmp_path, model_path):
     Image.fromarray(img).save(p, exif=exif, quality=95)
     stored = np.asarray(Image.open(p))
     assert stored.shape[:2] == (6, 9)
-    assert cliops.read_image(str(p)).shape[:2] == (6, 9)
+    assert commands.read_image(str(p)).shape[:2] == (6, 9)
 
 
 def test_unwritable_output_leaves_nothing(tmp_path, model_path):
@@ -107,13 +109,47 @@ def test_full_disk_leaves_no_partial_output(tmp_path, monkeypatch):
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cliops.os, "fsync", no_space)
+    monkeypatch.setattr(commands.os, "fsync", no_space)
     with pytest.raises(OSError):
-        cliops.write_atomic(str(target), b"new data")
+        commands.write_atomic(str(target), b"new data")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.vlae"]
     from vlaecodec.errors import describe
     assert describe(OSError(errno.ENOSPC, "x")) == "no space left on device"
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_outputs_get_the_mode_open_would_give(tmp_path, umask_022):
+    """Not the temporary file's 0o600: under umask 022 a new output is 0o644 (others can read
+    it, as with any file a program writes); an overwritten one keeps its mode, as with open()."""
+    new = tmp_path / "new.vlae"
+    commands.write_atomic(str(new), b"data")
+    assert stat.S_IMODE(new.stat().st_mode) == 0o644
+    os.umask(0o077)
+    private = tmp_path / "private.vlae"
+    commands.write_atomic(str(private), b"data")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    os.umask(0o022)
+    kept = tmp_path / "kept.vlae"
+    kept.write_bytes(b"old")
+    kept.chmod(0o640)
+    commands.write_atomic(str(kept), b"new")
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_bytes() == b"new"
+
+
+def test_command_line_outputs_follow_the_umask(tmp_path, model_path, umask_022):
+    src = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (5, 7, 3), dtype=np.uint8)).save(src)
+    assert run("encode", str(src), "-o", str(tmp_path / "a.vlae"), "--model", model_path, "--no-elbo").returncode == 0
+    assert run("decode", str(tmp_path / "a.vlae"), "-o", str(tmp_path / "b.png"), "--model", model_path).returncode == 0
+    for name in ("a.vlae", "b.png"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
 
 
 def test_same_bytes_whatever_the_jobs_and_threads(tmp_path, model_path):
@@ -136,7 +172,7 @@ def test_read_image_rejects_sixteen_bit_in_process(tmp_path):
     p = tmp_path / "s.png"
     Image.fromarray(np.zeros((3, 3), np.uint16)).save(p)
     with pytest.raises(VlaeError, match="16-bit"):
-        cliops.read_image(str(p))
+        commands.read_image(str(p))
 
 
 def test_nothing_loads_a_pickle():

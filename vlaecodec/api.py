@@ -19,7 +19,7 @@ import torch
 from .codec import Codec, CodingStats
 from .errors import VlaeError
 from .evaluate import pad_to_multiple
-from .fileformat import MODE_LATENT, unpack_header
+from .fileformat import MODE_LATENT, MODE_NAMES, unpack_header
 from .lossy_coder import DEFAULT_LOSSY_MODEL, LossyCoder, is_lossy_model, load_lossy_coder
 from .model import LOG2
 from .zoo import DEFAULT_MODEL, load_model
@@ -55,9 +55,10 @@ def encode(image: np.ndarray, model: str = DEFAULT_MODEL, max_error: int = 0) ->
 
 
 def encode_many(images: list[np.ndarray], model: str = DEFAULT_MODEL,
-                stats: CodingStats | None = None, max_error: int = 0) -> bytes:
-    """One archive holding several images, chained on one ANS stack."""
-    return load_codec(model).encode_many([_hwc(i) for i in images], stats, max_error)
+                stats: CodingStats | None = None, max_error: int = 0, threads: int = 1) -> bytes:
+    """One archive holding several images, chained on one ANS stack (``threads``: see
+    :func:`load_codec`)."""
+    return load_codec(model, threads).encode_many([_hwc(i) for i in images], stats, max_error)
 
 
 @lru_cache(maxsize=4)
@@ -89,7 +90,7 @@ def encode_lossy(images: list[np.ndarray], model: str = DEFAULT_LOSSY_MODEL, rec
     if not is_lossy(model):
         if beta is not None or target_bpp is not None:
             raise VlaeError(f"model {model!r} holds z only: it has no beta dial (use a lossy model)")
-        return load_codec(model).encode_lossy(images, recon, seed, extra_bits)
+        return load_codec(model, threads).encode_lossy(images, recon, seed, extra_bits)
     if beta is not None and target_bpp is not None:
         raise VlaeError("give a beta or a target rate, not both")
     coder = load_lossy(model, threads)
@@ -106,11 +107,11 @@ def _card_for(header) -> dict:
     raise VlaeError(f"this file needs model {header.model_id}, which is not in the zoo")
 
 
-def _codec_for(data: bytes, model: str | None) -> Codec:
+def _codec_for(data: bytes, model: str | None, threads: int = 1) -> Codec:
     if model is not None:
-        return load_codec(model)
+        return load_codec(model, threads)
     header, _ = unpack_header(data)
-    return load_codec(_card_for(header)["name"])
+    return load_codec(_card_for(header)["name"], threads)
 
 
 def _lossy_for(data: bytes, model: str | None, threads: int = 1) -> LossyCoder | None:
@@ -136,10 +137,36 @@ def decode(data: bytes, model: str | None = None, preview: bool = False) -> np.n
 
 def decode_many(data: bytes, model: str | None = None, preview: bool = False,
                 rule: str = "mean", threads: int = 1) -> list[np.ndarray]:
+    """Every image of a .vlae file, an archive's in order; ``preview`` and ``rule``: as for
+    :func:`decode`, and how a z-only picture picks each subpixel; ``threads``: see
+    :func:`load_codec`."""
     lossy = _lossy_for(data, model, threads)
     if lossy is not None:
         return lossy.decode(data)
-    return _codec_for(data, model).decode_many(data, preview, rule)
+    return _codec_for(data, model, threads).decode_many(data, preview, rule)
+
+
+def info(data: bytes) -> dict:
+    """What a .vlae file's header says (no model needed, the payload is not read): the first
+    image's shape, the number of images, the mode, the model id, the sizes, bits per subpixel.
+
+    >>> img = np.zeros((4, 6, 3), dtype=np.uint8)
+    >>> rec = info(encode(img, max_error=1))
+    >>> rec["width"], rec["height"], rec["images"], rec["mode"], rec["max_error"]
+    (6, 4, 1, 'near-lossless', 1)
+    """
+    header, _ = unpack_header(data)
+    dims = sum(i.width * i.height * i.channels for i in header.images)
+    first = header.images[0]
+    rec = {"width": first.width, "height": first.height, "channels": first.channels,
+           "images": len(header.images), "mode": MODE_NAMES[header.mode],
+           "model": header.model_id, "z_bits": header.z_bits, "bytes": len(data),
+           "header_bytes": header.size, "bpd": len(data) * 8 / dims}
+    if header.max_error:
+        rec["max_error"] = header.max_error
+    if header.channel_bits:
+        rec["latent_bits"] = dict(zip(header.active, header.channel_bits))
+    return rec
 
 
 @torch.no_grad()

@@ -53,6 +53,45 @@ class TrainSettings:
     cifar_parts: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
 
 
+# What each data set's images are: (levels, channels) where they differ from the config's.
+DATA_FORMATS = {"bmnist": {"levels": 2, "channels": 1}, "omniglot": {"levels": 2, "channels": 1},
+                "mnist": {"channels": 1}}
+
+
+def checkpoint_settings(run_dir: Path) -> dict | None:
+    """The settings and config a run's checkpoint was trained with (None without one): a
+    resumed run goes on with them unless told otherwise."""
+    ckpt = Path(run_dir) / "checkpoint.safetensors"
+    if not ckpt.exists():
+        return None
+    from safetensors import safe_open
+    with safe_open(str(ckpt), "pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+    return {**meta["settings"], **meta["config"]}
+
+
+def run_config(settings: dict, init: str | None = None,
+               overrides: dict | None = None) -> tuple[VLAEConfig, TrainSettings]:
+    """The model config and training settings of a run from one dict of both.  The data set
+    decides the image format (:data:`DATA_FORMATS`); with ``init`` (weights to start from),
+    the architecture is that model's, with only ``overrides``' config fields changed.
+
+    >>> cfg, s = run_config({"data": "bmnist", "hidden": 16, "lr": 0.001})
+    >>> (cfg.levels, cfg.channels, cfg.hidden, s.lr)
+    (2, 1, 16, 0.001)
+    """
+    cfg = VLAEConfig.from_dict(settings)
+    s = TrainSettings(**{k: v for k, v in settings.items() if k in TrainSettings.__dataclass_fields__})
+    for k, v in DATA_FORMATS.get(s.data, {}).items():
+        setattr(cfg, k, v)
+    if init:
+        from .zoo import read_card, resolve
+        arch = read_card(resolve(init)).get("config", {})
+        cfg = VLAEConfig.from_dict({**arch, **{k: v for k, v in (overrides or {}).items()
+                                               if v is not None and k in VLAEConfig.__dataclass_fields__}})
+    return cfg, s
+
+
 class BatchSource:
     """Training images; ``batch(step, rank)`` is deterministic."""
 

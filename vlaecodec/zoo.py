@@ -174,3 +174,33 @@ def torch_device(requested: str | None = None) -> torch.device:
     if requested:
         return torch.device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def export(run_dir: str | Path, name: str, active_threshold: float = 0.01, force: bool = False) -> dict:
+    """Copy a run's model into the zoo (:func:`models_dir`) as ``NAME``, with its card and its
+    active latent channels: those with at least ``active_threshold`` bits of KL per latent on
+    the first 1000 training images (binarized MNIST for a binary model, else CIFAR-10).
+    Returns the name, the active channels and every channel's KL."""
+    import shutil
+
+    from . import data as D
+    from .errors import VlaeError
+    from .evaluate import evaluate
+    src = Path(run_dir) / "model.safetensors"
+    dst = models_dir() / f"{name}.safetensors"
+    if dst.exists() and not force:
+        raise VlaeError(f"{dst} exists (use --force)")
+    model, _ = load_model(str(src))
+    binary = model.cfg.levels == 2
+    train_name = "bmnist-test" if binary else "cifar10-train"
+    images = D.binarize_static(D.load_mnist("train", 1000)) if binary else D.load_cifar10("train", 1000)
+    kl = evaluate(model, images)["kl_bits_per_latent_channel"]
+    card = read_card(src)
+    card["name"] = name
+    card["active_channels"] = [c for c, v in enumerate(kl) if v >= active_threshold]
+    card["active_channels_rule"] = (f"KL >= {active_threshold} bits per latent on the first 1000 "
+                                    f"{train_name.split('-')[0]} training images")
+    shutil.copyfile(src, dst)
+    card["sha256"] = file_sha256(dst)  # the id that files name: never trust a copied card's
+    write_card(dst, card)
+    return {"model": name, "active_channels": card["active_channels"], "kl_bits": kl}

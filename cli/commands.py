@@ -1,9 +1,17 @@
-"""What the codec commands do with files: read images safely, write outputs atomically,
-never overwrite without --force, report one JSON object per input."""
+"""What the codec commands do with files: read images safely, write outputs atomically (with
+the mode a plain ``open()`` would give), never overwrite without --force, report one line or
+one JSON object per input.  All coding goes through :mod:`vlaecodec.api`; a failure is one
+line on stderr and a non-zero exit.
+
+>>> EncodeOptions(max_error=2).describe(), EncodeOptions(lossy=True).mode
+({'mode': 'near-lossless', 'max_error': 2}, 'lossy')
+"""
 from __future__ import annotations
 
+import io
 import json
 import os
+import stat
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -13,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import VlaeError
-from .fileformat import MAX_SIDE, MODE_NAMES, max_pixels, unpack_header
+from vlaecodec.errors import VlaeError, describe
+from vlaecodec.fileformat import MAX_SIDE, max_pixels
 
 STDIO = "-"
 
@@ -64,7 +72,6 @@ def read_image(path: str) -> np.ndarray:
 
 
 def png_bytes(img: np.ndarray) -> bytes:
-    import io
     buf = io.BytesIO()
     Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(buf, format="PNG")
     return buf.getvalue()
@@ -96,8 +103,21 @@ def check_writable(path: str, force: bool) -> None:
         raise VlaeError(f"{p.parent}: not writable")
 
 
+def open_mode(path: Path) -> int:
+    """The permissions ``open(path, "w")`` would leave: an existing file keeps its own, a new
+    one gets 0o666 less the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)  # read it: os has no getter
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_atomic(path: str, data: bytes) -> None:
-    """Write to a temporary file beside the target, then rename: never a partial output."""
+    """Write to a temporary file beside the target, then rename: never a partial output.
+    The output gets the permissions of a plain ``open()`` (:func:`open_mode`), not the
+    temporary file's private 0o600."""
     if path == STDIO:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -106,6 +126,7 @@ def write_atomic(path: str, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), open_mode(p))
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -129,10 +150,11 @@ class EncodeOptions:
     def mode(self) -> str:
         return "lossy" if self.lossy else "near-lossless" if self.max_error else "lossless"
 
-    def encode(self, codec, images: list[np.ndarray]) -> bytes:
+    def encode(self, images: list[np.ndarray], model: str, threads: int) -> bytes:
+        from vlaecodec import api
         if self.lossy:
-            return codec.encode_lossy(images, self.recon, self.seed, self.extra_bits)
-        return codec.encode_many(images, max_error=self.max_error)
+            return api.encode_lossy(images, model, self.recon, self.seed, self.extra_bits, threads=threads)
+        return api.encode_many(images, model, max_error=self.max_error, threads=threads)
 
     def describe(self) -> dict:
         out = {"mode": self.mode}
@@ -153,10 +175,10 @@ def _encode_one(args) -> dict:
     inp, out, model_name, threads, with_elbo, opts = args
     import torch
 
-    from .api import elbo_parts, load_codec
+    from vlaecodec.api import elbo_parts
     torch.set_num_threads(threads)
     img = read_image(inp)
-    data = opts.encode(load_codec(model_name, threads), [img])
+    data = opts.encode([img], model_name, threads)
     write_atomic(out, data)
     rec = {"input": inp, "output": out, "width": img.shape[1], "height": img.shape[0],
            "channels": img.shape[2], "bytes": len(data), "bpd": len(data) * 8 / img.size,
@@ -177,7 +199,8 @@ def _prepare_outputs(pairs, force):
 
 
 def encode_command(inputs, output, archive, model_name, force, as_json, jobs, threads, with_elbo,
-                   opts: EncodeOptions = EncodeOptions()):
+                   opts: EncodeOptions = EncodeOptions()) -> int:
+    """Encode each input to its own file, or all into one archive; the number of failed inputs."""
     if archive or (len(inputs) > 1 and output and output.endswith(".vlae")):
         return _encode_archive(inputs, output, model_name, force, as_json, threads, opts)
     many = len(inputs) > 1
@@ -186,19 +209,19 @@ def encode_command(inputs, output, archive, model_name, force, as_json, jobs, th
     pairs = [(i, _output_for(i, output, many, ".vlae")) for i in inputs]
     _prepare_outputs(pairs, force)
     tasks = [(i, o, model_name, threads, with_elbo, opts) for i, o in pairs]
-    _run(tasks, _encode_one, jobs, as_json)
+    return _run(tasks, _encode_one, jobs, as_json)
 
 
-def _encode_archive(inputs, output, model_name, force, as_json, threads, opts):
+def _encode_archive(inputs, output, model_name, force, as_json, threads, opts) -> int:
     import torch
 
-    from .api import elbo_bpd, load_codec
+    from vlaecodec.api import elbo_bpd
     if not output:
         raise VlaeError("an archive needs -o OUT.vlae")
     check_writable(output, force)
     torch.set_num_threads(threads)
     images = [read_image(i) for i in inputs]
-    data = opts.encode(load_codec(model_name, threads), images)
+    data = opts.encode(images, model_name, threads)
     write_atomic(output, data)
     dims = sum(i.size for i in images)
     rec = {"output": output, "images": len(images), "bytes": len(data), "bpd": len(data) * 8 / dims,
@@ -206,6 +229,7 @@ def _encode_archive(inputs, output, model_name, force, as_json, threads, opts):
     if output != STDIO and as_json:
         rec["elbo_bpd"] = sum(elbo_bpd(i, model_name) * i.size for i in images) / dims
     _report(rec, as_json)
+    return 0
 
 
 def _report(rec: dict, as_json: bool) -> None:
@@ -217,7 +241,9 @@ def _report(rec: dict, as_json: bool) -> None:
         print(line, file=stream, flush=True)
 
 
-def _run(tasks, fn, jobs, as_json):
+def _run(tasks, fn, jobs, as_json) -> int:
+    """fn over every task, each report or one-line error printed as it comes; the number of
+    failures.  Over several inputs, failures are also counted in one final error."""
     failures = 0
     if jobs > 1 and len(tasks) > 1:
         import multiprocessing as mp
@@ -230,10 +256,9 @@ def _run(tasks, fn, jobs, as_json):
         for t in tasks:
             failures += _collect(t[0], lambda t=t: fn(t), as_json)
             progress()
-    if failures:
-        if len(tasks) == 1:
-            sys.exit(1)  # its one-line error is already printed
+    if failures and len(tasks) > 1:
         raise VlaeError(f"{failures} of {len(tasks)} inputs failed")
+    return failures   # one input: its one-line error is already printed
 
 
 def _progress(total: int):
@@ -245,14 +270,18 @@ def _progress(total: int):
 
 
 def _collect(name, result, as_json) -> int:
-    from .errors import describe
     try:
         _report(result(), as_json)
         return 0
     except Exception as e:  # noqa: BLE001 - one bad input must not stop the others
-        msg = describe(e)
-        print(f"vlaecodec: error: {msg if msg.startswith(str(name)) else f'{name}: {msg}'}", file=sys.stderr)
+        _error(name, e)
         return 1
+
+
+def _error(name, e: Exception) -> None:
+    """One line on stderr naming the input (once)."""
+    msg = describe(e)
+    print(f"vlaecodec: error: {msg if msg.startswith(str(name)) else f'{name}: {msg}'}", file=sys.stderr)
 
 
 # --- decode ------------------------------------------------------------------------------
@@ -260,10 +289,10 @@ def _decode_one(args) -> dict:
     inp, out, model_name, threads, preview, recon = args
     import torch
 
-    from .api import decode_many
+    from vlaecodec.api import decode_many
     torch.set_num_threads(threads)
     data = read_bytes(inp)
-    images = decode_many(data, None if model_name == "auto" else model_name, preview, recon)
+    images = decode_many(data, None if model_name == "auto" else model_name, preview, recon, threads=threads)
     if len(images) == 1:
         write_atomic(out, png_bytes(images[0]))
         return {"input": inp, "output": out, "width": images[0].shape[1], "height": images[0].shape[0]}
@@ -276,36 +305,26 @@ def _decode_one(args) -> dict:
     return {"input": inp, "output": str(folder), "images": len(images)}
 
 
-def decode_command(inputs, output, model_name, force, jobs, threads, preview=False, recon="mean"):
+def decode_command(inputs, output, model_name, force, jobs, threads, preview=False, recon="mean") -> int:
+    """Decode each input to PNG (an archive to a folder of PNGs); the number of failed inputs."""
     many = len(inputs) > 1
     if many and output and output != STDIO and not Path(output).is_dir():
         raise VlaeError(f"{output}: several inputs need an existing output folder")
     pairs = [(i, _output_for(i, output, many, ".png")) for i in inputs]
     _prepare_outputs(pairs, force)
-    _run([(i, o, model_name, threads, preview, recon) for i, o in pairs], _decode_one, jobs, as_json=False)
+    return _run([(i, o, model_name, threads, preview, recon) for i, o in pairs], _decode_one, jobs,
+                as_json=False)
 
 
 # --- info --------------------------------------------------------------------------------
-def info_command(files, as_json):
+def info_command(files, as_json) -> int:
+    """Describe each file from its header; the number of files that could not be read."""
+    from vlaecodec import api
     failures = 0
     for f in files:
         try:
-            data = read_bytes(f)
-            header, _ = unpack_header(data)
-            dims = sum(i.width * i.height * i.channels for i in header.images)
-            first = header.images[0]
-            rec = {"file": f, "width": first.width, "height": first.height, "channels": first.channels,
-                   "images": len(header.images), "mode": MODE_NAMES[header.mode],
-                   "model": header.model_id, "z_bits": header.z_bits, "bytes": len(data),
-                   "header_bytes": header.size, "bpd": len(data) * 8 / dims}
-            if header.max_error:
-                rec["max_error"] = header.max_error
-            if header.channel_bits:
-                rec["latent_bits"] = dict(zip(header.active, header.channel_bits))
-            _report(rec, as_json)
-        except Exception as e:  # noqa: BLE001
-            from .errors import describe
-            print(f"vlaecodec: error: {f}: {describe(e)}", file=sys.stderr)
+            _report({"file": f, **api.info(read_bytes(f))}, as_json)
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the others
+            _error(f, e)
             failures += 1
-    if failures:
-        sys.exit(1)
+    return failures
