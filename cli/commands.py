@@ -15,7 +15,7 @@ import stat
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -139,12 +139,16 @@ def write_atomic(path: str, data: bytes) -> None:
 # --- encode ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EncodeOptions:
-    """Lossless (the default), near-lossless (max_error > 0) or lossy (z only)."""
+    """Lossless (the default), near-lossless (max_error > 0) or lossy: with a lossy model at
+    ``beta`` or ``target_bpp``, with a VLAE model z only (``recon``, ``seed``, ``extra_bits``)."""
     max_error: int = 0
     lossy: bool = False
     recon: str = "mean"
     seed: int = 0
     extra_bits: int = 0
+    beta: float | None = None
+    target_bpp: float | None = None
+    progress: bool = False      # a bar per large image: on a terminal, one job, no --json
 
     @property
     def mode(self) -> str:
@@ -153,8 +157,9 @@ class EncodeOptions:
     def encode(self, images: list[np.ndarray], model: str, threads: int) -> bytes:
         from vlaecodec import api
         if self.lossy:
-            return api.encode_lossy(images, model, self.recon, self.seed, self.extra_bits, threads=threads)
-        return api.encode_many(images, model, max_error=self.max_error, threads=threads)
+            return api.encode_lossy(images, model, self.recon, self.seed, self.extra_bits, beta=self.beta,
+                                    target_bpp=self.target_bpp, threads=threads, progress=self.progress)
+        return api.encode_many(images, model, max_error=self.max_error, threads=threads, progress=self.progress)
 
     def describe(self) -> dict:
         out = {"mode": self.mode}
@@ -175,7 +180,9 @@ def _encode_one(args) -> dict:
     inp, out, model_name, threads, with_elbo, opts = args
     import torch
 
+    from vlaecodec import api
     from vlaecodec.api import elbo_parts
+    from vlaecodec.quality import psnr
     torch.set_num_threads(threads)
     img = read_image(inp)
     data = opts.encode([img], model_name, threads)
@@ -183,7 +190,10 @@ def _encode_one(args) -> dict:
     rec = {"input": inp, "output": out, "width": img.shape[1], "height": img.shape[0],
            "channels": img.shape[2], "bytes": len(data), "bpd": len(data) * 8 / img.size,
            "bpp": len(data) * 8 / (img.shape[0] * img.shape[1]), **opts.describe()}
-    if with_elbo:
+    if opts.lossy and api.is_lossy(model_name):   # what the user gets: the rate dial and the picture
+        rec["beta"] = api.info(data)["beta"]
+        rec["psnr"] = psnr(img, api.decode_many(data, threads=threads)[0])
+    elif with_elbo:
         distortion, rate = elbo_parts(img, model_name)
         rec["elbo_bpd"] = distortion + rate
         if opts.lossy:  # what z costs in the model, beside what it cost in the file
@@ -201,6 +211,7 @@ def _prepare_outputs(pairs, force):
 def encode_command(inputs, output, archive, model_name, force, as_json, jobs, threads, with_elbo,
                    opts: EncodeOptions = EncodeOptions()) -> int:
     """Encode each input to its own file, or all into one archive; the number of failed inputs."""
+    opts = replace(opts, progress=_bars_wanted(as_json, jobs, len(inputs)))
     if archive or (len(inputs) > 1 and output and output.endswith(".vlae")):
         return _encode_archive(inputs, output, model_name, force, as_json, threads, opts)
     many = len(inputs) > 1
@@ -252,7 +263,7 @@ def _run(tasks, fn, jobs, as_json) -> int:
             for t, f in zip(tasks, futures):
                 failures += _collect(t[0], f.result, as_json)
     else:
-        progress = _progress(len(tasks))
+        progress = _progress(len(tasks), as_json)
         for t in tasks:
             failures += _collect(t[0], lambda t=t: fn(t), as_json)
             progress()
@@ -261,8 +272,14 @@ def _run(tasks, fn, jobs, as_json) -> int:
     return failures   # one input: its one-line error is already printed
 
 
-def _progress(total: int):
-    if total < 3 or not sys.stderr.isatty():
+def _bars_wanted(as_json: bool, jobs: int, inputs: int) -> bool:
+    """Per-image bars only where a person watches one process: a terminal, no --json, and
+    one job (parallel workers would draw over each other)."""
+    return sys.stderr.isatty() and not as_json and (jobs <= 1 or inputs <= 1)
+
+
+def _progress(total: int, as_json: bool):
+    if total < 3 or not _bars_wanted(as_json, 1, total):
         return lambda: None
     from tqdm import tqdm
     bar = tqdm(total=total, unit="img")
@@ -286,13 +303,14 @@ def _error(name, e: Exception) -> None:
 
 # --- decode ------------------------------------------------------------------------------
 def _decode_one(args) -> dict:
-    inp, out, model_name, threads, preview, recon = args
+    inp, out, model_name, threads, preview, recon, progress = args
     import torch
 
     from vlaecodec.api import decode_many
     torch.set_num_threads(threads)
     data = read_bytes(inp)
-    images = decode_many(data, None if model_name == "auto" else model_name, preview, recon, threads=threads)
+    images = decode_many(data, None if model_name == "auto" else model_name, preview, recon, threads=threads,
+                         progress=progress)
     if len(images) == 1:
         write_atomic(out, png_bytes(images[0]))
         return {"input": inp, "output": out, "width": images[0].shape[1], "height": images[0].shape[0]}
@@ -312,7 +330,8 @@ def decode_command(inputs, output, model_name, force, jobs, threads, preview=Fal
         raise VlaeError(f"{output}: several inputs need an existing output folder")
     pairs = [(i, _output_for(i, output, many, ".png")) for i in inputs]
     _prepare_outputs(pairs, force)
-    return _run([(i, o, model_name, threads, preview, recon) for i, o in pairs], _decode_one, jobs,
+    progress = _bars_wanted(False, jobs, len(pairs))
+    return _run([(i, o, model_name, threads, preview, recon, progress) for i, o in pairs], _decode_one, jobs,
                 as_json=False)
 
 

@@ -132,7 +132,9 @@ def eval_cmd(model_name, dataset, limit, iw_samples, batch_size, seed, as_json, 
 @click.option("-o", "--output", help="Output file (one input), folder (several), or - for stdout.")
 @click.option("--archive", is_flag=True, help="All inputs into one chained file (-o names it).")
 @click.option("--model", "model_name", help="Zoo name or .safetensors path  [default: default]")
-@click.option("--beta", type=float, help="Use the zoo model trained at this beta (the beta family).")
+@click.option("--beta", type=float, help="With --lossy: the rate dial (D + beta R; higher: smaller file). "
+              "Otherwise: use the zoo model trained at this beta (the beta family).")
+@click.option("--target-bpp", type=float, help="With --lossy: find the beta whose file is closest to this many bits per pixel.")
 @click.option("--max-error", type=click.IntRange(0, 64), default=0, show_default=True,
               help="Near-lossless: every decoded subpixel within this of the original (0 = lossless).")
 @click.option("--lossy", is_flag=True, help="Keep z only: a small file, decoded to the model's picture of the image.")
@@ -146,22 +148,30 @@ def eval_cmd(model_name, dataset, limit, iw_samples, batch_size, seed, as_json, 
 @click.option("--jobs", type=int, default=1, show_default=True, help="Parallel processes for many inputs.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads per process for the whole-image convolutions (results do not depend on it).")
 @click.option("--elbo/--no-elbo", default=True, help="Also report the model's -ELBO (elbo_bpd).")
-def encode(inputs, output, archive, model_name, beta, max_error, lossy, recon, seed, z_extra_bits,
+def encode(inputs, output, archive, model_name, beta, target_bpp, max_error, lossy, recon, seed, z_extra_bits,
            force, as_json, jobs, threads, elbo):
     """Encode images into .vlae files: lossless by default, near-lossless with --max-error,
-    lossy with --lossy."""
+    lossy with --lossy (the lossy model; --beta or --target-bpp set its rate)."""
     from cli import commands
     if lossy and max_error:
         raise click.UsageError("--lossy and --max-error exclude each other")
-    if beta is not None and model_name:
+    if target_bpp is not None and not lossy:
+        raise click.UsageError("--target-bpp needs --lossy")
+    if lossy and beta is not None and target_bpp is not None:
+        raise click.UsageError("give --beta or --target-bpp, not both")
+    lossy_dial = lossy and (model_name is None or _is_lossy(model_name))
+    if beta is not None and model_name and not lossy_dial:
         raise click.UsageError("give --model or --beta, not both")
-    if beta is not None:
+    if beta is not None and not lossy_dial:
         from vlaecodec.zoo import model_for_beta
         model_name = model_for_beta(beta)
+    if lossy_dial:
+        model_name = model_name or "lossy"
     opts = commands.EncodeOptions(max_error=max_error, lossy=lossy, recon=recon, seed=seed,
-                                  extra_bits=z_extra_bits)
+                                  extra_bits=z_extra_bits, beta=beta if lossy_dial else None,
+                                  target_bpp=target_bpp)
     if commands.encode_command(list(inputs), output, archive, model_name or "default", force, as_json,
-                               jobs, threads, elbo, opts):
+                               jobs, threads, elbo and not lossy_dial, opts):
         sys.exit(1)  # its one-line error is already printed
 
 
@@ -215,7 +225,11 @@ def models_cmd(as_json):
     for c in list_models():
         results = c.get("results", {})
         test_set, main = next(iter(results.items()), (None, {}))
-        rows.append({"name": c["name"], "beta": c.get("beta"), "data": c.get("data"),
+        rows.append({"name": c["name"], "kind": c.get("kind", "vlae"), "beta": c.get("beta"),
+                     "lossy_betas": c.get("betas") if c.get("kind") == "lossy" else None,
+                     "serves": ["lossy"] if c.get("kind") == "lossy" else
+                               ["lossless", "near-lossless", "lossy-z-only"],
+                     "data": c.get("data"),
                      "window": c.get("window"), "decoder": c.get("decoder"),
                      "parameters": c.get("parameters"), "test_set": test_set,
                      "bpd": main.get("bpd"), "rate_bpd": main.get("rate_bpd"),
@@ -224,7 +238,46 @@ def models_cmd(as_json):
         click.echo(json.dumps(rows))
     else:
         for r in rows:
-            click.echo(f"{r['name']:<20} beta={r['beta']} data={r['data']} params={r['parameters']}")
+            beta = (f"lossy, beta {min(r['lossy_betas']):g}..{max(r['lossy_betas']):g}" if r["lossy_betas"]
+                    else f"beta={r['beta']}")
+            click.echo(f"{r['name']:<20} {beta} data={r['data']} params={r['parameters']}")
+
+
+def _is_lossy(model_name: str) -> bool:
+    from vlaecodec.api import is_lossy
+    return is_lossy(model_name)
+
+
+@cli.command("train-lossy")
+@click.option("--out", default="runs/lossy", show_default=True, help="Run folder (resumes from its checkpoint).")
+@click.option("--n", type=int, default=96, show_default=True, help="Width of the transforms.")
+@click.option("--m", type=int, default=128, show_default=True, help="Channels of the latent y.")
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--steps", type=int, default=0, help="Stop at this step (0: no limit).")
+@click.option("--minutes", type=float, default=0.0, help="Stop this invocation after this many minutes.")
+@click.option("--val-minutes", type=float, default=10.0, show_default=True, help="Validate (and keep the best) this often.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--init", default="", help="Start from these weights (.safetensors), fresh optimiser.")
+def train_lossy(out, n, m, lr, steps, minutes, val_minutes, threads, init):
+    """Train the lossy (hyperprior) model: resumable, keeps the best held-out weights."""
+    from vlaecodec.lossy_train import LossyTrainSettings, train
+    train(LossyTrainSettings(out=out, n=n, m=m, lr=lr, steps=steps, minutes=minutes, val_minutes=val_minutes,
+                             threads=threads, init=init))
+
+
+@cli.command("export-lossy")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Replace a zoo model of that name.")
+def export_lossy(run_dir, name, force):
+    """Copy a lossy run's best weights into the zoo, with its integer tables and card."""
+    from vlaecodec.lossy_train import export
+    from vlaecodec.zoo import models_dir
+    weights = models_dir() / f"{name}.safetensors"
+    if weights.exists() and not force:
+        raise click.UsageError(f"{weights} exists (use --force to replace it)")
+    card = export(run_dir, weights, name)
+    click.echo(json.dumps({k: card[k] for k in ("name", "betas", "parameters", "training", "sha256")}))
 
 
 def main():

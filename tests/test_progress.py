@@ -128,8 +128,6 @@ def test_pipe_shows_no_bar(images, model_path):
     assert not bars(out) and "\r" not in out, out
 
 
-@pytest.mark.xfail(strict=True, reason="--json does not turn the bars off yet: the command's bar "
-                   "ignores as_json, and api.load_codec turns the codec's bar on from isatty() alone")
 def test_json_on_a_terminal_shows_no_bar(images, model_path):
     rc, out = in_terminal(_encode(images, model_path, "tty-json", "--json"))
     assert rc == 0, out

@@ -35,13 +35,13 @@ def _loaded(name: str):
 
 
 @lru_cache(maxsize=4)
-def load_codec(name: str = DEFAULT_MODEL, threads: int = 1) -> Codec:
+def load_codec(name: str = DEFAULT_MODEL, threads: int = 1, progress: bool = False) -> Codec:
     """The codec of a zoo model (the model is cached per process); ``threads``: BLAS threads
-    for its whole-image convolutions (the results do not depend on it)."""
-    import sys
+    for its whole-image convolutions (the results do not depend on it); ``progress``: a bar
+    on stderr for large images (the CLI asks for it on a terminal; a library stays quiet)."""
     model, card = _loaded(name)
     return Codec(model, card["model_id"], active_channels=card.get("active_channels"),
-                 threads=max(1, threads), progress=sys.stderr.isatty())
+                 threads=max(1, threads), progress=progress)
 
 
 def _hwc(image):
@@ -55,10 +55,11 @@ def encode(image: np.ndarray, model: str = DEFAULT_MODEL, max_error: int = 0) ->
 
 
 def encode_many(images: list[np.ndarray], model: str = DEFAULT_MODEL,
-                stats: CodingStats | None = None, max_error: int = 0, threads: int = 1) -> bytes:
-    """One archive holding several images, chained on one ANS stack (``threads``: see
-    :func:`load_codec`)."""
-    return load_codec(model, threads).encode_many([_hwc(i) for i in images], stats, max_error)
+                stats: CodingStats | None = None, max_error: int = 0, threads: int = 1,
+                progress: bool = False) -> bytes:
+    """One archive holding several images, chained on one ANS stack (``threads``,
+    ``progress``: see :func:`load_codec`)."""
+    return load_codec(model, threads, progress).encode_many([_hwc(i) for i in images], stats, max_error)
 
 
 @lru_cache(maxsize=4)
@@ -75,7 +76,7 @@ def is_lossy(model: str) -> bool:
 
 def encode_lossy(images: list[np.ndarray], model: str = DEFAULT_LOSSY_MODEL, recon: str = "mean",
                  seed: int = 0, extra_bits: int = 0, beta: float | None = None,
-                 target_bpp: float | None = None, threads: int = 1) -> bytes:
+                 target_bpp: float | None = None, threads: int = 1, progress: bool = False) -> bytes:
     """A lossy file.  With a lossy model (the default, ``lossy``): the picture's latent at
     rate weight ``beta`` (higher: smaller file; default :data:`DEFAULT_BETA`), or at the beta
     whose file is closest to ``target_bpp`` bits per pixel.  With a VLAE model (``default``,
@@ -90,7 +91,7 @@ def encode_lossy(images: list[np.ndarray], model: str = DEFAULT_LOSSY_MODEL, rec
     if not is_lossy(model):
         if beta is not None or target_bpp is not None:
             raise VlaeError(f"model {model!r} holds z only: it has no beta dial (use a lossy model)")
-        return load_codec(model, threads).encode_lossy(images, recon, seed, extra_bits)
+        return load_codec(model, threads, progress).encode_lossy(images, recon, seed, extra_bits)
     if beta is not None and target_bpp is not None:
         raise VlaeError("give a beta or a target rate, not both")
     coder = load_lossy(model, threads)
@@ -107,11 +108,11 @@ def _card_for(header) -> dict:
     raise VlaeError(f"this file needs model {header.model_id}, which is not in the zoo")
 
 
-def _codec_for(data: bytes, model: str | None, threads: int = 1) -> Codec:
+def _codec_for(data: bytes, model: str | None, threads: int = 1, progress: bool = False) -> Codec:
     if model is not None:
-        return load_codec(model, threads)
+        return load_codec(model, threads, progress)
     header, _ = unpack_header(data)
-    return load_codec(_card_for(header)["name"], threads)
+    return load_codec(_card_for(header)["name"], threads, progress)
 
 
 def _lossy_for(data: bytes, model: str | None, threads: int = 1) -> LossyCoder | None:
@@ -136,14 +137,14 @@ def decode(data: bytes, model: str | None = None, preview: bool = False) -> np.n
 
 
 def decode_many(data: bytes, model: str | None = None, preview: bool = False,
-                rule: str = "mean", threads: int = 1) -> list[np.ndarray]:
+                rule: str = "mean", threads: int = 1, progress: bool = False) -> list[np.ndarray]:
     """Every image of a .vlae file, an archive's in order; ``preview`` and ``rule``: as for
     :func:`decode`, and how a z-only picture picks each subpixel; ``threads``: see
     :func:`load_codec`."""
     lossy = _lossy_for(data, model, threads)
     if lossy is not None:
         return lossy.decode(data)
-    return _codec_for(data, model, threads).decode_many(data, preview, rule)
+    return _codec_for(data, model, threads, progress).decode_many(data, preview, rule)
 
 
 def info(data: bytes) -> dict:
@@ -166,6 +167,9 @@ def info(data: bytes) -> dict:
         rec["max_error"] = header.max_error
     if header.channel_bits:
         rec["latent_bits"] = dict(zip(header.active, header.channel_bits))
+    if header.mode == MODE_LATENT:
+        rec["beta"] = round(float(header.beta), 6)
+        rec["bpp"] = len(data) * 8 / sum(i.width * i.height for i in header.images)
     return rec
 
 
