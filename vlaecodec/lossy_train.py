@@ -157,7 +157,8 @@ def train(s: LossyTrainSettings) -> None:
         seconds = meta.get("seconds") or _seconds_from_history(history, s.val_minutes)
         print(f"resumed at step {step}", flush=True)
     elif s.init:
-        model.load_state_dict(load_file(s.init))
+        # a zoo model's file also holds its integer tables: derived data, made anew at export
+        model.load_state_dict({k: v for k, v in load_file(s.init).items() if not k.startswith("tables.")})
         print(f"initialised from {s.init}", flush=True)
     source, held = Batches(s, len(cfg.betas)), holdout_images()
     command = shlex.join(["vlaecodec"] + sys.argv[1:]) if sys.argv else ""
