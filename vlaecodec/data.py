@@ -126,10 +126,19 @@ def random_crops(images: list[np.ndarray], n: int, size: int, rng: np.random.Gen
     return np.stack(out)
 
 
+def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """The centre ``size`` x ``size`` of an image (the whole of a smaller side)."""
+    h, w = img.shape[:2]
+    y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return np.ascontiguousarray(img[y:y + size, x:x + size])
+
+
 def load_dataset(name: str, limit: int | None = None) -> list[np.ndarray] | np.ndarray:
     """A named evaluation set: ``cifar10-test``, ``cifar10-train``, ``mnist-test`` (8-bit),
     ``bmnist-test`` (static binarization), ``omniglot-test`` (binarized one-shot runs),
-    ``omniglot-train``, ``kodak``, ``photos``, or a folder path."""
+    ``omniglot-train``, ``kodak``, ``photos``, ``photos-wall`` (18 clean modern photos),
+    ``graphics-crops`` (centre 512x512 crops of the 16 artwork and gradient images), or a
+    folder path."""
     if name == "cifar10-test":
         return load_cifar10("test", limit)
     if name == "cifar10-train":
@@ -145,6 +154,10 @@ def load_dataset(name: str, limit: int | None = None) -> list[np.ndarray] | np.n
         return load_kodak(limit)
     if name == "photos":
         return load_photos(limit)
+    if name == "photos-wall":
+        return load_folder(_need(data_root() / "photos-wall"), limit)
+    if name == "graphics-crops":
+        return [centre_crop(im, 512) for im in load_folder(_need(data_root() / "graphics"), limit)]
     if Path(name).is_dir():
         return load_folder(name, limit)
     raise ValueError(f"unknown data set {name!r}")
