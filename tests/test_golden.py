@@ -24,6 +24,7 @@ def test_the_manifest_names_every_golden_file():
     files = [e["file"] for e in ENTRIES]
     assert len(files) == len(set(files))
     assert sorted(files) == sorted(p.name for p in GOLDEN.glob("*.vlae"))
+    assert sorted(e["reference"] for e in ENTRIES if "reference" in e) == sorted(p.name for p in GOLDEN.glob("*.npy"))
     made_from = {e["model"] for e in ENTRIES}
     assert {"default", "default-0.2"} <= made_from  # both zoo defaults
     assert {"lossless", "near-lossless", "lossy"} <= {e["mode"] for e in ENTRIES}
@@ -35,7 +36,14 @@ def test_golden_file_decodes_to_its_pixels(entry):
     expected = entry["images"]
     decoded = [api.decode(data)] if len(expected) == 1 else api.decode_many(data)
     assert [list(d.shape) for d in decoded] == [e["shape"] for e in expected]
-    assert [pixels_sha256(d) for d in decoded] == [e["sha256"] for e in expected]
+    if [pixels_sha256(d) for d in decoded] == [e["sha256"] for e in expected]:
+        return
+    # only a picture drawn in floating point may differ, by at most its tolerance, and rarely
+    assert "reference" in entry, "an exactly decoded file decodes to other pixels"
+    got = np.concatenate([d.ravel() for d in decoded]).astype(int)
+    want = np.load(GOLDEN / entry["reference"]).astype(int)
+    assert np.abs(got - want).max() <= entry["tolerance"]
+    assert np.mean(got != want) < 0.01
 
 
 def test_golden_file_decodes_through_the_command_line():

@@ -68,6 +68,18 @@ KINDS = [
 ]
 ENTRIES = [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, **opts})
            for model in ("default", "default-0.2") for suffix, mode, fn, srcs, opts in KINDS]
+# the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
+# a subpixel one level apart; these entries also keep the decoded pixels (NAME.npy) and allow
+# that difference (``tolerance``)
+LOSSY_MODELS = ("lossy",)
+LOSSY_KINDS = [
+    ("beta1-rgb", "lossy", "encode_lossy", ["rgb"], {"beta": 1.0}),
+    ("beta4-grey", "lossy", "encode_lossy", ["grey"], {"beta": 4.0}),
+    ("beta0.3-archive", "lossy", "encode_lossy", ["rgb", "grey"], {"beta": 0.3}),
+]
+ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, **opts})
+            for model in LOSSY_MODELS for suffix, mode, fn, srcs, opts in LOSSY_KINDS]
+TOLERANCE = 1
 
 
 def made_by(fn: str, srcs: list[str], opts: dict) -> str:
@@ -112,10 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         check(mode, decoded, images)
         path.write_bytes(data)
         old.pop(file, None)
-        manifest.append({
+        entry = {
             "file": file, "model": model, "mode": mode, "made_by": made_by(fn, srcs, opts),
             "sources": [describe(s) for s in srcs], "version": vlaecodec.__version__,
-            "images": [{"shape": list(d.shape), "sha256": pixels_sha256(d)} for d in decoded]})
+            "images": [{"shape": list(d.shape), "sha256": pixels_sha256(d)} for d in decoded]}
+        if model in LOSSY_MODELS:
+            np.save(path.with_suffix(".npy"), np.concatenate([d.ravel() for d in decoded]))
+            entry.update(reference=path.with_suffix(".npy").name, tolerance=TOLERANCE)
+        manifest.append(entry)
         print(f"made   {file} ({len(data)} bytes)")
     manifest += old.values()  # entries made elsewhere (another mode's files) stay as they are
     MANIFEST.write_text("[\n" + ",\n".join(json.dumps(e) for e in manifest) + "\n]\n")  # an entry a line
