@@ -6,7 +6,9 @@ do not see each other, so the decoder computes a wave's tables at once (:func:`w
 split between threads when it is wide, and pops its values in order.  The encoder pushes
 every pixel in reverse order, its tables computed in chunks of waves, several chunks at a
 time on a thread pool.  Exact integer networks (:mod:`vlaecodec.exact`) make the tables the
-same on both sides whatever the thread count.
+same on both sides whatever the thread count; both sides compute them with the compiled
+kernels of :mod:`vlaecodec.wave_kernel` (the same integers as the numpy rows of
+:class:`~vlaecodec.exact.ExactVLAE`, without the GIL, so split waves run in parallel).
 
 Lossless and near-lossless files code each subpixel's bin (:class:`Bins`); lossy files and
 previews pick each subpixel from its table without bits (:func:`reconstruct`).
@@ -28,6 +30,7 @@ from threadpoolctl import threadpool_limits
 from .errors import VlaeError
 from .exact import ExactVLAE
 from .fileformat import ImageInfo
+from .wave_kernel import WaveKernel
 
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 MIN_ROWS_PER_THREAD = 48   # narrower waves stay in one thread: the hand-off costs more
@@ -145,6 +148,7 @@ class PixelCoder:
 
     def __init__(self, net: ExactVLAE, threads: int = 1, progress: bool = False):
         self.net = net
+        self.kernel = WaveKernel(net)
         self.cfg = net.cfg
         self.threads = max(1, threads)
         self.progress = progress
@@ -184,10 +188,9 @@ class PixelCoder:
             ys = np.concatenate([g[0] for g in group])
             xs = np.concatenate([g[1] for g in group])
             n = len(ys)
-            zrows = np.ascontiguousarray(zhalf[:, ys >> 1, xs >> 1].T, dtype=np.float64)
-            t = self.net.trunk_rows(self.net.context_rows(u_pad, ys + r0, xs, zrows))
             prev = np.ascontiguousarray(x[:, ys + r0, xs].T)
-            probs = np.concatenate([bins.masses(self.net.probabilities(c, t, prev)) for c in range(C)])
+            rows = self.kernel.tables(u_pad, zhalf, ys, xs, r0, prev)
+            probs = np.concatenate([bins.masses(rows[c]) for c in range(C)])
             symbols = bins.index(prev.T.reshape(-1)).astype(np.int32)
             # decoder order: wave by wave, and inside a wave channel by channel
             order, start = [], 0
@@ -215,15 +218,13 @@ class PixelCoder:
         With ``threads`` > 1, each wide wave's pixels are split between threads (every row of
         the network is computed on its own, so the split cannot change a bit); the pops stay
         in one thread, in order."""
-        net = self.net
+        net, kernel = self.net, self.kernel
         C, _, W = x.shape
         r0, r1 = rows
         offset = 1 - self.cfg.levels
 
         def first(ys, xs, part):  # context, trunk and channel 0's tables of some of the wave
-            zrows = np.ascontiguousarray(zfeat[:, ys[part] >> 1, xs[part] >> 1].T, dtype=np.float64)
-            t = net.trunk_rows(net.context_rows(u_pad, ys[part] + r0, xs[part], zrows))
-            return t, net.probabilities(0, t, None)
+            return kernel.first(u_pad, zfeat, ys[part], xs[part], r0)
 
         with _workers(self.threads) as pool:
             for ys, xs in self._progress(self.schedule(r1 - r0, W), (r1 - r0) * W, "decode"):
@@ -235,7 +236,7 @@ class PixelCoder:
                 for c in range(C):
                     if c:
                         jobs = [(c, t, prev[p]) for t, p in zip(trunks, parts)]
-                        probs = _join(_map(pool, lambda j: net.probabilities(*j), jobs))
+                        probs = _join(_map(pool, lambda j: kernel.probabilities(*j), jobs))
                     sym = pick(probs, c, prev)
                     prev[:, c] = sym
                     x[c, ys + r0, xs] = sym
