@@ -267,7 +267,7 @@ def main(argv=None) -> None:
     ap.add_argument("--images", type=int, default=24, help="first N Kodak images")
     ap.add_argument("--crop", type=int, default=0, help="centre crop of this side (0: whole images)")
     ap.add_argument("--model", default="lossy", help="the lossy (hyperprior) model")
-    ap.add_argument("--betas", type=float, nargs="*", default=[16, 8, 4, 2, 1.2, 0.8, 0.5, 0.3, 0.165])
+    ap.add_argument("--betas", type=float, nargs="*", default=[800, 500, 300, 180, 100, 60, 35, 20, 10])
     ap.add_argument("--max-errors", type=int, nargs="*", default=[], help="near-lossless rows (slow at full size)")
     ap.add_argument("--near-model", default="default", help="model for near-lossless")
     ap.add_argument("--z-only", action="store_true", help="also the 0.3 z-only lossy files of the beta family")
@@ -296,7 +296,7 @@ def main(argv=None) -> None:
     write(rows, Path(args.out), meta, args.name, bd)
     if args.betas:
         crop = kodak(23, 0)[22][128:384, 192:576]  # kodim23, the parrots: colour, texture and a plain background
-        beta_strip(np.ascontiguousarray(crop), args.model, [16, 4, 1.2, 0.3], Path(args.out) / f"{args.name}_betas.png")
+        beta_strip(np.ascontiguousarray(crop), args.model, [800, 200, 50, 10], Path(args.out) / f"{args.name}_betas.png")
 
 
 if __name__ == "__main__":

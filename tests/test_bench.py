@@ -61,7 +61,7 @@ def test_hyperprior_rows_and_bd_rates(rng, tmp_path):
               metadata={"config": json.dumps(model.cfg.to_dict()), "kind": "lossy"})
     yy, xx = np.mgrid[0:168, 0:168]
     images = [np.stack([(xx + yy) % 256, xx, yy], -1).astype(np.uint8)]
-    rows = rd.classical_rows(images) + rd.hyperprior_rows(images, str(path), [16.0, 0.3], 1)
+    rows = rd.classical_rows(images) + rd.hyperprior_rows(images, str(path), [800.0, 10.0], 1)
     mine = [r for r in rows if r["codec"] == "vlaecodec:tiny-lossy"]
     assert len(mine) == 2 and all(r["bpp"] > 0 and r["dec_s_per_image"] > 0 for r in mine)
     bd = rd.bd_rates(rows, "vlaecodec:tiny-lossy", lo=0.01, hi=8)

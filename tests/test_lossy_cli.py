@@ -26,34 +26,34 @@ def img():
 def test_the_picture_resembles_the_image(img):
     """A decoder that returned zeros, a flat colour or noise would score far below these
     floors (the crop's own mean colour scores 14 dB); the shipped model scores well above."""
-    low, high = (api.decode(api.encode_lossy([img], beta=b)) for b in (16.0, 0.3))
+    low, high = (api.decode(api.encode_lossy([img], beta=b)) for b in (800.0, 10.0))
     assert psnr(img, low) > 25
     assert psnr(img, high) > 29
     assert psnr(img, high) > psnr(img, low) + 1
 
 
 def test_beta_trades_size_for_fidelity(img):
-    sizes = [len(api.encode_lossy([img], beta=b)) for b in (16.0, 4.0, 1.0, 0.3)]
+    sizes = [len(api.encode_lossy([img], beta=b)) for b in (800.0, 200.0, 50.0, 10.0)]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1] / 2
 
 
 def test_cli_round_trip_reports_what_a_user_needs(tmp_path, img):
     out, png = tmp_path / "a.vlae", tmp_path / "a.png"
-    res = run_cli("encode", str(SAMPLE), "-o", str(out), "--lossy", "--beta", "2", "--json")
+    res = run_cli("encode", str(SAMPLE), "-o", str(out), "--lossy", "--beta", "100", "--json")
     assert res.returncode == 0, res.stderr
     rec = json.loads(res.stdout)
-    assert rec["mode"] == "lossy" and rec["beta"] == 2.0 and rec["bytes"] == out.stat().st_size
+    assert rec["mode"] == "lossy" and rec["beta"] == 100.0 and rec["bytes"] == out.stat().st_size
     assert rec["bpp"] == pytest.approx(out.stat().st_size * 8 / (128 * 128))
     assert run_cli("decode", str(out), "-o", str(png)).returncode == 0      # no flag needed
     decoded = np.asarray(Image.open(png))
     assert rec["psnr"] == pytest.approx(psnr(img, decoded))
     assert np.array_equal(decoded, api.decode(out.read_bytes()))          # another process, same pixels
     info = json.loads(run_cli("info", str(out), "--json").stdout)
-    assert info["mode"] == "lossy" and info["beta"] == 2.0
+    assert info["mode"] == "lossy" and info["beta"] == 100.0
 
 
 def test_decoding_with_two_threads_gives_the_same_pixels(tmp_path, img):
-    data = api.encode_lossy([img], beta=1.0)
+    data = api.encode_lossy([img], beta=64.0)
     (tmp_path / "a.vlae").write_bytes(data)
     assert run_cli("decode", str(tmp_path / "a.vlae"), "-o", str(tmp_path / "a.png"), "--threads", "2").returncode == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), api.decode(data))
@@ -70,7 +70,7 @@ def test_target_rate_lands_within_ten_percent(tmp_path, target):
 @pytest.mark.parametrize("args", [
     ["--lossy", "--beta", "-1"], ["--lossy", "--beta", "0"], ["--lossy", "--beta", "1e9"],
     ["--lossy", "--beta", "nan"], ["--lossy", "--target-bpp", "0"], ["--lossy", "--target-bpp", "-3"],
-    ["--lossy", "--max-error", "2"], ["--target-bpp", "1"], ["--lossy", "--beta", "1", "--target-bpp", "1"],
+    ["--lossy", "--max-error", "2"], ["--target-bpp", "1"], ["--lossy", "--beta", "64", "--target-bpp", "1"],
 ])
 def test_bad_arguments_fail_cleanly_and_write_nothing(tmp_path, args):
     out = tmp_path / "x.vlae"
@@ -83,5 +83,5 @@ def test_bad_arguments_fail_cleanly_and_write_nothing(tmp_path, args):
 def test_models_lists_the_lossy_model_and_its_betas():
     rows = {r["name"]: r for r in json.loads(run_cli("models", "--json").stdout)}
     lossy = rows["lossy"]
-    assert lossy["serves"] == ["lossy"] and min(lossy["lossy_betas"]) < 0.2 and max(lossy["lossy_betas"]) >= 16
+    assert lossy["serves"] == ["lossy"] and min(lossy["lossy_betas"]) <= 10 and max(lossy["lossy_betas"]) >= 800
     assert "lossless" in rows["default"]["serves"]

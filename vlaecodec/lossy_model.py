@@ -28,10 +28,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# Betas the network is trained at (D + beta*R; D = MSE on 0..255, R = bits/pixel).  They are
-# CompressAI's lambdas for its hyperprior family, 1 / (lambda * 255^2), plus one above and one
-# below, so that the dial spans about 0.05 to 2 bits per pixel.
-BETAS = [16.0, 8.54, 4.39, 2.30, 1.18, 0.615, 0.318, 0.165]
+# Betas the network is trained at (D + beta*R; D = MSE on 0..255, R = bits/pixel), spaced
+# evenly in log from 800 to 10.  A beta is 1 / lambda of the usual lambda * 255^2 * MSE + R
+# (MSE on 0..1): the span of the published hyperprior families (lambda 0.0018 to 0.0932, about
+# 0.1 to 2 bits per pixel on Kodak), widened a little at both ends.
+BETAS = [800.0, 428.0, 229.0, 122.0, 65.4, 35.0, 18.7, 10.0]
 SCALE_MIN = 0.11                      # smallest Gaussian width of y (CompressAI's bound)
 LIKELIHOOD_MIN = 1e-9
 

@@ -73,9 +73,9 @@ ENTRIES = [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, **
 # that difference (``tolerance``)
 LOSSY_MODELS = ("lossy",)
 LOSSY_KINDS = [
-    ("beta1-rgb", "lossy", "encode_lossy", ["rgb"], {"beta": 1.0}),
-    ("beta4-grey", "lossy", "encode_lossy", ["grey"], {"beta": 4.0}),
-    ("beta0.3-archive", "lossy", "encode_lossy", ["rgb", "grey"], {"beta": 0.3}),
+    ("beta64-rgb", "lossy", "encode_lossy", ["rgb"], {"beta": 64.0}),
+    ("beta200-grey", "lossy", "encode_lossy", ["grey"], {"beta": 200.0}),
+    ("beta15-archive", "lossy", "encode_lossy", ["rgb", "grey"], {"beta": 15.0}),
 ]
 ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, **opts})
             for model in LOSSY_MODELS for suffix, mode, fn, srcs, opts in LOSSY_KINDS]
