@@ -170,12 +170,12 @@ class WaveKernel:
         return _first(u_pad, self._channels_last(zfeat), ys, xs, r0, self.dy, self.dx, *self.win,
                       self.trunk_w, self.trunk_b, self.trunk_s, LIMIT, *self._head_args())
 
-    def tables(self, u_pad, zfeat, ys, xs, r0: int, prev: np.ndarray) -> np.ndarray:
-        """Rows [C, n, levels] of every channel of known pixels (prev [n, C], their values)."""
+    def tables(self, u_pad, zfeat, ys, xs, r0: int, prev: np.ndarray) -> list[np.ndarray]:
+        """Rows [n, levels] of every channel of known pixels (prev [n, C], their values)."""
         t = self.trunk(u_pad, zfeat, ys, xs, r0)
         prev = np.ascontiguousarray(prev, np.int64)
         args = self._head_args()
-        return np.stack([_head(c, t, prev, *args) for c in range(self.channels)])
+        return [_head(c, t, prev, *args) for c in range(self.channels)]
 
     def _channels_last(self, zfeat: np.ndarray) -> np.ndarray:
         """zfeat [ph, h2, w2] as [h2, w2, ph]: a pixel's features in one run of memory, not
