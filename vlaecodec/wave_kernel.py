@@ -9,7 +9,7 @@ for a set of pixels (a wave, or a chunk of waves) exactly what the numpy path co
 * :meth:`WaveKernel.first`: both for channel 0 (what a decoder needs before its first pop);
 * :meth:`WaveKernel.tables`: every channel's rows when all pixels are known (the encoder).
 
-Each is one call of a fused numba kernel (gather, layers, table) per pixel set, with no
+Each is one or two calls of fused numba kernels (gather, layers, table) per pixel set, with no
 Python between the layers.  The numpy path carries integers in float64 and is exact because
 every sum stays below 2**53; here they are int64 sums of integer products, exact below 2**63,
 so both give the same integers and hence the same float64 probability rows (one correctly
@@ -43,7 +43,10 @@ kernels release the GIL (``nogil``), so the split waves of ``--threads 2`` run i
 Speed (2-core AMD EPYC with AVX-512, one core busy with other work, CPU seconds): a pixel
 costs about 8 us (window 1.0, trunk 2.0, each of the three heads 0.9 plus 0.8 for its
 logistic table), about what the numpy path's float64 BLAS products cost on waves of a Kodak
-image: the ~79k multiply-adds per pixel bound both, not the Python between them.
+image: the ~79k multiply-adds per pixel bound both, not the Python between them.  Whole
+`vlaecodec encode`/`decode` processes on kodim23 (768x512, 1 thread) took the same time
+with either path (12.3 s and 12.7 s); the first use after an install compiles the kernels
+(9 s measured on the busy 2-core machine; numba then caches them on disk).
 """
 from __future__ import annotations
 
@@ -164,11 +167,11 @@ class WaveKernel:
         return _head(c, t, np.ascontiguousarray(prev, np.int64), *self._head_args())
 
     def first(self, u_pad, zfeat, ys, xs, r0: int = 0):
-        """(trunk features, channel 0's rows) of some pixels: one kernel call."""
-        ys = np.ascontiguousarray(ys, np.int64)
-        xs = np.ascontiguousarray(xs, np.int64)
-        return _first(u_pad, self._channels_last(zfeat), ys, xs, r0, self.dy, self.dx, *self.win,
-                      self.trunk_w, self.trunk_b, self.trunk_s, LIMIT, *self._head_args())
+        """(trunk features, channel 0's rows) of some pixels: what a decoder needs before its
+        first pop.  Two kernel calls (one fused kernel would take numba as long again to
+        compile on first use, 5 s on a busy machine, for no measurable gain)."""
+        t = self.trunk(u_pad, zfeat, ys, xs, r0)
+        return t, self.probabilities(0, t, None)
 
     def tables(self, u_pad, zfeat, ys, xs, r0: int, prev: np.ndarray) -> list[np.ndarray]:
         """Rows [n, levels] of every channel of known pixels (prev [n, C], their values)."""
@@ -302,17 +305,3 @@ def _softmax_rows(logits, table, shift):
         for v in range(L):
             out[i, v] = w[v] / total
     return out
-
-
-@njit(cache=True, nogil=True)
-def _first(u_pad, zfeat, ys, xs, r0, dy, dx, win_w, win_b, win_s, tw, tb, ts, lim,
-           embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, out_s, n_params, lim2,
-           logistic, K, levels, exp, act_bits, exp_step_bits, mix_shift, grid_bits, ls_lo,
-           ls_hi, inv_scale, edges, sig_table, step_bits, n_grid, exp_table, sig_bits):
-    t = _trunk(u_pad, zfeat, ys, xs, r0, dy, dx, win_w, win_b, win_s, tw, tb, ts, lim)
-    prev = np.zeros((ys.shape[0], 1), np.int64)
-    probs = _head(0, t, prev, embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, out_s,
-                  n_params, lim2, logistic, K, levels, exp, act_bits, exp_step_bits, mix_shift,
-                  grid_bits, ls_lo, ls_hi, inv_scale, edges, sig_table, step_bits, n_grid,
-                  exp_table, sig_bits)
-    return t, probs
