@@ -10,11 +10,19 @@ A file, as the decoder sees it (the encoder does the inverse, in reverse order):
 The last image is cut into bands of rows, each with its own z (the pixel window still reaches
 across band borders).  Bands and images are chained on one ANS stack: the bits that a band
 borrows when the encoder pops its z are the compressed bits of the bands decoded after it.
-The very last band has nothing to borrow from, so its z is the posterior's mode bin, sent at
-the prior's cost; it is kept small (``tail`` rows).  Going up, each band is as tall as the
+The very last band has nothing to borrow from: version 3 files code it with z = 0 (the prior's
+median) and send no z for it; version 2 files sent the posterior's mode bin at the prior's full
+price.  It is kept small (``tail`` rows).  Going up, each band is as tall as the
 bits already on the stack can pay for (:meth:`BandChain.band_above`), and the file lists the
 band heights.  All z come first, so the z layer decodes alone into a preview
 (:meth:`BandChain.z_layer`, drawn by :mod:`vlaecodec.zonly`).
+
+That front layer can only borrow from pixel bits: where a band's z would pop more bits than
+the stack holds (binary images, whose z prior costs more than their pixels; nearly flat
+images), the pops read past the data, the z are no posterior samples and bits-back fails.
+Such files are made *interleaved* instead (a header flag, version 3): the decoder pops each
+band's z just before its pixels, so a band borrows the z bits of the bands after it too, as
+in plain bits-back ANS; the price is that the file has no z layer in front for a preview.
 
 Near-lossless (``max_error = d``) codes each subpixel's bin of 2d+1 values with the model's
 mass over that bin, the same way.
@@ -49,7 +57,7 @@ class Unit:
     """One band of one image: it has its own z and is the unit of bits-back."""
     image: int
     rows: tuple[int, int]
-    borrow: bool       # False: nothing is decoded after it, so z is the mode bin at full price
+    borrow: bool       # False: nothing is decoded after it (v3: z = 0, not coded; v2: the mode bin)
     grid: tuple[int, int]
 
     @property
@@ -62,6 +70,7 @@ class CodingStats:
     bits_pixels: float = 0.0
     bits_prior: float = 0.0
     bits_back: float = 0.0
+    starved: bool = False   # a band popped its z from a stack holding fewer bits than z_bits per latent
 
 
 def units(infos: list[ImageInfo], last_bands: list[int]) -> list[Unit]:
@@ -116,11 +125,29 @@ class BandChain:
     def encode(self, images: list[np.ndarray], infos: list[ImageInfo], stats: CodingStats,
                max_error: int = 0) -> bytes:
         """Checked [H,W,C] uint8 images (their ``infos``) on one chained ANS stack; with
-        ``max_error = d > 0`` every decoded subpixel is within d of the original."""
+        ``max_error = d > 0`` every decoded subpixel is within d of the original.  The z layer
+        goes in front, unless the chain starves for bits: then the file is also made
+        interleaved, and the smaller one is kept."""
+        first = CodingStats()
+        data = self._encode(images, infos, first, max_error, interleaved=False)
+        if first.starved:
+            other = CodingStats()
+            alt = self._encode(images, infos, other, max_error, interleaved=True)
+            if len(alt) < len(data):
+                data, first = alt, other
+        stats.bits_pixels += first.bits_pixels
+        stats.bits_prior += first.bits_prior
+        stats.bits_back += first.bits_back
+        stats.starved |= first.starved
+        return data
+
+    def _encode(self, images: list[np.ndarray], infos: list[ImageInfo], stats: CodingStats,
+                max_error: int, interleaved: bool) -> bytes:
         bins = Bins(max_error, self.levels)
         # what the decoder will see: each subpixel on its bin's value (the image itself if d = 0)
         targets = [bins.value(bins.index(img)).astype(np.uint8) for img in images]
         coder = constriction.stream.stack.AnsCoder()
+        prior = constriction.stream.model.Uniform(self.latents.K)
         z_layer: list[np.ndarray] = []      # z of every band, in decoding order
         last_bands: list[int] = []
         with torch.no_grad():
@@ -138,29 +165,42 @@ class BandChain:
                     else:
                         rows = self.band_above(coder, top, W)
                     unit = Unit(i, (top - rows, top), not (last and top == H), (-(-rows // 4), -(-W // 4)))
-                    z_layer.insert(0, self._encode_band(coder, x, u_pad, unit, bins, stats))
+                    z = self._encode_band(coder, x, u_pad, unit, bins, stats)
+                    if interleaved:  # the decoder pops this z right before the band's pixels
+                        before = coder.num_bits()
+                        coder.encode_reverse(z, prior)
+                        stats.bits_prior += coder.num_bits() - before
+                    else:
+                        z_layer.insert(0, z)
                     if last:
                         last_bands.insert(0, rows)
                     top -= rows
-        before = coder.num_bits()  # every z first in the file: the decoder pops them before any pixel
-        coder.encode_reverse(np.concatenate(z_layer), constriction.stream.model.Uniform(self.latents.K))
-        stats.bits_prior += coder.num_bits() - before
+        if z_layer:  # every z first in the file: the decoder pops them before any pixel
+            before = coder.num_bits()
+            coder.encode_reverse(np.concatenate(z_layer), prior)
+            stats.bits_prior += coder.num_bits() - before
         header = Header(model_id=self.model_id[:2 * MODEL_ID_BYTES], z_bits=self.latents.bits,
                         active=self.active, images=infos, bands=last_bands if len(last_bands) > 1 else [],
                         digest=pixel_digest(targets), max_error=max_error,
-                        mode=MODE_NEAR_LOSSLESS if max_error else 0)
+                        mode=MODE_NEAR_LOSSLESS if max_error else 0, interleaved=interleaved)
         return pack(header, coder.get_compressed())
 
     def _encode_band(self, coder, x, u_pad, unit: Unit, bins: Bins, stats: CodingStats) -> np.ndarray:
+        """Pop the band's z (if it borrows) and push its pixels; returns its coded z bins
+        (none for the bottom band, which is coded with z = 0)."""
         r0, r1 = unit.rows
-        mean, logscale = self.posterior.rows(x[:, r0:r1], self.active)
+        n = len(self.active) * unit.latents_per_channel
         if unit.borrow:  # bits-back: z is a sample from q(z|x) read off the stack
+            mean, logscale = self.posterior.rows(x[:, r0:r1], self.active)
             before = coder.num_bits()
+            stats.starved |= before < n * self.latents.bits
             z = self._pop_posterior(coder, mean, logscale)
             stats.bits_back += before - coder.num_bits()
-        else:  # nothing below to borrow from: the posterior's mode bin, at the prior's cost
-            z = self.latents.mode_bins(mean)
-        zhalf = self.pixels.features(self.latents.values(z), self.active, unit.grid)
+            values = self.latents.values(z)
+        else:  # nothing below to borrow from: z = 0, not coded
+            z = np.zeros(0, np.int32)
+            values = torch.zeros(n, dtype=torch.float64)
+        zhalf = self.pixels.features(values, self.active, unit.grid)
         before = coder.num_bits()
         self.pixels.push(coder, x.numpy(), u_pad, zhalf, unit.rows, bins)
         stats.bits_pixels += coder.num_bits() - before
@@ -181,22 +221,36 @@ class BandChain:
                                  self.latents.posterior_probabilities(mean[a:a + n], logscale[a:a + n]))
 
     # --- decoder ----------------------------------------------------------------------------
+    def _coded(self, header: Header, u: Unit) -> int:
+        """How many z a band of this file codes: none for a version 3 file's bottom band."""
+        return len(header.active) * u.latents_per_channel if u.borrow or header.version == 2 else 0
+
+    def _values(self, header: Header, u: Unit, z: np.ndarray) -> torch.Tensor:
+        if self._coded(header, u):
+            return self.latents.values(z)
+        return torch.zeros(len(header.active) * u.latents_per_channel, dtype=torch.float64)
+
     def _pop_z_layer(self, coder, header: Header) -> tuple[list[Unit], list[np.ndarray]]:
         bands = units(header.images, header.bands)
-        sizes = [len(header.active) * u.latents_per_channel for u in bands]
+        sizes = [self._coded(header, u) for u in bands]
         flat = coder.decode(constriction.stream.model.Uniform(self.latents.K), sum(sizes)).astype(np.int32)
         return bands, np.split(flat, np.cumsum(sizes)[:-1])
 
     def z_layer(self, header: Header, words: np.ndarray) -> list[tuple[Unit, torch.Tensor]]:
-        """Every band with its z values (the file's coded channels), without a pixel bit."""
+        """Every band with its z values (the file's coded channels), without a pixel bit (a
+        file with its z layer in front: not interleaved)."""
         coder = constriction.stream.stack.AnsCoder(words)
         bands, z_bins = self._pop_z_layer(coder, header)
-        return [(u, self.latents.values(z)) for u, z in zip(bands, z_bins)]
+        return [(u, self._values(header, u, z)) for u, z in zip(bands, z_bins)]
 
     def decode(self, header: Header, words: np.ndarray) -> list[np.ndarray]:
         """The images of a lossless or near-lossless file (its pixel digest not yet checked)."""
         coder = constriction.stream.stack.AnsCoder(words)
-        bands, z_bins = self._pop_z_layer(coder, header)
+        prior = constriction.stream.model.Uniform(self.latents.K)
+        if header.interleaved:
+            bands = units(header.images, header.bands)
+        else:
+            bands, z_bins = self._pop_z_layer(coder, header)
         bins = Bins(header.max_error, self.levels)
         pixels, active = self.pixels, header.active
 
@@ -208,11 +262,15 @@ class BandChain:
             info = header.images[u.image]
             if x is None:
                 x, u_pad = pixels.blank(info)
-            zhalf = pixels.features(self.latents.values(z_bins[k]), active, u.grid)
+            if header.interleaved:
+                z = coder.decode(prior, self._coded(header, u)).astype(np.int32)
+            else:
+                z = z_bins[k]
+            zhalf = pixels.features(self._values(header, u, z), active, u.grid)
             pixels.pop(pop, x, u_pad, zhalf, u.rows)
             if u.borrow:
                 mean, logscale = self.posterior.rows(torch.from_numpy(x[:, u.rows[0]:u.rows[1]]), active)
-                self._push_posterior(coder, z_bins[k], mean, logscale)
+                self._push_posterior(coder, z, mean, logscale)
             if k + 1 == len(bands) or bands[k + 1].image != u.image:
                 out.append(pixels.finish(x, info))
                 x = None

@@ -83,6 +83,9 @@ class Codec:
         stats = stats if stats is not None else CodingStats()
         if not 0 <= max_error <= MAX_ERROR:
             raise VlaeError(f"max error must be 0 .. {MAX_ERROR}, not {max_error}")
+        if max_error and 2 * max_error + 1 >= self.cfg.levels:  # a binary model: one bin for all
+            raise VlaeError(f"near-lossless needs more than one bin of {2 * max_error + 1} values: "
+                            f"this model's pixels have {self.cfg.levels} levels; code it losslessly")
         return self.bands.encode(images, self._infos(images), stats, max_error)
 
     @one_blas_thread
@@ -97,7 +100,8 @@ class Codec:
     @one_blas_thread
     def decode_many(self, data: bytes, preview: bool = False, rule: str = "mean") -> list[np.ndarray]:
         """All images of a file.  ``preview``: only the z layer of a lossless or near-lossless
-        file, reconstructed with ``rule`` (a lossy file always decodes this way)."""
+        file, reconstructed with ``rule`` (a lossy file always decodes this way); an
+        interleaved file has no z layer in front, so its preview is the full decode."""
         header, words = unpack(data)
         if header.model_id != self.model_id[:2 * MODEL_ID_BYTES]:
             raise VlaeError(f"file was made with model {header.model_id}, not this model "
@@ -108,7 +112,7 @@ class Codec:
         with torch.no_grad():
             if header.mode == MODE_LOSSY:
                 return _guard(self.zonly.decode, header, words)
-            if preview:
+            if preview and not header.interleaved:
                 return _guard(lambda: self.zonly.preview(header, self.bands.z_layer(header, words), rule))
             out = _guard(self.bands.decode, header, words)
         if pixel_digest(out) != header.digest:

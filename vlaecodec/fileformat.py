@@ -3,8 +3,11 @@
 >>> h = Header(model_id="ab" * 8, z_bits=8, active=[0, 3], images=[ImageInfo(3, 2, 1)] * 5)
 >>> data = pack(h, np.array([1, 2], dtype=np.uint32))
 >>> h2, words = unpack(data)
->>> len(h2.images), h2.images[0].width, h2.active, words.tolist(), h.size
-(5, 3, [0, 3], [1, 2], 52)
+>>> len(h2.images), h2.images[0].width, h2.active, words.tolist(), h.size, h2.version
+(5, 3, [0, 3], [1, 2], 39, 3)
+>>> old = Header(model_id="ab" * 8, z_bits=8, active=[0, 3], images=[ImageInfo(3, 2, 1)] * 5, version=2)
+>>> unpack(pack(old, np.array([1, 2], dtype=np.uint32)))[0].version, old.size
+(2, 52)
 >>> lossy = Header(model_id="ab" * 8, z_bits=8, active=[0, 3], images=[ImageInfo(3, 2, 1)],
 ...                mode=MODE_LOSSY, channel_bits=[2, 1])
 >>> unpack(pack(lossy, np.array([7], dtype=np.uint32)))[0].channel_bits
@@ -22,7 +25,8 @@ import numpy as np
 from .errors import VlaeError
 
 MAGIC = b"VLAE"
-VERSION = 2
+VERSION = 3                                   # what new files are written as
+VERSIONS = (2, 3)                             # what this build reads
 MODE_LOSSLESS = 0
 MODE_NEAR_LOSSLESS = 1
 MODE_LOSSY = 2                                # z only, from a VLAE model (0.3)
@@ -39,6 +43,8 @@ _TAIL = struct.Struct("<II8s")                # payload bytes, payload crc32, pi
 _NEAR = struct.Struct("<B")                   # near-lossless: max error
 _LOSSY = struct.Struct("<BI")                 # lossy: reconstruction rule, seed; then bits per active channel
 _LATENT = struct.Struct("<f")                 # lossy (hyperprior): beta
+FLAG_INTERLEAVED = 1                          # v3: each band's z just before its pixels (no z layer in front)
+_MODE_MASK = 0x0F                             # v3: the mode byte holds the mode and, above it, flags
 MAX_IMAGES = 1 << 20
 MAX_SIDE = 65535
 
@@ -65,6 +71,13 @@ class Header:
     seed: int = 0              # lossy: seed of the "sample" reconstruction
     channel_bits: list[int] = field(default_factory=list)  # lossy: bits per active latent channel
     beta: float = 0.0          # lossy (hyperprior): the rate weight the file was made at
+    interleaved: bool = False  # v3 lossless/near-lossless: z band by band, not all in front
+    payload_words: int = 0     # v3, as read: the payload's length in 32-bit words
+    payload_crc: int = 0       # v3, as read: its CRC-32
+
+    @property
+    def has_digest(self) -> bool:
+        return self.version == 2 or self.mode in (MODE_LOSSLESS, MODE_NEAR_LOSSLESS)
 
     def runs(self) -> list[tuple[int, ImageInfo]]:
         """Consecutive images of one shape, stored once: (count, shape)."""
@@ -88,12 +101,88 @@ class Header:
 
     @property
     def size(self) -> int:
+        if self.version >= 3:  # the payload's length (as read; a varint) and two CRCs
+            return len(_pack3(self)) + len(_varint(self.payload_words)) + 8
         return (_FIXED.size + _RUN.size * len(self.runs()) + _BAND.size * len(self.bands)
                 + len(self.extension()) + _TAIL.size + 4)
 
 
+def _varint(n: int) -> bytes:
+    """LEB128: 7 bits a byte, low first."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    """(value, next offset); at most 5 bytes (32 bits)."""
+    n = 0
+    for k in range(5):
+        if at >= len(data):
+            raise VlaeError("truncated file (header)")
+        b = data[at]
+        at += 1
+        n |= (b & 0x7F) << (7 * k)
+        if not b & 0x80:
+            return n, at
+    raise VlaeError("corrupt header (number too long)")
+
+
+def _read_varints(data: bytes, at: int, n: int) -> tuple[list[int], int]:
+    out = []
+    for _ in range(n):
+        value, at = _read_varint(data, at)
+        out.append(value)
+    return out, at
+
+
+def _extension_size(mode: int, n_active: int) -> int:
+    return {MODE_NEAR_LOSSLESS: _NEAR.size, MODE_LOSSY: _LOSSY.size + n_active,
+            MODE_LATENT: _LATENT.size}.get(mode, 0)
+
+
+def _read_extension(header: Header, data: bytes, at: int) -> None:
+    """The mode's own fields, at ``at`` (checked for length by the caller)."""
+    if header.mode == MODE_NEAR_LOSSLESS:
+        header.max_error, = _NEAR.unpack_from(data, at)
+    elif header.mode == MODE_LOSSY:
+        header.recon, header.seed = _LOSSY.unpack_from(data, at)
+        header.channel_bits = list(data[at + _LOSSY.size:at + _LOSSY.size + len(header.active)])
+    elif header.mode == MODE_LATENT:
+        header.beta, = _LATENT.unpack_from(data, at)
+
+
+def _pack3(header: Header) -> bytes:
+    """A version 3 header without its CRC (docs/FORMAT.md): varints, no zero fields."""
+    flags = FLAG_INTERLEAVED if header.interleaved else 0
+    out = bytearray(MAGIC + bytes([3, header.mode | flags << 4, header.z_bits]))
+    out += bytes.fromhex(header.model_id)[:MODEL_ID_BYTES]
+    out += _varint(sum(1 << c for c in header.active))
+    runs = header.runs()
+    out += _varint(len(runs))
+    for count, im in runs:
+        out += _varint(count) + _varint(im.width) + _varint(im.height) + bytes([im.channels])
+    out += _varint(len(header.bands))
+    for rows in header.bands:
+        out += _varint(rows)
+    out += header.extension()
+    if header.has_digest:
+        out += header.digest
+    return bytes(out)
+
+
+def _tail3(payload: bytes) -> bytes:
+    return _varint(len(payload) // 4) + struct.pack("<I", zlib.crc32(payload))
+
+
 def pack(header: Header, words: np.ndarray) -> bytes:
     payload = np.ascontiguousarray(words, dtype="<u4").tobytes()
+    if header.version >= 3:
+        out = _pack3(header) + _tail3(payload)
+        return out + struct.pack("<I", zlib.crc32(out)) + payload
     mask = sum(1 << c for c in header.active)
     runs = header.runs()
     out = bytearray(_FIXED.pack(MAGIC, header.version, header.mode, header.z_bits,
@@ -116,9 +205,8 @@ def max_pixels() -> int:
 
 def header_end(mode: int, n_active: int, n_bands: int, n_runs: int) -> int:
     """Bytes of a header with these counts, its CRC included: where the payload starts."""
-    ext = {MODE_NEAR_LOSSLESS: _NEAR.size, MODE_LOSSY: _LOSSY.size + n_active,
-           MODE_LATENT: _LATENT.size}.get(mode, 0)
-    return _FIXED.size + _RUN.size * n_runs + _BAND.size * n_bands + ext + _TAIL.size + 4
+    return (_FIXED.size + _RUN.size * n_runs + _BAND.size * n_bands + _extension_size(mode, n_active)
+            + _TAIL.size + 4)
 
 
 def reseal(data: bytes, max_runs: int = MAX_IMAGES) -> bytes:
@@ -132,6 +220,14 @@ def reseal(data: bytes, max_runs: int = MAX_IMAGES) -> bytes:
     >>> unpack(reseal(bad))[1].tolist() == [1, 2 + (ord("x") << 24)]
     True
     """
+    if len(data) > 4 and data[4] == 3:
+        try:
+            _, _, tail_at, _, _, end = _parse3(data, max_runs)
+        except VlaeError:
+            return data
+        payload = data[end:]
+        out = data[:tail_at] + _tail3(payload)
+        return out + struct.pack("<I", zlib.crc32(out)) + payload
     if len(data) < _FIXED.size:
         return data
     fields = _FIXED.unpack_from(data, 0)
@@ -148,15 +244,109 @@ def reseal(data: bytes, max_runs: int = MAX_IMAGES) -> bytes:
     return bytes(out)
 
 
+def _parse3(data: bytes, max_runs: int = MAX_IMAGES):
+    """A version 3 header's fields, unchecked (but never reading past ``data`` or more than
+    ``max_runs`` runs): (header without images, runs, offset of the payload words field,
+    payload words, payload CRC, payload offset)."""
+    if len(data) < 7 + MODEL_ID_BYTES:
+        raise VlaeError("truncated file (header)")
+    mode, flags, z_bits = data[5] & _MODE_MASK, data[5] >> 4, data[6]
+    at = 7 + MODEL_ID_BYTES
+    model = data[7:at]
+    mask, at = _read_varint(data, at)
+    n_runs, at = _read_varint(data, at)
+    if n_runs > max_runs:
+        raise VlaeError("corrupt header")
+    runs = []
+    for _ in range(n_runs):  # images, width, height (varints), channels (a byte)
+        shape, at = _read_varints(data, at, 3)
+        if at >= len(data):
+            raise VlaeError("truncated file (header)")
+        runs.append((*shape, data[at]))
+        at += 1
+    n_bands, at = _read_varint(data, at)
+    if n_bands > MAX_SIDE:
+        raise VlaeError("corrupt header (bands)")
+    bands, at = _read_varints(data, at, n_bands)
+    active = [c for c in range(32) if mask >> c & 1]
+    header = Header(model.hex(), z_bits, active, [], mode, 3, bands,
+                    interleaved=bool(flags & FLAG_INTERLEAVED))
+    ext = _extension_size(mode, len(active))
+    if len(data) < at + ext:
+        raise VlaeError("truncated file (header)")
+    _read_extension(header, data, at)
+    at += ext
+    if header.has_digest:
+        if len(data) < at + 8:
+            raise VlaeError("truncated file (header)")
+        header.digest = bytes(data[at:at + 8])
+        at += 8
+    tail_at = at
+    words, at = _read_varint(data, at)
+    if len(data) < at + 8:
+        raise VlaeError("truncated file (header)")
+    crc, = struct.unpack_from("<I", data, at)
+    return header, runs, tail_at, words, crc, at + 8
+
+
+def _unpack3(data: bytes) -> tuple[Header, int]:
+    header, runs, _, words, crc, end = _parse3(data)
+    crc_stored, = struct.unpack_from("<I", data, end - 4)
+    if zlib.crc32(data[:end - 4]) != crc_stored:
+        raise VlaeError("corrupt header (checksum mismatch)")
+    if header.mode not in MODE_NAMES or header.interleaved and header.mode != MODE_LOSSLESS \
+            and header.mode != MODE_NEAR_LOSSLESS:
+        raise VlaeError(f"unsupported coding mode {header.mode}")
+    if not 1 <= len(runs) <= MAX_IMAGES or not 1 <= header.z_bits <= 16:
+        raise VlaeError("corrupt header")
+    header.images = _images(runs)
+    _check_fields(header)
+    header.payload_words, header.payload_crc = words, crc
+    return header, end
+
+
+def _images(runs) -> list[ImageInfo]:
+    images: list[ImageInfo] = []
+    total = 0
+    for count, w, h, c in runs:
+        if count < 1 or not 1 <= w <= MAX_SIDE or not 1 <= h <= MAX_SIDE or c not in (1, 3) \
+                or len(images) + count > MAX_IMAGES:
+            raise VlaeError("corrupt header (image shape)")
+        if w * h > max_pixels():
+            raise VlaeError(f"image of {w}x{h} exceeds the pixel limit {max_pixels()} (VLAECODEC_MAX_PIXELS)")
+        images.extend([ImageInfo(w, h, c)] * count)
+        total += count * w * h
+        if total > max_pixels():  # an archive's images count together
+            raise VlaeError(f"file declares {total}+ pixels, over the limit {max_pixels()} (VLAECODEC_MAX_PIXELS)")
+    return images
+
+
+def _check_fields(header: Header) -> None:
+    bands, mode = header.bands, header.mode
+    if bands and (sum(bands) != header.images[-1].height or min(bands) < 1 or mode in (MODE_LOSSY, MODE_LATENT)):
+        raise VlaeError("corrupt header (bands)")
+    if mode == MODE_NEAR_LOSSLESS and not 1 <= header.max_error <= MAX_ERROR:
+        raise VlaeError("corrupt header (max error)")
+    if mode == MODE_LOSSY and (header.recon >= len(RECON_NAMES)
+                               or not all(1 <= b <= header.z_bits for b in header.channel_bits)):
+        raise VlaeError("corrupt header (lossy fields)")
+    if mode == MODE_LATENT and not (np.isfinite(header.beta) and header.beta > 0):
+        raise VlaeError("corrupt header (beta)")
+
+
 def unpack_header(data: bytes) -> tuple[Header, int]:
     """(header, payload offset); validates every field before anything is allocated."""
-    if len(data) < _FIXED.size:
+    if len(data) < 5:
         raise VlaeError("not a .vlae file (too short)")
-    magic, version, mode, z_bits, model, mask, n_bands, n_runs = _FIXED.unpack_from(data, 0)
-    if magic != MAGIC:
+    if data[:4] != MAGIC:
         raise VlaeError("not a .vlae file (bad magic)")
-    if version != VERSION:
-        raise VlaeError(f"unsupported .vlae format version {version} (this build reads {VERSION})")
+    if data[4] not in VERSIONS:
+        raise VlaeError(f"unsupported .vlae format version {data[4]} (this build reads {', '.join(map(str, VERSIONS))})")
+    if data[4] == 3:
+        return _unpack3(data)
+    if len(data) < _FIXED.size:
+        raise VlaeError("truncated file (header)")
+    magic, version, mode, z_bits, model, mask, n_bands, n_runs = _FIXED.unpack_from(data, 0)
     if mode not in MODE_NAMES:
         raise VlaeError(f"unsupported coding mode {mode}")
     if not 1 <= n_runs <= MAX_IMAGES or not 1 <= z_bits <= 16:
@@ -168,44 +358,23 @@ def unpack_header(data: bytes) -> tuple[Header, int]:
     crc_stored, = struct.unpack_from("<I", data, end - 4)
     if zlib.crc32(data[:end - 4]) != crc_stored:
         raise VlaeError("corrupt header (checksum mismatch)")
-    images: list[ImageInfo] = []
-    total = 0
-    for i in range(n_runs):
-        count, w, h, c = _RUN.unpack_from(data, _FIXED.size + i * _RUN.size)
-        if count < 1 or w < 1 or h < 1 or c not in (1, 3) or len(images) + count > MAX_IMAGES:
-            raise VlaeError("corrupt header (image shape)")
-        if w * h > max_pixels():
-            raise VlaeError(f"image of {w}x{h} exceeds the pixel limit {max_pixels()} (VLAECODEC_MAX_PIXELS)")
-        images.extend([ImageInfo(w, h, c)] * count)
-        total += count * w * h
-        if total > max_pixels():  # an archive's images count together
-            raise VlaeError(f"file declares {total}+ pixels, over the limit {max_pixels()} (VLAECODEC_MAX_PIXELS)")
+    runs = [_RUN.unpack_from(data, _FIXED.size + i * _RUN.size) for i in range(n_runs)]
+    images = _images(runs)
     _, _, digest = _TAIL.unpack_from(data, end - 4 - _TAIL.size)
     at = _FIXED.size + _RUN.size * n_runs
     bands = [_BAND.unpack_from(data, at + i * _BAND.size)[0] for i in range(n_bands)]
-    if n_bands and (sum(bands) != images[-1].height or min(bands) < 1 or mode in (MODE_LOSSY, MODE_LATENT)):
-        raise VlaeError("corrupt header (bands)")
     header = Header(model.hex(), z_bits, active, images, mode, version, bands, digest)
-    at += _BAND.size * n_bands
-    if mode == MODE_NEAR_LOSSLESS:
-        header.max_error, = _NEAR.unpack_from(data, at)
-        if not 1 <= header.max_error <= MAX_ERROR:
-            raise VlaeError("corrupt header (max error)")
-    elif mode == MODE_LOSSY:
-        header.recon, header.seed = _LOSSY.unpack_from(data, at)
-        header.channel_bits = list(data[at + _LOSSY.size:at + _LOSSY.size + len(active)])
-        if header.recon >= len(RECON_NAMES) or not all(1 <= b <= z_bits for b in header.channel_bits):
-            raise VlaeError("corrupt header (lossy fields)")
-    elif mode == MODE_LATENT:
-        header.beta, = _LATENT.unpack_from(data, at)
-        if not (np.isfinite(header.beta) and header.beta > 0):
-            raise VlaeError("corrupt header (beta)")
+    _read_extension(header, data, at + _BAND.size * n_bands)
+    _check_fields(header)
     return header, end
 
 
 def unpack(data: bytes) -> tuple[Header, np.ndarray]:
     header, off = unpack_header(data)
-    length, crc, _ = _TAIL.unpack_from(data, off - _TAIL.size - 4)
+    if header.version >= 3:
+        length, crc = 4 * header.payload_words, header.payload_crc
+    else:
+        length, crc, _ = _TAIL.unpack_from(data, off - _TAIL.size - 4)
     payload = data[off:]
     if len(payload) < length:
         raise VlaeError("truncated file (payload)")
