@@ -153,6 +153,8 @@ def train(s: LossyTrainSettings) -> None:
                 opt_state["state"][i] = {"step": t[f"opt.{i}.step"], "exp_avg": t[f"opt.{i}.exp_avg"],
                                          "exp_avg_sq": t[f"opt.{i}.exp_avg_sq"]}
         opt.load_state_dict(opt_state)
+        for group, lr in zip(opt.param_groups, (s.lr, s.lr * s.gain_lr)):  # this invocation's rates
+            group["lr"] = lr
         step, best, history = meta["step"], meta["best"], meta["history"]
         seconds = meta.get("seconds") or _seconds_from_history(history, s.val_minutes)
         print(f"resumed at step {step}", flush=True)
