@@ -294,9 +294,10 @@ def _unpack3(data: bytes) -> tuple[Header, int]:
     crc_stored, = struct.unpack_from("<I", data, end - 4)
     if zlib.crc32(data[:end - 4]) != crc_stored:
         raise VlaeError("corrupt header (checksum mismatch)")
-    if header.mode not in MODE_NAMES or header.interleaved and header.mode != MODE_LOSSLESS \
-            and header.mode != MODE_NEAR_LOSSLESS:
+    if header.mode not in MODE_NAMES:
         raise VlaeError(f"unsupported coding mode {header.mode}")
+    if data[5] >> 4 & ~FLAG_INTERLEAVED or header.interleaved and header.mode not in (MODE_LOSSLESS, MODE_NEAR_LOSSLESS):
+        raise VlaeError("corrupt header (flags)")
     if not 1 <= len(runs) <= MAX_IMAGES or not 1 <= header.z_bits <= 16:
         raise VlaeError("corrupt header")
     header.images = _images(runs)
