@@ -68,6 +68,12 @@ KINDS = [
 ]
 ENTRIES = [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, **opts})
            for model in ("default", "default-0.2") for suffix, mode, fn, srcs, opts in KINDS]
+# format version 3 (vlaecodec 0.4): the compact header, the bottom band without z
+V3_KINDS = [("v3-lossless-rgb", "lossless", "encode", ["rgb"], {}),
+            ("v3-near2-grey", "near-lossless", "encode", ["grey"], {"max_error": 2}),
+            ("v3-archive", "lossless", "encode_many", ["rgb", "grey"], {})]
+ENTRIES += [(f"default-{suffix}.vlae", "default", mode, fn, srcs, {"model": "default", **opts})
+            for suffix, mode, fn, srcs, opts in V3_KINDS]
 # the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
 # a subpixel one level apart; these entries also keep the decoded pixels (NAME.npy) and allow
 # that difference (``tolerance``)
