@@ -74,8 +74,20 @@ FUZZ_MAX_PIXELS = 1 << 14   # the configurable header cap, lowered so that every
 
 
 def run(n: int, seed: int = 0, time_limit: float = 5.0) -> dict:
+    """Fuzz ``n`` mutated files; the lowered pixel cap holds only while it runs."""
     import os
+    old = os.environ.get("VLAECODEC_MAX_PIXELS")
     os.environ["VLAECODEC_MAX_PIXELS"] = str(FUZZ_MAX_PIXELS)
+    try:
+        return _run(n, seed, time_limit)
+    finally:   # the caller's process (a test session) keeps its own cap
+        if old is None:
+            del os.environ["VLAECODEC_MAX_PIXELS"]
+        else:
+            os.environ["VLAECODEC_MAX_PIXELS"] = old
+
+
+def _run(n: int, seed: int, time_limit: float) -> dict:
     rng = np.random.default_rng(seed)
     codec = tiny_codec()
     pool = seeds(codec, rng)
