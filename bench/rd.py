@@ -190,7 +190,7 @@ def plot(rows: list[dict], path: Path) -> None:
             keep = r <= 3.0
             mine = name.startswith("vlaecodec")
             ax.plot(r[keep], q[keep], "s-" if mine else "o-", ms=3, label=name, lw=2 if mine else 1,
-                    color="tab:red" if mine and "z-only" not in name else None)
+                    color="black" if mine else None)
         if metric == "psnr":
             for name, (r, q) in PUBLISHED.items():
                 ax.plot(r, q, "k*", ms=8, label=name)
