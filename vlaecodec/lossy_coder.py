@@ -25,7 +25,7 @@ same pixels.
 >>> m = LossyModel(LossyConfig(n=8, m=8)).eval()
 >>> coder = LossyCoder(m, LossyTables.from_model(m), model_id="00" * 8)
 >>> img = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
->>> data = coder.encode([img], beta=2.0)
+>>> data = coder.encode([img], beta=100.0)
 >>> out = coder.decode(data)
 >>> out[0].shape, out[0].dtype
 ((20, 30, 3), dtype('uint8'))
