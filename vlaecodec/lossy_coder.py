@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import constriction
@@ -288,16 +289,15 @@ def _pad(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, _padded(w) - w, 0, _padded(h) - h), mode="replicate")
 
 
-class _threads:
-    def __init__(self, n: int):
-        self.n = n
-
-    def __enter__(self):
-        self.old = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.old)
+@contextmanager
+def _threads(n: int):
+    """torch's threads for the float transforms, restored after (the caller's setting stays)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def load_tables_and_model(weights) -> tuple[LossyModel, LossyTables]:
