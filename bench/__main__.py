@@ -128,7 +128,11 @@ def write(rows: list[dict], out: Path, name: str, meta: dict) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--speed" in argv:   # the speed bench has its own options
+        from .speed import main as speed_main
+        return speed_main([a for a in argv if a != "--speed"])
+    ap = argparse.ArgumentParser(prog="python -m bench", epilog="--speed [options]: the speed bench (bench/speed.py)")
     ap.add_argument("--quick", action="store_true", help="small slices: minutes, for development")
     ap.add_argument("--datasets", nargs="*", default=None, help="default: cifar10-test kodak")
     ap.add_argument("--limit", type=int, help="images per dataset (overrides --quick/full sizes)")

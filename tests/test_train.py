@@ -145,3 +145,26 @@ def test_resumed_fitted_run_keeps_its_schedule(tmp_path, folder):
     train(["--out", str(run), "--resume", "--stop-after", "10", *TINY])
     card = json.loads((run / "model.json").read_text())
     assert card["settings"]["steps"] == fitted and card["steps"] == 70
+
+
+def test_posterior_match_is_zero_only_for_the_teachers_own_posterior():
+    from vlaecodec.model import VLAE, VLAEConfig
+    from vlaecodec.train import posterior_match
+    torch.manual_seed(0)
+    cfg = VLAEConfig(hidden=8, pixel_hidden=8, z_channels=2, res_blocks=1, pixel_blocks=1)
+    teacher, student = VLAE(cfg), VLAE(cfg)
+    x = torch.randint(0, 256, (2, 3, 8, 8))
+    assert float(posterior_match(teacher, teacher(x), x)) == pytest.approx(0.0, abs=1e-6)
+    loss = posterior_match(teacher, student(x), x)
+    assert float(loss) > 1e-4
+    loss.backward()                       # the gradient reaches the student, not the teacher
+    assert student.encoder.out.weight.grad is not None and teacher.encoder.out.weight.grad is None
+
+
+def test_broad_batches_mix_the_three_kinds_of_picture():
+    from vlaecodec.train import BatchSource, TrainSettings
+    src = BatchSource(TrainSettings(data="broad", crop=16), channels=3)
+    assert [len(g) > 0 for g in src.groups] == [True, True, True]
+    x = src.batch(0, 0, 12)
+    assert x.shape == (12, 16, 16, 3) and x.dtype == np.uint8
+    assert np.array_equal(x, src.batch(0, 0, 12))      # a pure function of the step

@@ -112,6 +112,17 @@ def load_photos(limit: int | None = None, start: int = 0) -> list[np.ndarray]:
     return [load_image(f) for f in files]
 
 
+HOLDOUT = 4   # the last images of photos-wall/ and graphics/ are never trained on
+
+
+def training_sets() -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """(photos, photos-wall, graphics) for training, RGB only, without the held-out images."""
+    root = data_root()
+    rgb = lambda ims: [im for im in ims if im.shape[2] == 3]  # noqa: E731
+    return (rgb(load_folder(_need(root / "photos"))), rgb(load_folder(_need(root / "photos-wall"))[:-HOLDOUT]),
+            rgb(load_folder(_need(root / "graphics"))[:-HOLDOUT]))
+
+
 def random_crops(images: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` random ``size`` x ``size`` crops from a list of images (edge-padded if smaller)."""
     out = []
@@ -137,8 +148,9 @@ def load_dataset(name: str, limit: int | None = None) -> list[np.ndarray] | np.n
     """A named evaluation set: ``cifar10-test``, ``cifar10-train``, ``mnist-test`` (8-bit),
     ``bmnist-test`` (static binarization), ``omniglot-test`` (binarized one-shot runs),
     ``omniglot-train``, ``kodak``, ``photos``, ``photos-wall`` (18 clean modern photos),
-    ``graphics-crops`` (centre 512x512 crops of the 16 artwork and gradient images), or a
-    folder path."""
+    ``graphics-crops`` (centre 512x512 crops of the 16 artwork and gradient images), their
+    held-out parts ``photos-wall-heldout`` and ``graphics-heldout-crops`` (the last
+    :data:`HOLDOUT` images of each, never trained on), or a folder path."""
     if name == "cifar10-test":
         return load_cifar10("test", limit)
     if name == "cifar10-train":
@@ -158,6 +170,10 @@ def load_dataset(name: str, limit: int | None = None) -> list[np.ndarray] | np.n
         return load_folder(_need(data_root() / "photos-wall"), limit)
     if name == "graphics-crops":
         return [centre_crop(im, 512) for im in load_folder(_need(data_root() / "graphics"), limit)]
+    if name == "photos-wall-heldout":
+        return load_folder(_need(data_root() / "photos-wall"))[-HOLDOUT:][:limit]
+    if name == "graphics-heldout-crops":
+        return [centre_crop(im, 512) for im in load_folder(_need(data_root() / "graphics"))[-HOLDOUT:][:limit]]
     if Path(name).is_dir():
         return load_folder(name, limit)
     raise ValueError(f"unknown data set {name!r}")

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from . import data as D
 from .lossy_model import LossyConfig, LossyModel, gaussian_likelihood
 
-HOLDOUT = 4
+HOLDOUT = D.HOLDOUT
 
 
 @dataclass
@@ -50,11 +50,8 @@ class LossyTrainSettings:
 
 def training_images() -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(photos, graphics) for training: the photos, photos-wall and graphics minus held-out."""
-    root = D.data_root()
-    photos = [im for im in D.load_folder(root / "photos") if im.shape[2] == 3]
-    wall = D.load_folder(root / "photos-wall")[:-HOLDOUT]
-    graphics = D.load_folder(root / "graphics")[:-HOLDOUT]
-    return photos + wall, [g for g in graphics if g.shape[2] == 3]
+    photos, wall, graphics = D.training_sets()
+    return photos + wall, graphics
 
 
 def holdout_images(size: int = 256) -> list[np.ndarray]:

@@ -24,39 +24,23 @@ The networks use only convolutions, ReLU, nearest upsampling and embeddings, so 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# the configuration and the constants the torch-free coder shares with the float network
+from .config import (  # noqa: F401  (re-exported: model.VLAEConfig etc. stay importable)
+    LOGISTIC_LOGSCALE_MAX,
+    LOGISTIC_LOGSCALE_MIN,
+    LOGSCALE_MAX,
+    LOGSCALE_MIN,
+    VLAEConfig,
+    embed_index,
+    window_offsets,
+)
+
 LOG2 = math.log(2.0)
-LOGSCALE_MIN, LOGSCALE_MAX = -7.0, 2.0
-
-
-@dataclass
-class VLAEConfig:
-    channels: int = 3            # 1 (grey / binary) or 3 (RGB)
-    levels: int = 256            # values per subpixel: 256 (8-bit) or 2 (binary)
-    z_channels: int = 8          # latent channels per 4x4 block of pixels
-    hidden: int = 64             # width of encoder and z-decoder
-    res_blocks: int = 2          # residual blocks at each latent-resolution stage
-    pixel_hidden: int = 64       # width of the pixel decoder
-    pixel_blocks: int = 2        # per-pixel residual blocks after the window
-    decoder: str = "local"       # "local" | "full" | "factorized"
-    window: list[int] = field(default_factory=lambda: [7, 4])  # [A wide, B rows up]
-    full_layers: int = 12        # masked layers of the "full" decoder
-    prior: str = "normal"        # "normal" | "ar"
-    likelihood: str = "categorical"  # "categorical" | "logistic" (discretized logistic mixture)
-    mixtures: int = 5            # components of the logistic mixture
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "VLAEConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 def normalize(x: torch.Tensor, levels: int) -> torch.Tensor:
@@ -118,16 +102,6 @@ class ZDecoder(nn.Module):
         h = F.interpolate(F.relu(h), scale_factor=2, mode="nearest")
         h = self.up2(F.relu(self.up1(h)))
         return F.interpolate(h, scale_factor=2, mode="nearest")
-
-
-def window_offsets(window: list[int]) -> list[tuple[int, int]]:
-    """(dy, dx) of the causal window: B rows above, A pixels wide, (A-1)//2 to the left in the
-    current row.  The pixel itself is excluded."""
-    a, b = window
-    left = (a - 1) // 2
-    right = a - 1 - left
-    offs = [(dy, dx) for dy in range(-b, 0) for dx in range(-left, right + 1)]
-    return offs + [(0, dx) for dx in range(-left, 0)]
 
 
 class WindowConv(nn.Module):
@@ -202,10 +176,7 @@ class PixelHeads(nn.Module):
             return self.levels
         return self.K * (3 + (c if self.autoregressive else 0))
 
-    @staticmethod
-    def embed_index(c: int, prev: int) -> int:
-        """Index of the embedding of channel ``prev`` used by the head of channel ``c``."""
-        return c * (c - 1) // 2 + prev
+    embed_index = staticmethod(embed_index)
 
     def trunk_forward(self, ctx):
         for block in self.trunk:
@@ -254,9 +225,6 @@ class PixelHeads(nn.Module):
         B, L, H, W = probs.shape
         flat = probs.permute(0, 2, 3, 1).reshape(-1, L)
         return torch.multinomial(flat, 1, generator=generator).reshape(B, H, W)
-
-
-LOGISTIC_LOGSCALE_MIN, LOGISTIC_LOGSCALE_MAX = -7.0, 3.0
 
 
 def logistic_mixture_logprob(logit_w, mean, logscale, x, levels: int):
@@ -371,6 +339,7 @@ class VLAE(nn.Module):
             "dims": dims,
             "bpd": (distortion + rate) / (dims * LOG2),
             "kl_per_dim": kl_map.mean(dim=(2, 3)),  # B, z_channels
+            "mean": mean, "logscale": logscale,      # q(z|x), for distillation
         }
 
     @torch.no_grad()

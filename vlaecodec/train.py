@@ -32,7 +32,7 @@ from .zoo import save_model, torch_device
 
 @dataclass
 class TrainSettings:
-    data: str = "cifar10"          # cifar10 | cifar10+photos | photos | bmnist | mnist | omniglot | folder path
+    data: str = "cifar10"          # cifar10 | cifar10+photos | cifar10+broad | broad | photos | bmnist | mnist | omniglot | folder path
     photo_frac: float = 0.5        # share of photo crops in a batch for cifar10+photos
     grey_frac: float = 0.0         # share of images turned grey (R=G=B) so one model codes both
     crop: int = 32
@@ -51,6 +51,8 @@ class TrainSettings:
     limit: int = 0                 # use only the first N training images (0: all)
     val_every: int = 500
     cifar_parts: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    teacher: str = ""              # a zoo model whose posterior q(z|x) the model learns to match
+    distill: float = 1.0           # weight of KL(q_teacher || q) per dimension in the loss
 
 
 # What each data set's images are: (levels, channels) where they differ from the config's.
@@ -106,7 +108,12 @@ class BatchSource:
             self.fixed = D.load_mnist("train", s.limit or None)
         elif name == "omniglot":
             self.fixed = D.load_omniglot("background_small", s.limit or None)
-        if name.endswith("photos"):
+        self.groups = None
+        if name.endswith("broad"):
+            # three kinds of picture, each a fixed share of the crops whatever their count
+            self.groups = D.training_sets()
+            self.photos = self.groups[0]
+        elif name.endswith("photos"):
             self.photos = D.load_photos()
         elif Path(name).is_dir():
             self.photos = D.load_folder(name)
@@ -120,13 +127,19 @@ class BatchSource:
         else:
             self.val = D.random_crops(self.photos, 256, s.crop, np.random.default_rng(12345))
 
+    # shares of photos, photos-wall and graphics among the crops of the "broad" data
+    GROUP_SHARES = (0.4, 0.3, 0.3)
+
     def batch(self, step: int, rank: int, size: int) -> np.ndarray:
         rng = np.random.default_rng([self.s.seed, step, rank])
         n_photo = 0 if self.photos is None else (size if self.fixed is None else int(round(size * self.s.photo_frac)))
         parts = []
         if size - n_photo:
             parts.append(self.fixed[rng.integers(0, len(self.fixed), size - n_photo)])
-        if n_photo:
+        if n_photo and self.groups:
+            shares = rng.multinomial(n_photo, self.GROUP_SHARES)
+            parts += [D.random_crops(g, k, self.s.crop, rng) for g, k in zip(self.groups, shares) if k]
+        elif n_photo:
             parts.append(D.random_crops(self.photos, n_photo, self.s.crop, rng))
         x = np.concatenate(parts)
         if not self.binary and x.shape[-1] == 3:
@@ -181,6 +194,18 @@ def agreed(value: int, distributed: bool) -> int:
     t = torch.tensor([value], dtype=torch.int64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.broadcast(t, 0)
     return int(t.item())
+
+
+def posterior_match(teacher: VLAE, out: dict, x: torch.Tensor) -> torch.Tensor:
+    """KL(q_teacher(z|x) || q(z|x)) in nats per image dimension, averaged over the batch.
+
+    A narrower model distilled from a wider one learns the teacher's latent first: its
+    decoder then has an informative z from the start instead of learning to ignore it."""
+    with torch.no_grad():
+        tm, tl = teacher.posterior(x)
+    m, ls = out["mean"].float(), out["logscale"].float()
+    kl = ls - tl + (torch.exp(2 * tl) + (tm - m) ** 2) / (2 * torch.exp(2 * ls)) - 0.5
+    return (kl.sum(dim=(1, 2, 3)) / out["dims"]).mean()
 
 
 def to_tensor(x: np.ndarray, device) -> torch.Tensor:
@@ -280,6 +305,10 @@ def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False
         from .zoo import resolve
         model.load_state_dict(load_file(str(resolve(init)), device=str(dev)))
         meta["init"] = str(init)
+    teacher = None
+    if s.teacher:
+        from .zoo import load_model
+        teacher = load_model(s.teacher, device=str(dev))[0].eval().requires_grad_(False)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     source = BatchSource(s, cfg.channels)
     per_rank = s.batch_size // world
@@ -340,8 +369,11 @@ def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False
         x = to_tensor(next(batches), dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s.bf16 or dev.type == "cuda"):
             out = net(x, s.beta)
+        loss = out["loss"]
+        if teacher is not None:
+            loss = loss + s.distill * posterior_match(teacher, out, x)
         opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
         opt.step()
         step += 1

@@ -1,0 +1,152 @@
+"""``python -m bench.speed`` (or ``python -m bench --speed``): lossless speed as a user sees it.
+
+Each Kodak image is encoded and decoded by whole ``vlaecodec`` processes (start-up, model
+loading and file I/O included), with 1 and 2 threads, and checked to round-trip exactly.
+JPEG-XL (e7, e9) and WebP lossless run in the same loop on the same pixels, in this process
+through imagecodecs (their library calls, no start-up: the ratios are, if anything,
+unfavourable to vlaecodec).  Peak memory is each vlaecodec process's own max RSS.
+
+Writes bench/results/speed.{json,csv,md} (``--out`` elsewhere).  Ratios to JPEG-XL e9 hold
+across machines better than seconds do; both are reported.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vlaecodec import data as D
+
+from .classical import CODECS
+
+CLASSICAL = ["jpegxl-e7", "jpegxl-e9", "webp-lossless-m6"]
+
+
+def vlaecodec_command() -> list[str]:
+    """The installed console script, else the module (a source checkout)."""
+    exe = shutil.which("vlaecodec", path=str(Path(sys.executable).parent)) or shutil.which("vlaecodec")
+    return [exe] if exe else [sys.executable, "-m", "cli.main"]
+
+
+def timed_process(args: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one process, which must succeed."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {err.strip()}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def timed_call(fn, *args):
+    t = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t
+
+
+def bench_image(img: np.ndarray, name: str, work: Path, model: str, threads: list[int]) -> list[dict]:
+    src, vl, back = work / f"{name}.png", work / f"{name}.vlae", work / f"{name}.out.png"
+    Image.fromarray(img).save(src)
+    rows = []
+    for t in threads:
+        for p in (vl, back):
+            p.unlink(missing_ok=True)
+        cmd = vlaecodec_command()
+        enc, enc_rss = timed_process(cmd + ["encode", str(src), "-o", str(vl), "--model", model,
+                                            "--threads", str(t), "--no-elbo"])
+        dec, dec_rss = timed_process(cmd + ["decode", str(vl), "-o", str(back), "--threads", str(t)])
+        exact = bool(np.array_equal(np.asarray(Image.open(back)), img))
+        rows.append({"image": name, "codec": f"vlaecodec:{model}", "threads": t,
+                     "bits_per_dim": vl.stat().st_size * 8 / img.size, "encode_s": enc, "decode_s": dec,
+                     "peak_rss_mb": max(enc_rss, dec_rss), "exact": exact})
+    for codec in CLASSICAL:
+        enc_fn, dec_fn = CODECS[codec]
+        data, enc = timed_call(enc_fn, img)
+        out, dec = timed_call(dec_fn, data)
+        rows.append({"image": name, "codec": codec, "threads": 1, "bits_per_dim": len(data) * 8 / img.size,
+                     "encode_s": enc, "decode_s": dec, "peak_rss_mb": None,
+                     "exact": bool(np.array_equal(np.asarray(out).reshape(img.shape), img))})
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (codec, threads): mean seconds, bits/dim over all pixels, peak memory, and the
+    ratios of the mean times to JPEG-XL e9's (measured on the same images in the same run)."""
+    keys = sorted({(r["codec"], r["threads"]) for r in rows}, key=lambda k: (not k[0].startswith("vl"), k))
+    ref = [r for r in rows if r["codec"] == "jpegxl-e9"]
+    ref_enc, ref_dec = (float(np.mean([r[k] for r in ref])) for k in ("encode_s", "decode_s"))
+    out = []
+    for codec, t in keys:
+        rs = [r for r in rows if r["codec"] == codec and r["threads"] == t]
+        enc, dec = float(np.mean([r["encode_s"] for r in rs])), float(np.mean([r["decode_s"] for r in rs]))
+        rss = [r["peak_rss_mb"] for r in rs if r["peak_rss_mb"] is not None]
+        out.append({"codec": codec, "threads": t, "images": len(rs),
+                    "bits_per_dim": float(np.mean([r["bits_per_dim"] for r in rs])),
+                    "encode_s": enc, "decode_s": dec,
+                    "encode_x_jxl_e9": enc / ref_enc, "decode_x_jxl_e9": dec / ref_dec,
+                    "peak_rss_mb": max(rss) if rss else None, "all_exact": all(r["exact"] for r in rs)})
+    return out
+
+
+def markdown(summary: list[dict], meta: dict) -> str:
+    lines = [f"Lossless speed on {meta['images']} Kodak images ({meta['machine']}; `{meta['command']}`).",
+             "vlaecodec: whole processes; the others: library calls in the bench's process.", "",
+             "| codec | threads | bits/dim | encode s | decode s | encode / JPEG-XL e9 | decode / JPEG-XL e9 | peak RSS MB | exact |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        rss = "" if s["peak_rss_mb"] is None else f"{s['peak_rss_mb']:.0f}"
+        lines.append(f"| {s['codec']} | {s['threads']} | {s['bits_per_dim']:.4f} | {s['encode_s']:.3f} | "
+                     f"{s['decode_s']:.3f} | {s['encode_x_jxl_e9']:.2f} | {s['decode_x_jxl_e9']:.1f} | {rss} | "
+                     f"{'yes' if s['all_exact'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--images", type=int, default=24, help="The first N Kodak images.")
+    ap.add_argument("--threads", default="1,2", help="Thread counts for vlaecodec, comma-separated.")
+    ap.add_argument("--out", default="bench/results", help="Folder for speed.{json,csv,md}.")
+    ap.add_argument("--name", default="speed", help="Base name of the result files.")
+    a = ap.parse_args(argv)
+    threads = [int(t) for t in a.threads.split(",")]
+    images = D.load_kodak(a.images)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, img in enumerate(images):
+            rows += bench_image(img, f"kodim{i + 1:02d}", Path(tmp), a.model, threads)
+            last = [r for r in rows if r["image"] == f"kodim{i + 1:02d}"]
+            print(" ".join(f"{r['codec']}/{r['threads']}: {r['encode_s']:.2f}+{r['decode_s']:.2f}s" for r in last),
+                  file=sys.stderr)
+    summary = summarize(rows)
+    meta = {"images": len(images), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "command": "python -m bench.speed " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d")}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{a.name}.json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=1))
+    with (out / f"{a.name}.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    md = markdown(summary, meta)
+    (out / f"{a.name}.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
