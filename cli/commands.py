@@ -176,14 +176,18 @@ def _output_for(inp: str, output: str | None, many: bool, suffix: str) -> str:
     return str(folder / f"{name}{suffix}")
 
 
+def _float_threads(threads: int) -> None:
+    """torch's CPU threads, set only where a float model runs (the ELBO): lossless and
+    near-lossless coding run on numpy and never import torch; the lossy model's coder sets
+    its own threads around its transforms."""
+    import torch
+    torch.set_num_threads(threads)
+
+
 def _encode_one(args) -> dict:
     inp, out, model_name, threads, with_elbo, opts = args
-    import torch
-
     from vlaecodec import api
-    from vlaecodec.api import elbo_parts
     from vlaecodec.quality import psnr
-    torch.set_num_threads(threads)
     img = read_image(inp)
     data = opts.encode([img], model_name, threads)
     write_atomic(out, data)
@@ -194,7 +198,8 @@ def _encode_one(args) -> dict:
         rec["beta"] = api.info(data)["beta"]
         rec["psnr"] = psnr(img, api.decode_many(data, threads=threads)[0])
     elif with_elbo:
-        distortion, rate = elbo_parts(img, model_name)
+        _float_threads(threads)
+        distortion, rate = api.elbo_parts(img, model_name)
         rec["elbo_bpd"] = distortion + rate
         if opts.lossy:  # what z costs in the model, beside what it cost in the file
             rec["kl_bpd"] = rate
@@ -224,13 +229,10 @@ def encode_command(inputs, output, archive, model_name, force, as_json, jobs, th
 
 
 def _encode_archive(inputs, output, model_name, force, as_json, threads, opts) -> int:
-    import torch
-
     from vlaecodec.api import elbo_bpd
     if not output:
         raise VlaeError("an archive needs -o OUT.vlae")
     check_writable(output, force)
-    torch.set_num_threads(threads)
     images = [read_image(i) for i in inputs]
     data = opts.encode(images, model_name, threads)
     write_atomic(output, data)
@@ -238,6 +240,7 @@ def _encode_archive(inputs, output, model_name, force, as_json, threads, opts) -
     rec = {"output": output, "images": len(images), "bytes": len(data), "bpd": len(data) * 8 / dims,
            **opts.describe()}
     if output != STDIO and as_json:
+        _float_threads(threads)
         rec["elbo_bpd"] = sum(elbo_bpd(i, model_name) * i.size for i in images) / dims
     _report(rec, as_json)
     return 0
@@ -304,10 +307,7 @@ def _error(name, e: Exception) -> None:
 # --- decode ------------------------------------------------------------------------------
 def _decode_one(args) -> dict:
     inp, out, model_name, threads, preview, recon, progress = args
-    import torch
-
     from vlaecodec.api import decode_many
-    torch.set_num_threads(threads)
     data = read_bytes(inp)
     images = decode_many(data, None if model_name == "auto" else model_name, preview, recon, threads=threads,
                          progress=progress)

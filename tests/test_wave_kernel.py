@@ -47,14 +47,14 @@ def random_zfeat(net, rng, H, W):
 @pytest.mark.parametrize("likelihood", ["categorical", "logistic"])
 @pytest.mark.parametrize("decoder", ["local", "factorized"])
 def test_random_weights(rng, likelihood, decoder):
-    net = ExactVLAE(tiny_model(likelihood=likelihood, decoder=decoder, pixel_blocks=2))
+    net = ExactVLAE.from_module(tiny_model(likelihood=likelihood, decoder=decoder, pixel_blocks=2))
     x = rng.integers(0, 256, (3, 13, 11))
     check(net, x, random_zfeat(net, rng, 13, 11))
 
 
 def test_random_weights_band_inside_an_image(rng):
     """A band starting at row 5: windows reach into the band above, z features are the band's."""
-    net = ExactVLAE(tiny_model(likelihood="logistic"))
+    net = ExactVLAE.from_module(tiny_model(likelihood="logistic"))
     x = rng.integers(0, 256, (3, 17, 9))
     check(net, x, random_zfeat(net, rng, 12, 9), r0=5, rows=17)
 
@@ -65,7 +65,7 @@ def test_large_weights_and_activations(rng):
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(30)
-    net = ExactVLAE(model)
+    net = ExactVLAE.from_module(model)
     x = rng.integers(0, 256, (3, 9, 10))
     check(net, x, random_zfeat(net, rng, 9, 10))
 
@@ -74,7 +74,7 @@ def test_large_weights_and_activations(rng):
 def shipped():
     from vlaecodec.zoo import load_model
     model, _ = load_model("default")
-    return ExactVLAE(model)
+    return ExactVLAE.from_module(model)
 
 
 def kodak_crop(rows, cols):

@@ -8,21 +8,26 @@ True
 >>> near = api.decode(api.encode(img, max_error=2))  # near-lossless: every subpixel within 2
 >>> int(abs(near.astype(int) - img).max()) <= 2
 True
+
+Lossless, near-lossless and z-only coding run on the exact integer network, built from the
+weights as numpy arrays: they never import torch.  Only what needs the float model does (the
+ELBO, the lossy hyperprior model's transforms).
 """
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .codec import Codec, CodingStats
 from .errors import VlaeError
-from .evaluate import pad_to_multiple
+from .exact import ExactVLAE
 from .fileformat import MODE_LATENT, MODE_NAMES, unpack_header
-from .lossy_coder import DEFAULT_LOSSY_MODEL, LossyCoder, is_lossy_model, load_lossy_coder
-from .model import LOG2
-from .zoo import DEFAULT_MODEL, load_model
+from .zoo import DEFAULT_LOSSY_MODEL, DEFAULT_MODEL, is_lossy_model, load_model, load_weights, resolve
+
+if TYPE_CHECKING:
+    from .lossy_coder import LossyCoder
 
 
 DEFAULT_BETA = 64.0   # the lossy dial's default: a middle rate (see the model card for Kodak)
@@ -30,8 +35,15 @@ DEFAULT_BETA = 64.0   # the lossy dial's default: a middle rate (see the model c
 
 @lru_cache(maxsize=4)
 def _loaded(name: str):
-    """(float model, card), read from disk once per process for the codec and the ELBO."""
+    """(float model, card), read from disk once per process for the ELBO (imports torch)."""
     return load_model(name)
+
+
+@lru_cache(maxsize=4)
+def _exact(name: str) -> tuple[ExactVLAE, dict]:
+    """(exact network, card), made from the weights file once per process for the codecs."""
+    weights, cfg, card = load_weights(name)
+    return ExactVLAE(weights, cfg), card
 
 
 @lru_cache(maxsize=4)
@@ -39,8 +51,8 @@ def load_codec(name: str = DEFAULT_MODEL, threads: int = 1, progress: bool = Fal
     """The codec of a zoo model (the model is cached per process); ``threads``: BLAS threads
     for its whole-image convolutions (the results do not depend on it); ``progress``: a bar
     on stderr for large images (the CLI asks for it on a terminal; a library stays quiet)."""
-    model, card = _loaded(name)
-    return Codec(model, card["model_id"], active_channels=card.get("active_channels"),
+    net, card = _exact(name)
+    return Codec(net, card["model_id"], active_channels=card.get("active_channels"),
                  threads=max(1, threads), progress=progress)
 
 
@@ -64,13 +76,14 @@ def encode_many(images: list[np.ndarray], model: str = DEFAULT_MODEL,
 
 @lru_cache(maxsize=4)
 def load_lossy(name: str = DEFAULT_LOSSY_MODEL, threads: int = 1) -> LossyCoder:
-    """The coder of a lossy (hyperprior) zoo model, cached per process."""
+    """The coder of a lossy (hyperprior) zoo model, cached per process; its synthesis is a
+    float torch network, so this imports torch."""
+    from .lossy_coder import load_lossy_coder
     return load_lossy_coder(name, threads)
 
 
 def is_lossy(model: str) -> bool:
     """Whether a zoo name or weights path is a lossy (hyperprior) model."""
-    from .zoo import resolve
     return is_lossy_model(resolve(model))
 
 
@@ -173,10 +186,13 @@ def info(data: bytes) -> dict:
     return rec
 
 
-@torch.no_grad()
 def elbo_parts(image: np.ndarray, model: str = DEFAULT_MODEL, samples: int = 4, seed: int = 0) -> tuple[float, float]:
     """The model's distortion and rate (KL) for one image, bits per subpixel (float network,
-    averaged over z samples): their sum is the -ELBO."""
+    averaged over z samples): their sum is the -ELBO.  Imports torch."""
+    import torch
+
+    from .evaluate import pad_to_multiple
+    from .model import LOG2
     net = _loaded(model)[0]
     x = torch.from_numpy(np.array(image, dtype=np.int64)).permute(2, 0, 1)[None]
     if x.shape[1] < net.cfg.channels:
@@ -184,10 +200,11 @@ def elbo_parts(image: np.ndarray, model: str = DEFAULT_MODEL, samples: int = 4, 
     x, valid = pad_to_multiple(x)
     torch.manual_seed(seed)
     d = r = 0.0
-    for _ in range(samples):
-        out = net(x, valid=valid)
-        d += float(out["distortion"].sum())
-        r += float(out["rate"].sum())
+    with torch.no_grad():
+        for _ in range(samples):
+            out = net(x, valid=valid)
+            d += float(out["distortion"].sum())
+            r += float(out["rate"].sum())
     scale = samples * LOG2 * image.size
     return d / scale, r / scale
 

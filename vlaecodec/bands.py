@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import constriction
 import numpy as np
-import torch
 
 from .fileformat import MODE_NEAR_LOSSLESS, MODEL_ID_BYTES, Header, ImageInfo, pack
 from .latents import Latents
@@ -156,31 +155,30 @@ class BandChain:
         prior = constriction.stream.model.Uniform(self.latents.K)
         z_layer: list[np.ndarray] = []      # z of every band, in decoding order
         last_bands: list[int] = []
-        with torch.no_grad():
-            for i in reversed(range(len(images))):
-                x = self.posterior.image(targets[i])
-                u_pad = self.pixels.padded_input(x.numpy())
-                H, W = x.shape[1:]
-                last = i == len(images) - 1
-                top = H
-                while top > 0:
-                    if not last:
-                        rows = H
-                    elif top == H:  # the bottom band: nothing to borrow from, keep it small
-                        rows = H if H <= tail + 4 else tail
-                    else:
-                        rows = self.band_above(coder, top, W)
-                    unit = Unit(i, (top - rows, top), not (last and top == H), (-(-rows // 4), -(-W // 4)))
-                    z = self._encode_band(coder, x, u_pad, unit, bins, stats)
-                    if interleaved:  # the decoder pops this z right before the band's pixels
-                        before = coder.num_bits()
-                        coder.encode_reverse(z, prior)
-                        stats.bits_prior += coder.num_bits() - before
-                    else:
-                        z_layer.insert(0, z)
-                    if last:
-                        last_bands.insert(0, rows)
-                    top -= rows
+        for i in reversed(range(len(images))):
+            x = self.posterior.image(targets[i])
+            u_pad = self.pixels.padded_input(x)
+            H, W = x.shape[1:]
+            last = i == len(images) - 1
+            top = H
+            while top > 0:
+                if not last:
+                    rows = H
+                elif top == H:  # the bottom band: nothing to borrow from, keep it small
+                    rows = H if H <= tail + 4 else tail
+                else:
+                    rows = self.band_above(coder, top, W)
+                unit = Unit(i, (top - rows, top), not (last and top == H), (-(-rows // 4), -(-W // 4)))
+                z = self._encode_band(coder, x, u_pad, unit, bins, stats)
+                if interleaved:  # the decoder pops this z right before the band's pixels
+                    before = coder.num_bits()
+                    coder.encode_reverse(z, prior)
+                    stats.bits_prior += coder.num_bits() - before
+                else:
+                    z_layer.insert(0, z)
+                if last:
+                    last_bands.insert(0, rows)
+                top -= rows
         if z_layer:  # every z first in the file: the decoder pops them before any pixel
             before = coder.num_bits()
             coder.encode_reverse(np.concatenate(z_layer), prior)
@@ -205,21 +203,21 @@ class BandChain:
             values = self.latents.values(z)
         else:  # nothing below to borrow from: z = 0, not coded
             z = np.zeros(0, np.int32)
-            values = torch.zeros(n, dtype=torch.float64)
+            values = np.zeros(n)
         zhalf = self.pixels.features(values, self.active, unit.grid)
         before = coder.num_bits()
-        self.pixels.push(coder, x.numpy(), u_pad, zhalf, unit.rows, bins)
+        self.pixels.push(coder, x, u_pad, zhalf, unit.rows, bins)
         stats.bits_pixels += coder.num_bits() - before
         return z
 
-    def _pop_posterior(self, coder, mean: torch.Tensor, logscale: torch.Tensor) -> np.ndarray:
+    def _pop_posterior(self, coder, mean: np.ndarray, logscale: np.ndarray) -> np.ndarray:
         """z ~ q(z|x) read off the stack (the encoder's bits-back pop)."""
         n = self.LATENT_CHUNK
         return np.concatenate([
             coder.decode(CATEGORICAL, self.latents.posterior_probabilities(mean[a:a + n], logscale[a:a + n]))
             for a in range(0, len(mean), n)]).astype(np.int32)
 
-    def _push_posterior(self, coder, z: np.ndarray, mean: torch.Tensor, logscale: torch.Tensor) -> None:
+    def _push_posterior(self, coder, z: np.ndarray, mean: np.ndarray, logscale: np.ndarray) -> None:
         """The inverse of :meth:`_pop_posterior` (the decoder gives the bits back)."""
         n = self.LATENT_CHUNK
         for a in reversed(range(0, len(mean), n)):
@@ -231,10 +229,10 @@ class BandChain:
         """How many z a band of this file codes: none for a version 3 file's bottom band."""
         return len(header.active) * u.latents_per_channel if u.borrow or header.version == 2 else 0
 
-    def _values(self, header: Header, u: Unit, z: np.ndarray) -> torch.Tensor:
+    def _values(self, header: Header, u: Unit, z: np.ndarray) -> np.ndarray:
         if self._coded(header, u):
             return self.latents.values(z)
-        return torch.zeros(len(header.active) * u.latents_per_channel, dtype=torch.float64)
+        return np.zeros(len(header.active) * u.latents_per_channel)
 
     def _pop_z_layer(self, coder, header: Header) -> tuple[list[Unit], list[np.ndarray]]:
         bands = units(header.images, header.bands)
@@ -242,7 +240,7 @@ class BandChain:
         flat = coder.decode(constriction.stream.model.Uniform(self.latents.K), sum(sizes)).astype(np.int32)
         return bands, np.split(flat, np.cumsum(sizes)[:-1])
 
-    def z_layer(self, header: Header, words: np.ndarray) -> list[tuple[Unit, torch.Tensor]]:
+    def z_layer(self, header: Header, words: np.ndarray) -> list[tuple[Unit, np.ndarray]]:
         """Every band with its z values (the file's coded channels), without a pixel bit (a
         file with its z layer in front: not interleaved)."""
         coder = constriction.stream.stack.AnsCoder(words)
@@ -275,7 +273,7 @@ class BandChain:
             zhalf = pixels.features(self._values(header, u, z), active, u.grid)
             pixels.pop(pop, x, u_pad, zhalf, u.rows)
             if u.borrow:
-                mean, logscale = self.posterior.rows(torch.from_numpy(x[:, u.rows[0]:u.rows[1]]), active)
+                mean, logscale = self.posterior.rows(x[:, u.rows[0]:u.rows[1]], active)
                 self._push_posterior(coder, z, mean, logscale)
             if k + 1 == len(bands) or bands[k + 1].image != u.image:
                 out.append(pixels.finish(x, info))

@@ -5,7 +5,9 @@
 * both over one :class:`~vlaecodec.pixels.PixelCoder` (p(x|z), wave by wave) and one
   :class:`~vlaecodec.posterior.Posterior` (q(z|x)), which run on the exact network.
 
-Settings (``threads``, ``progress``) are given once, to the constructor.
+Settings (``threads``, ``progress``) are given once, to the constructor.  A codec runs on
+an :class:`~vlaecodec.exact.ExactVLAE` (numpy only; :func:`vlaecodec.api.load_codec` builds
+one from a zoo file); a torch :class:`~vlaecodec.model.VLAE` is accepted too (tests, training).
 
 >>> import numpy as np
 >>> from vlaecodec.model import VLAE, VLAEConfig
@@ -18,14 +20,12 @@ True
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from .bands import DEFAULT_TAIL, BandChain, CodingStats, pixel_digest
 from .errors import VlaeError
 from .exact import ExactVLAE
 from .fileformat import MAX_ERROR, MODE_LOSSY, MODEL_ID_BYTES, RECON_NAMES, ImageInfo, max_pixels, unpack
 from .latents import Latents
-from .model import VLAE
 from .pixels import PixelCoder, one_blas_thread
 from .posterior import Posterior
 from .zonly import ZOnlyCoder
@@ -34,16 +34,17 @@ DEFAULT_Z_BITS = 8
 
 
 class Codec:
-    """Encoder/decoder for one model.  ``model_id`` is written to and checked in every file;
+    """Encoder/decoder for one model (its exact network, or a torch VLAE to make it from).
+    ``model_id`` is written to and checked in every file;
     ``active_channels``: the latent channels that lossless files code (default: all);
     ``threads``: BLAS threads for the whole-image convolutions and threads for the pixel
     work (the bytes do not depend on it); ``progress``: progress bars for large images."""
 
-    def __init__(self, model: VLAE, model_id: str, z_bits: int = DEFAULT_Z_BITS,
+    def __init__(self, model, model_id: str, z_bits: int = DEFAULT_Z_BITS,
                  active_channels: list[int] | None = None, tail: int = DEFAULT_TAIL,
                  threads: int = 1, progress: bool = False):
-        net = ExactVLAE(model)
-        self.cfg = model.cfg
+        net = model if isinstance(model, ExactVLAE) else ExactVLAE.from_module(model)
+        self.cfg = net.cfg
         self.model_id = model_id
         self.z_bits = z_bits
         self.pixels = PixelCoder(net, threads, progress)
@@ -109,12 +110,11 @@ class Codec:
         if header.z_bits > self.z_bits or any(c >= self.cfg.z_channels for c in header.active) \
                 or (header.mode != MODE_LOSSY and header.z_bits != self.z_bits):
             raise VlaeError("corrupt file: latent layout does not match the model")
-        with torch.no_grad():
-            if header.mode == MODE_LOSSY:
-                return _guard(self.zonly.decode, header, words)
-            if preview and not header.interleaved:
-                return _guard(lambda: self.zonly.preview(header, self.bands.z_layer(header, words), rule))
-            out = _guard(self.bands.decode, header, words)
+        if header.mode == MODE_LOSSY:
+            return _guard(self.zonly.decode, header, words)
+        if preview and not header.interleaved:
+            return _guard(lambda: self.zonly.preview(header, self.bands.z_layer(header, words), rule))
+        out = _guard(self.bands.decode, header, words)
         if pixel_digest(out) != header.digest:
             raise VlaeError("decoded pixels fail their checksum (corrupt file); nothing written")
         return out

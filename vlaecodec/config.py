@@ -3,8 +3,7 @@ its pixel window, the clamps of its log scales and the order of its channel embe
 
 Coding runs the exact integer copy of the network (:mod:`vlaecodec.exact`), which needs only
 these and the weights, so a process that only codes never imports torch.  :mod:`vlaecodec.model`
-(the float network, for training) defines the same names, as long as it does not import
-them from here; ``tests/test_torch_free.py`` checks that they agree.
+(the float network, for training) imports them from here, so both share one definition.
 
 >>> window_offsets([3, 1])
 [(-1, -1), (-1, 0), (-1, 1), (0, -1)]

@@ -13,21 +13,24 @@ Quantizing the float weights uses only exact operations (frexp, multiply by a po
 two, round); the number formats, the tables and the probability rows are in
 :mod:`vlaecodec.fixedpoint`.
 
->>> import torch
 >>> from vlaecodec.model import VLAE, VLAEConfig
->>> net = ExactVLAE(VLAE(VLAEConfig(hidden=8, pixel_hidden=8, z_channels=2, res_blocks=1)))
->>> x = torch.randint(0, 256, (1, 3, 8, 8))
+>>> net = ExactVLAE.from_module(VLAE(VLAEConfig(hidden=8, pixel_hidden=8, z_channels=2, res_blocks=1)))
+>>> x = np.random.default_rng(0).integers(0, 256, (1, 3, 8, 8))
 >>> mean, logscale = net.posterior(x)
->>> bool((mean == mean.round()).all())
-True
+>>> bool((mean == mean.round()).all()), mean.shape
+(True, (1, 2, 2, 2))
+
+The network comes from its weights as numpy arrays (a zoo file, :func:`vlaecodec.zoo.load_weights`)
+and its config: coding never imports torch.  :meth:`ExactVLAE.from_module` takes a torch
+:class:`~vlaecodec.model.VLAE` instead (tests, training).
 """
 from __future__ import annotations
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from typing import Mapping
 
-from .model import LOGSCALE_MAX, LOGSCALE_MIN, VLAE, window_offsets
+import numpy as np
+
+from .config import LOGSCALE_MAX, LOGSCALE_MIN, VLAEConfig, embed_index, window_offsets
 from .fixedpoint import (
     ACT_BITS,
     ACT_LIMIT,
@@ -37,37 +40,34 @@ from .fixedpoint import (
     weight_exponent,
 )
 
-DT = torch.float64
-
 
 class QLinear:
-    """A convolution (or 1x1 layer) with integer weights: out = floor(W.x + b) at scale 2**out_bits."""
+    """A convolution (or 1x1 layer) with integer weights: out = floor(W.x + b) at scale 2**out_bits.
+    ``weight`` [out, in, kh, kw] and ``bias`` [out] are float arrays (any array-like)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, in_bits: int,
-                 out_bits: int = ACT_BITS, in_scale: float = 1.0, stride: int = 1, padding=0):
-        w = weight.detach().double() * in_scale
+    def __init__(self, weight, bias, in_bits: int, out_bits: int = ACT_BITS, in_scale: float = 1.0,
+                 stride: int = 1, padding: int = 0):
+        w = np.asarray(weight, dtype=np.float64) * in_scale
         self.w_bits = weight_exponent(w)
         self.shift = self.w_bits + in_bits - out_bits
         assert self.shift >= 0, "weights too large for the fixed-point format"
-        self.weight = torch.round(w * 2.0 ** self.w_bits)
-        b = torch.zeros(w.shape[0], dtype=DT) if bias is None else bias.detach().double()
-        self.bias = torch.round(b * 2.0 ** (self.w_bits + in_bits))
+        self.weight = np.round(w * 2.0 ** self.w_bits)          # half to even, as torch.round did
+        b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
+        self.bias = np.round(b * 2.0 ** (self.w_bits + in_bits))
         self.stride, self.padding = stride, padding
-        # numpy copies for the per-pixel path (small batches: numpy's call overhead is lower)
-        self.matrix = self.weight.reshape(self.weight.shape[0], -1).t().contiguous().numpy()
-        self.bias_np = self.bias.numpy()
+        # the weights as one [fan_in, out] matrix, for the per-pixel rows
+        self.matrix = np.ascontiguousarray(self.weight.reshape(self.weight.shape[0], -1).T)
         self.scale = 2.0 ** -self.shift
         # the kernel as [ky, kx, C_in, C_out] taps, and as one [ky*kx*C_in, C_out] matrix,
         # for the channels-last convolution
         self.kernel = tuple(self.weight.shape[-2:])
-        self.taps = np.ascontiguousarray(self.weight.permute(2, 3, 1, 0).numpy())
+        self.taps = np.ascontiguousarray(self.weight.transpose(2, 3, 1, 0))
         self.tap_matrix = self.taps.reshape(-1, self.taps.shape[-1])
 
-    def conv(self, a: torch.Tensor) -> torch.Tensor:
-        """The layer on a batch [B, C, H, W] (torch, float64 holding integers)."""
-        out = [self.conv_hwc(np.ascontiguousarray(img.permute(1, 2, 0).numpy())) for img in a]
-        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
-
+    def conv(self, a: np.ndarray) -> np.ndarray:
+        """The layer on a batch [B, C, H, W] (float64 holding integers)."""
+        out = [self.conv_hwc(np.ascontiguousarray(img.transpose(1, 2, 0))) for img in np.asarray(a, np.float64)]
+        return np.stack(out).transpose(0, 3, 1, 2)
     IM2COL_MAX_FAN_IN = 64   # below this, one matrix product over gathered patches
 
     def conv_hwc(self, a: np.ndarray, pad_rows: bool = True) -> np.ndarray:
@@ -95,7 +95,7 @@ class QLinear:
                     if ky or kx:
                         np.matmul(tap(ky, kx), self.taps[ky, kx], out=part)
                         acc += part
-        acc += self.bias_np
+        acc += self.bias
         if self.shift:
             acc *= self.scale       # a power of two: exact
             np.floor(acc, out=acc)
@@ -107,58 +107,102 @@ class QLinear:
         with its own column order in ``matrix``), in numpy float64 holding integers;
         ``relu``: then max(., 0)."""
         acc = a @ (self.matrix if matrix is None else matrix)
-        return finish_rows(acc, self.bias_np, self.scale, ACT_LIMIT, relu)   # bias, shift, clip: one pass
+        return finish_rows(acc, self.bias, self.scale, ACT_LIMIT, relu)   # bias, shift, clip: one pass
 
 
-def _q(conv: torch.nn.Conv2d, in_bits: int = ACT_BITS, **kw) -> QLinear:
-    return QLinear(conv.weight, conv.bias, in_bits, stride=conv.stride[0], padding=conv.padding[0], **kw)
+class _Weights:
+    """A model's weights by state-dict name, as float arrays; remembers which were read, so
+    that weights of another architecture than the config's are refused, not half used."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray]):
+        self.weights, self.read = weights, set()
+
+    def __call__(self, name: str) -> np.ndarray:
+        if name not in self.weights:
+            raise ValueError(f"the weights have no {name!r}: they do not fit the model's config")
+        self.read.add(name)
+        return self.weights[name]
+
+    def layer(self, name: str, in_bits: int = ACT_BITS, stride: int = 1, padding: int = 0,
+              **kw) -> QLinear:
+        """The convolution ``name`` (its ``.weight`` and ``.bias``); stride and padding are the
+        architecture's (vlaecodec/model.py), not stored in the weights."""
+        return QLinear(self(f"{name}.weight"), self(f"{name}.bias"), in_bits, stride=stride,
+                       padding=padding, **kw)
+
+    def res_block(self, name: str) -> tuple[QLinear, QLinear]:
+        return self.layer(f"{name}.conv1", padding=1), self.layer(f"{name}.conv2", padding=1)
+
+    def check_all_read(self) -> None:
+        unused = sorted(set(self.weights) - self.read)
+        if unused:
+            raise ValueError(f"weights {unused[:3]} do not fit the model's config")
 
 
-def _qres(block) -> tuple[QLinear, QLinear]:
-    return _q(block.conv1), _q(block.conv2)
-
-
-def pixels_to_input(x: torch.Tensor, levels: int) -> torch.Tensor:
+def pixels_to_input(x, levels: int) -> np.ndarray:
     """Integer pixels -> the integer network input u = 2x - (levels-1) (0 means 'outside')."""
-    return (2 * x.to(DT)) - (levels - 1)
+    return 2 * np.asarray(x, dtype=np.float64) - (levels - 1)
+
+
+def window_mask(window: list[int]) -> np.ndarray:
+    """The [B+1, A] mask of the window convolution (:class:`~vlaecodec.model.WindowConv`
+    keeps it out of the state dict, so it is rebuilt here from the window's offsets)."""
+    a, b = window
+    mask = np.zeros((b + 1, a), np.float32)
+    for dy, dx in window_offsets(window):
+        mask[b + dy, (a - 1) // 2 + dx] = 1.0
+    return mask
 
 
 class ExactVLAE:
-    """Integer-exact evaluation of a trained :class:`VLAE` (normal prior, any decoder kind but
-    ``full``).  Pixel tables come from :meth:`pixel_logits_rows`, which works on any set of
-    pixels whose window is known."""
+    """Integer-exact evaluation of a trained VLAE (normal prior, any decoder kind but
+    ``full``) from its float ``weights`` (state-dict names -> arrays) and its ``cfg``.  Pixel
+    tables come from :meth:`probabilities`, which works on any set of pixels whose window is
+    known.  Every method takes and returns numpy arrays."""
 
-    def __init__(self, model: VLAE):
-        cfg = model.cfg
+    def __init__(self, weights: Mapping[str, np.ndarray], cfg: VLAEConfig):
         if cfg.decoder == "full" or cfg.prior != "normal":
             raise ValueError("exact coding supports local/factorized decoders with the normal prior")
         self.cfg = cfg
+        W = _Weights(weights)
         in_scale = 1.0 / (cfg.levels - 1)  # normalize(x) = u / (levels-1)
-        enc, zd, heads = model.encoder, model.zdecoder, model.heads
-        self.e_inp = _q(enc.inp, in_bits=0, in_scale=in_scale)
-        self.e_down1, self.e_down2 = _q(enc.down1), _q(enc.down2)
-        self.e_blocks = [_qres(b) for b in enc.blocks]
-        self.e_out = _q(enc.out)
-        self.z_inp = _q(zd.inp)
-        self.z_blocks = [_qres(b) for b in zd.blocks]
-        self.z_up1, self.z_up2 = _q(zd.up1), _q(zd.up2)
+        self.e_inp = W.layer("encoder.inp", in_bits=0, in_scale=in_scale, padding=1)
+        self.e_down1 = W.layer("encoder.down1", stride=2, padding=1)
+        self.e_down2 = W.layer("encoder.down2", stride=2, padding=1)
+        self.e_blocks = [W.res_block(f"encoder.blocks.{i}") for i in range(cfg.res_blocks)]
+        self.e_out = W.layer("encoder.out")
+        self.z_inp = W.layer("zdecoder.inp", padding=1)
+        self.z_blocks = [W.res_block(f"zdecoder.blocks.{i}") for i in range(cfg.res_blocks)]
+        self.z_up1, self.z_up2 = W.layer("zdecoder.up1", padding=1), W.layer("zdecoder.up2")
         self.local = cfg.decoder == "local"
         if self.local:
-            wc = model.context
-            w = (wc.conv.weight * wc.mask).detach()
-            self.window = QLinear(w, wc.conv.bias, 0, in_scale=in_scale)
-            self.left, self.right, self.up = wc.left, wc.right, wc.up
+            # the masked weights in float32, as WindowConv multiplies them (by 0 or 1: exact)
+            w = W("context.conv.weight") * window_mask(cfg.window)
+            self.window = QLinear(w, W("context.conv.bias"), 0, in_scale=in_scale)
+            a, b = cfg.window
+            self.left, self.right, self.up = (a - 1) // 2, a - 1 - (a - 1) // 2, b
             # the same weights as a matrix over gathered window pixels, ordered (offset, channel)
             offs = window_offsets(cfg.window)
             cols = [self.window.weight[:, :, self.up + dy, self.left + dx] for dy, dx in offs]
-            self.window_matrix = torch.stack(cols, dim=1).reshape(w.shape[0], -1).t().contiguous().numpy()
+            self.window_matrix = np.ascontiguousarray(np.stack(cols, axis=1).reshape(w.shape[0], -1).T)
             self.offsets = offs
-        self.trunk = [(_q(b[1]), _q(b[3])) for b in heads.trunk]
-        self.embed = [torch.round(e.weight.detach().double() * 2 ** ACT_BITS).numpy() for e in heads.embed]
-        self.hidden = [_q(h) for h in heads.hidden]
-        self.out = [_q(o) for o in heads.out]
-        self.embed_index = heads.embed_index
+        # per-pixel blocks: nn.Sequential(ReLU, Conv, ReLU, Conv), so the convolutions are 1 and 3
+        self.trunk = [(W.layer(f"heads.trunk.{i}.1"), W.layer(f"heads.trunk.{i}.3"))
+                      for i in range(cfg.pixel_blocks)]
+        n_embed = cfg.channels * (cfg.channels - 1) // 2 if cfg.decoder != "factorized" else 0
+        self.embed = [np.round(np.asarray(W(f"heads.embed.{i}.weight"), dtype=np.float64) * 2 ** ACT_BITS)
+                      for i in range(n_embed)]
+        self.hidden = [W.layer(f"heads.hidden.{c}") for c in range(cfg.channels)]
+        self.out = [W.layer(f"heads.out.{c}") for c in range(cfg.channels)]
+        W.check_all_read()
+        self.embed_index = embed_index
         self.logistic = cfg.likelihood == "logistic"
+
+    @classmethod
+    def from_module(cls, model) -> "ExactVLAE":
+        """The exact copy of a torch :class:`~vlaecodec.model.VLAE` (its state dict as numpy)."""
+        state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        return cls(state, model.cfg)
 
     # --- encoder and z-decoder (whole images, in strips) -------------------------------------
     # Large images go in horizontal strips of about this many latent positions, which bounds
@@ -167,16 +211,16 @@ class ExactVLAE:
     STRIP_LATENT_POSITIONS = 1 << 16
     MIN_STRIP_ROWS = 16
 
-    @torch.no_grad()
-    def posterior(self, x: torch.Tensor):
-        """Integer (mean, logscale) at scale 2**ACT_BITS for integer images x [B,C,H,W], H,W % 4 == 0.
+    def posterior(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """Integer (mean, logscale) [B, z_channels, H/4, W/4] at scale 2**ACT_BITS for integer
+        images x [B,C,H,W], H,W % 4 == 0.
 
         Computed in horizontal strips with a halo wider than the receptive field: integer
         arithmetic makes the result identical to one pass over the whole image."""
-        u = pixels_to_input(x, self.cfg.levels).permute(0, 2, 3, 1).numpy()   # channels last
+        u = pixels_to_input(x, self.cfg.levels).transpose(0, 2, 3, 1)   # channels last
         halo = 2 * len(self.e_blocks) + 4
         out = np.stack([self._in_strips(self._posterior_hwc, img, 4, halo, 1) for img in u])
-        mean, logscale = torch.from_numpy(out).permute(0, 3, 1, 2).chunk(2, dim=1)
+        mean, logscale = np.split(out.transpose(0, 3, 1, 2), 2, axis=1)
         return mean, logscale
 
     def _in_strips(self, fn, a: np.ndarray, down: int, halo: int, up: int) -> np.ndarray:
@@ -222,11 +266,10 @@ class ExactVLAE:
         np.clip(out[..., zc:], LOGSCALE_MIN * 2 ** ACT_BITS, LOGSCALE_MAX * 2 ** ACT_BITS, out=out[..., zc:])
         return out
 
-    @torch.no_grad()
-    def z_features_half(self, z_int: torch.Tensor) -> np.ndarray:
+    def z_features_half(self, z_int) -> np.ndarray:
         """Conditioning features at half resolution [ph, 2h, 2w] (float32, holding integers below
         2**23, hence exact) from integer latents [1, zc, h, w]; pixel (y, x) uses [:, y//2, x//2]."""
-        z = np.ascontiguousarray(z_int[0].to(DT).permute(1, 2, 0).numpy())
+        z = np.ascontiguousarray(np.transpose(np.asarray(z_int, dtype=np.float64)[0], (1, 2, 0)))
         out = self._in_strips(self._z_features_hwc, z, 1, 2 * len(self.z_blocks) + 3, 2)
         return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
 
@@ -237,20 +280,17 @@ class ExactVLAE:
         a = np.maximum(a, 0).repeat(2, axis=0).repeat(2, axis=1)   # nearest-neighbour x2
         return self.z_up2.conv_hwc(np.maximum(self.z_up1.conv_hwc(a), 0))
 
-    @torch.no_grad()
-    def z_features(self, z_int: torch.Tensor) -> torch.Tensor:
-        """Full-resolution conditioning [1, ph, H, W] (for tests and small images)."""
-        half = torch.from_numpy(self.z_features_half(z_int)).double()[None]
-        return F.interpolate(half, scale_factor=2, mode="nearest")
+    def z_features(self, z_int) -> np.ndarray:
+        """Full-resolution conditioning [1, ph, H, W] (for tests and small images), float64."""
+        half = self.z_features_half(z_int).astype(np.float64)[None]
+        return half.repeat(2, axis=2).repeat(2, axis=3)   # nearest-neighbour x2
 
-    @torch.no_grad()
-    def window_features(self, x: torch.Tensor) -> torch.Tensor:
+    def window_features(self, x) -> np.ndarray:
         """Window features of every pixel of fully known images x [B,C,H,W]."""
-        u = F.pad(pixels_to_input(x, self.cfg.levels), (self.left, self.right, self.up, 0))
+        u = np.pad(pixels_to_input(x, self.cfg.levels), ((0, 0), (0, 0), (self.up, 0), (self.left, self.right)))
         return self.window.conv(u)
 
-    @torch.no_grad()
-    def context(self, x: torch.Tensor, zfeat: torch.Tensor) -> torch.Tensor:
+    def context(self, x, zfeat: np.ndarray) -> np.ndarray:
         """Window features plus z features for every pixel of a fully known image."""
         return self.window_features(x) + zfeat if self.local else zfeat
 

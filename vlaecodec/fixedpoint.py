@@ -30,7 +30,7 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
-from .model import LOGISTIC_LOGSCALE_MAX, LOGISTIC_LOGSCALE_MIN, LOGSCALE_MAX, LOGSCALE_MIN
+from .config import LOGISTIC_LOGSCALE_MAX, LOGISTIC_LOGSCALE_MIN, LOGSCALE_MAX, LOGSCALE_MIN
 
 # --- number formats ------------------------------------------------------------------------
 ACT_BITS = 12            # activations are integers at scale 2**12
@@ -45,12 +45,12 @@ def weight_exponent(w) -> int:
     """Largest power-of-two scale s with fan_in * max|w| * 2**s <= 2**WEIGHT_SUM_BITS, for a
     layer's weights [out, ...] (exact: frexp), at most MAX_WEIGHT_BITS.
 
-    >>> import torch
-    >>> weight_exponent(torch.full((4, 3), 1000.0)), weight_exponent(torch.zeros(2, 2))
+    >>> weight_exponent(np.full((4, 3), 1000.0)), weight_exponent(np.zeros((2, 2)))
     (17, 24)
     """
-    fan_in = w[0].numel()
-    peak = float(w.abs().max())
+    w = np.asarray(w)
+    fan_in = w[0].size
+    peak = float(np.abs(w).max())
     if peak == 0.0:
         return MAX_WEIGHT_BITS
     _, e_w = math.frexp(peak)                  # peak < 2**e_w

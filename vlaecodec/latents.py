@@ -7,9 +7,8 @@ bins: Phi((edge - mean) / sigma) from an integer table of Phi on a 1/128 grid, w
 1/sigma from an integer exp table (:mod:`vlaecodec.fixedpoint`).  Every input is an integer,
 so the tables are identical wherever they are computed.
 
->>> import torch
 >>> t = Latents(6)
->>> probs = t.posterior_probabilities(torch.tensor([0.0, 4096.0]), torch.tensor([-4096.0, -4096.0]))
+>>> probs = t.posterior_probabilities(np.array([0.0, 4096.0]), np.array([-4096.0, -4096.0]))
 >>> probs.shape, int(probs[0].argmax()) in (31, 32), int(probs[1].argmax()) > 50
 ((2, 64), True, True)
 """
@@ -18,7 +17,6 @@ from __future__ import annotations
 from statistics import NormalDist
 
 import numpy as np
-import torch
 
 from .fixedpoint import ACT_BITS, checked_round, normal_bin_probabilities, normal_bin_probabilities_numpy
 
@@ -37,18 +35,19 @@ class Latents:
         self.centers = np.array([checked_round(nd.inv_cdf((k + 0.5) / self.K) * scale)
                                  for k in range(self.K)], dtype=np.int64)
 
-    def posterior_probabilities(self, mean: torch.Tensor, logscale: torch.Tensor) -> np.ndarray:
-        """Rows [n, K] of bin probabilities for integer mean / logscale [n] (scale 2**12)
-        (the compiled kernel; :meth:`posterior_probabilities_numpy` is the reference)."""
-        return normal_bin_probabilities(mean.numpy(), logscale.numpy(), self.edges)
+    def posterior_probabilities(self, mean: np.ndarray, logscale: np.ndarray) -> np.ndarray:
+        """Rows [n, K] of bin probabilities for integer mean / logscale [n] (float64, scale
+        2**12) (the compiled kernel; :meth:`posterior_probabilities_numpy` is the reference)."""
+        return normal_bin_probabilities(np.asarray(mean, np.float64), np.asarray(logscale, np.float64), self.edges)
 
-    def posterior_probabilities_numpy(self, mean: torch.Tensor, logscale: torch.Tensor) -> np.ndarray:
-        return normal_bin_probabilities_numpy(mean.numpy(), logscale.numpy(), self.edges)
+    def posterior_probabilities_numpy(self, mean: np.ndarray, logscale: np.ndarray) -> np.ndarray:
+        return normal_bin_probabilities_numpy(np.asarray(mean, np.float64), np.asarray(logscale, np.float64),
+                                              self.edges)
 
-    def mode_bins(self, mean: torch.Tensor) -> np.ndarray:
+    def mode_bins(self, mean: np.ndarray) -> np.ndarray:
         """The bin that holds each mean (used where there are no bits to borrow)."""
-        return np.searchsorted(self.edges, mean.numpy().astype(np.int64), side="right").astype(np.int32)
+        return np.searchsorted(self.edges, np.asarray(mean).astype(np.int64), side="right").astype(np.int32)
 
-    def values(self, bins: np.ndarray) -> torch.Tensor:
-        """Integer z (scale 2**12) of bins."""
-        return torch.from_numpy(self.centers[bins].astype(np.float64))
+    def values(self, bins: np.ndarray) -> np.ndarray:
+        """Integer z (scale 2**12, float64) of bins."""
+        return self.centers[bins].astype(np.float64)

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from .errors import VlaeError
 from .fileformat import MODE_LATENT, Header, ImageInfo, pack, unpack
 from .lossy_model import SCALE_MIN, LossyConfig, LossyModel
+from .zoo import DEFAULT_LOSSY_MODEL, is_lossy_model  # noqa: F401 - also named here, as before
 
 ACT_BITS = 8            # fixed-point fraction bits of h_s's activations
 WEIGHT_BITS = 14        # ... and of its weights
@@ -312,9 +313,6 @@ def load_tables_and_model(weights) -> tuple[LossyModel, LossyTables]:
     return model.eval(), LossyTables.from_tensors({k: v for k, v in t.items() if k.startswith("tables.")})
 
 
-DEFAULT_LOSSY_MODEL = "lossy"
-
-
 def load_lossy_coder(name_or_path: str = DEFAULT_LOSSY_MODEL, threads: int = 1) -> LossyCoder:
     """A zoo name (``lossy``) or a weights path -> its coder; the file id is the weights' hash."""
     from .zoo import file_sha256, resolve
@@ -322,9 +320,3 @@ def load_lossy_coder(name_or_path: str = DEFAULT_LOSSY_MODEL, threads: int = 1) 
     model, tables = load_tables_and_model(weights)
     return LossyCoder(model, tables, model_id=file_sha256(weights)[:16], threads=threads)
 
-
-def is_lossy_model(weights) -> bool:
-    """Whether a weights file holds a lossy (hyperprior) model, from its metadata alone."""
-    from safetensors import safe_open
-    with safe_open(str(weights), "pt") as f:
-        return (f.metadata() or {}).get("kind") == "lossy"

@@ -7,8 +7,9 @@ handles .vlae files without knowing about the codec.
 >>> ".vlae" in Image.registered_extensions() and "VLAE" in Image.OPEN
 True
 
-Registration is cheap on purpose: this module imports Pillow only.  The codec (torch, the
-model) is imported the first time a .vlae image is decoded or saved, and ``Image.open``
+Registration is cheap on purpose: this module imports Pillow only.  The codec (numpy, numba,
+the model's weights; torch only for a lossy-model file) is imported the first time a .vlae
+image is decoded or saved, and ``Image.open``
 itself only parses the header (no model), so ``im.size`` and ``im.mode`` cost nothing.
 
 Opening reads the whole file: .vlae files are small, and a header's length depends on what

@@ -24,7 +24,6 @@ from contextlib import contextmanager
 
 import constriction
 import numpy as np
-import torch
 from threadpoolctl import threadpool_limits
 
 from .errors import VlaeError
@@ -154,9 +153,9 @@ class PixelCoder:
         self.progress = progress
         self.lag = (net.right + 1) if net.local else None
 
-    def features(self, values: torch.Tensor, channels: list[int], grid: tuple[int, int]) -> np.ndarray:
+    def features(self, values: np.ndarray, channels: list[int], grid: tuple[int, int]) -> np.ndarray:
         """Half-resolution z features from integer z values of the given latent channels."""
-        z = torch.zeros(1, self.cfg.z_channels, *grid, dtype=torch.float64)
+        z = np.zeros((1, self.cfg.z_channels, *grid), dtype=np.float64)
         z[0, channels] = values.reshape(len(channels), *grid)
         with threadpool_limits(limits=self.threads, user_api="blas"):
             return self.net.z_features_half(z)

@@ -6,7 +6,7 @@ coder to choose the bins it sends, the figures to draw a latent grid.
 >>> import numpy as np
 >>> from vlaecodec.exact import ExactVLAE
 >>> from vlaecodec.model import VLAE, VLAEConfig
->>> q = Posterior(ExactVLAE(VLAE(VLAEConfig(hidden=8, pixel_hidden=8, z_channels=2, res_blocks=1))))
+>>> q = Posterior(ExactVLAE.from_module(VLAE(VLAEConfig(hidden=8, pixel_hidden=8, z_channels=2, res_blocks=1))))
 >>> img = np.zeros((5, 7, 1), np.uint8)                   # grey: coded as R = G = B
 >>> mean, logscale = q.rows(q.image(img), [1])
 >>> tuple(mean.shape), tuple(q.mean(img).shape)          # one channel of a 2 x 2 grid; all of it
@@ -15,19 +15,17 @@ coder to choose the bins it sends, the figures to draw a latent grid.
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 
 from .exact import ExactVLAE
 
 
-def pad4(x: torch.Tensor) -> torch.Tensor:
+def pad4(x: np.ndarray) -> np.ndarray:
     """Edge-pad [C,H,W] to multiples of 4 (the latent grid)."""
     H, W = x.shape[-2:]
     ph, pw = (-H) % 4, (-W) % 4
     if ph or pw:
-        x = F.pad(x[None].double(), (0, pw, 0, ph), mode="replicate")[0].long()
+        x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="edge")
     return x
 
 
@@ -40,21 +38,23 @@ class Posterior:
         self.cfg = net.cfg
         self.threads = max(1, threads)
 
-    def image(self, img: np.ndarray) -> torch.Tensor:
-        """A uint8 image [H,W,C] as the network's integer input [channels,H,W]: grey images
-        go through an RGB model as R = G = B."""
-        x = torch.from_numpy(np.array(img, dtype=np.int64)).permute(2, 0, 1)
-        return x.expand(self.cfg.channels, -1, -1) if x.shape[0] < self.cfg.channels else x
+    def image(self, img: np.ndarray) -> np.ndarray:
+        """A uint8 image [H,W,C] as the network's integer input [channels,H,W] (int64): grey
+        images go through an RGB model as R = G = B (a read-only view of the one channel)."""
+        x = np.array(img, dtype=np.int64).transpose(2, 0, 1)
+        return np.broadcast_to(x, (self.cfg.channels, *x.shape[1:])) if x.shape[0] < self.cfg.channels else x
 
-    def rows(self, x: torch.Tensor, channels: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def rows(self, x: np.ndarray, channels: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """(mean, logscale) rows of the given latent channels of x [C,H,W], in (channel, y, x)
         order, integers at scale 2**12."""
         with threadpool_limits(limits=self.threads, user_api="blas"):
             mean, logscale = self.net.posterior(pad4(x)[None])
         return mean[0, channels].reshape(-1), logscale[0, channels].reshape(-1)
 
-    def mean(self, img: np.ndarray) -> torch.Tensor:
-        """The posterior mean of z [z_channels, H/4, W/4] for a uint8 image [H,W,C], as floats."""
-        with torch.no_grad():
-            mean, _ = self.net.posterior(pad4(self.image(img))[None])
-        return mean[0] / (1 << 12)
+    def mean(self, img: np.ndarray):
+        """The posterior mean of z [z_channels, H/4, W/4] for a uint8 image [H,W,C], as floats:
+        a torch tensor, for the figures that draw from it with the float model (the one
+        method here that imports torch)."""
+        import torch
+        mean, _ = self.net.posterior(pad4(self.image(img))[None])
+        return torch.from_numpy(mean[0] / (1 << 12))

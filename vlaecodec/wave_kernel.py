@@ -69,7 +69,7 @@ from .fixedpoint import (
     sigmoid_table,
     upper_edges,
 )
-from .model import LOGISTIC_LOGSCALE_MAX, LOGISTIC_LOGSCALE_MIN
+from .config import LOGISTIC_LOGSCALE_MAX, LOGISTIC_LOGSCALE_MIN
 
 LIMIT = 1 << ACT_CLAMP_BITS
 F64_EXACT = 1 << 53
@@ -86,7 +86,7 @@ def _int_matrix(a: np.ndarray, bound: int, dtype) -> np.ndarray:
 def _layer(q: QLinear, matrix: np.ndarray | None = None):
     """(weights [fan_in, out] int32, bias int64, shift) of one layer."""
     m = q.matrix if matrix is None else matrix
-    return (_int_matrix(m, 1 << 31, np.int32), _int_matrix(q.bias_np, F64_EXACT, np.int64), q.shift)
+    return (_int_matrix(m, 1 << 31, np.int32), _int_matrix(q.bias, F64_EXACT, np.int64), q.shift)
 
 
 def _stack(layers):
@@ -262,7 +262,7 @@ def _head(c, t, prev, embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, 
     params = np.empty((n, P), np.int64)
     u = np.empty(ph, np.int64)
     h = np.empty(ph, np.int64)
-    base = c * (c - 1) // 2            # PixelHeads.embed_index(c, p) = base + p
+    base = c * (c - 1) // 2            # config.embed_index(c, p) = base + p
     for i in range(n):
         for j in range(ph):
             u[j] = t[i, j]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import constriction
 import numpy as np
-import torch
 
 from .fileformat import MODE_LOSSY, MODEL_ID_BYTES, RECON_NAMES, Header, ImageInfo, pack
 from .latents import Latents
@@ -35,14 +34,13 @@ class ZOnlyCoder:
         reconstructs the pixels with the ``recon`` rule (``seed``: of its samples)."""
         stats = []
         channels = list(range(self.cfg.z_channels))
-        with torch.no_grad():
-            for img in images:
-                mean, logscale = self.posterior.rows(self.posterior.image(img), channels)
-                stats.append((mean.reshape(len(channels), -1), logscale.reshape(len(channels), -1)))
+        for img in images:
+            mean, logscale = self.posterior.rows(self.posterior.image(img), channels)
+            stats.append((mean.reshape(len(channels), -1), logscale.reshape(len(channels), -1)))
         # one bit depth per channel for the whole file, from the median posterior width
-        ls = torch.cat([s[1] for s in stats], dim=1).double() / (1 << 12)
-        bits = torch.round(torch.log2(1.25 / ls.exp()).median(dim=1).values) + extra_bits
-        bits = bits.clamp(0, self.z_bits).long().tolist()
+        ls = np.concatenate([s[1] for s in stats], axis=1) / (1 << 12)
+        bits = np.round(_lower_median(np.log2(1.25 / np.exp(ls)))) + extra_bits
+        bits = np.clip(bits, 0, self.z_bits).astype(np.int64).tolist()
         active = [c for c in channels if bits[c] > 0]
         coder = constriction.stream.stack.AnsCoder()
         for mean, _ in reversed(stats):
@@ -67,8 +65,7 @@ class ZOnlyCoder:
                 lat = Latents(b)
                 values.append(lat.values(coder.decode(constriction.stream.model.Uniform(lat.K),
                                                       grid[0] * grid[1]).astype(np.int32)))
-            zhalf = self.pixels.features(torch.cat(values) if values else torch.zeros(0, dtype=torch.float64),
-                                         header.active, grid)
+            zhalf = self.pixels.features(np.concatenate(values) if values else np.zeros(0), header.active, grid)
             out.append(self.picture(info, [((0, info.height), zhalf)], RECON_NAMES[header.recon], rng))
         return out
 
@@ -98,13 +95,18 @@ class ZOnlyCoder:
         return pixels.finish(x, info)
 
     @one_blas_thread
-    def render(self, z: torch.Tensor, height: int, width: int, rule: str = "sample", seed: int = 0) -> np.ndarray:
+    def render(self, z, height: int, width: int, rule: str = "sample", seed: int = 0) -> np.ndarray:
         """The PixelCNN's picture of a latent grid z [z_channels, ceil(H/4), ceil(W/4)] (floats,
-        as :meth:`vlaecodec.posterior.Posterior.mean` gives): a sample (``seed``), the mean or
-        the mode at every subpixel, in decoding order."""
-        z_int = torch.round(z.double() * (1 << 12)).clamp(-(1 << 15), 1 << 15)
-        with torch.no_grad():
-            zhalf = self.pixels.net.z_features_half(z_int[None])
-            info = ImageInfo(width, height, self.cfg.channels)
-            return self.picture(info, [((0, height), zhalf)], rule, np.random.Generator(np.random.PCG64(seed)))
+        any array-like, as :meth:`vlaecodec.posterior.Posterior.mean` gives): a sample
+        (``seed``), the mean or the mode at every subpixel, in decoding order."""
+        z_int = np.clip(np.round(np.asarray(z, dtype=np.float64) * (1 << 12)), -(1 << 15), 1 << 15)
+        zhalf = self.pixels.net.z_features_half(z_int[None])
+        info = ImageInfo(width, height, self.cfg.channels)
+        return self.picture(info, [((0, height), zhalf)], rule, np.random.Generator(np.random.PCG64(seed)))
+
+
+def _lower_median(a: np.ndarray) -> np.ndarray:
+    """Each row's median; of an even count, the lower of the two middle values (as torch's
+    median, which made the files this must keep reproducing), not their mean."""
+    return np.sort(a, axis=1)[:, (a.shape[1] - 1) // 2]
 

@@ -15,6 +15,9 @@ Where the zoo lives (:func:`model_dirs`):
 
 A model is found by file name only (``NAME.safetensors`` beside ``NAME.json``): whatever
 kind of model a card describes, nothing else in the folder (recipes, scripts) is a model.
+
+Coding needs the weights as numpy arrays only (:func:`load_weights`), so this module imports
+torch only where a float model is made or saved (:func:`load_model`, :func:`save_model`).
 """
 from __future__ import annotations
 
@@ -23,12 +26,18 @@ import json
 import os
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
-from .model import VLAE, VLAEConfig
+from .config import VLAEConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from .model import VLAE
 
 DEFAULT_MODEL = "default"
+DEFAULT_LOSSY_MODEL = "lossy"      # the lossy (hyperprior) model of ``encode --lossy``
 MODELS_ENV = "VLAECODEC_MODELS"
 _PACKAGE = Path(__file__).resolve().parent
 # wheels install unzipped, so the shipped zoo is a real folder: safetensors maps files by name
@@ -105,6 +114,7 @@ def file_sha256(path: Path) -> str:
 
 def save_model(model: VLAE, weights: Path, card: dict) -> None:
     """Weights to safetensors (config copied into its metadata) and the card beside them."""
+    from safetensors.torch import save_file
     weights = Path(weights)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -117,20 +127,48 @@ def save_model(model: VLAE, weights: Path, card: dict) -> None:
     write_card(weights, card)
 
 
-def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[VLAE, dict]:
-    """(model in eval mode, card) for a zoo name or a weights path."""
+def weights_metadata(weights: Path) -> dict:
+    """The metadata of a ``.safetensors`` file (read without loading a tensor, nor torch)."""
+    from safetensors import safe_open
+    with safe_open(str(weights), "numpy") as f:
+        return f.metadata() or {}
+
+
+def is_lossy_model(weights: Path) -> bool:
+    """Whether a weights file holds a lossy (hyperprior) model, from its metadata alone."""
+    return weights_metadata(weights).get("kind") == "lossy"
+
+
+def _config_and_card(name_or_path: str) -> tuple[Path, VLAEConfig, dict]:
+    """(weights path, config, card) of a VLAE: the config stored in the weights file wins
+    over the card's; the card gets the model's name, path and id (the file's hash)."""
     weights = resolve(name_or_path)
     card = read_card(weights) if card_path(weights).exists() else {}
-    from safetensors import safe_open
-    with safe_open(str(weights), "pt") as f:
-        meta = f.metadata() or {}
-    cfg = VLAEConfig.from_dict(json.loads(meta.get("config") or json.dumps(card["config"])))
-    model = VLAE(cfg)
-    model.load_state_dict(load_file(str(weights), device=device))
-    model.eval()
+    config = json.loads(weights_metadata(weights).get("config") or json.dumps(card["config"]))
+    config = VLAEConfig.from_dict(config)
     card.setdefault("name", weights.stem)
     card["path"] = str(weights)
     card["model_id"] = file_sha256(weights)
+    return weights, config, card
+
+
+def load_weights(name_or_path: str = DEFAULT_MODEL) -> tuple[dict[str, np.ndarray], VLAEConfig, dict]:
+    """(weights by state-dict name as numpy arrays, config, card) for a zoo name or a weights
+    path: all that the exact network (:class:`vlaecodec.exact.ExactVLAE`) needs, without torch."""
+    from safetensors.numpy import load_file
+    weights, config, card = _config_and_card(name_or_path)
+    return load_file(str(weights)), config, card
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[VLAE, dict]:
+    """(float model in eval mode, card) for a zoo name or a weights path (imports torch)."""
+    from safetensors.torch import load_file
+
+    from .model import VLAE
+    weights, config, card = _config_and_card(name_or_path)
+    model = VLAE(config)
+    model.load_state_dict(load_file(str(weights), device=device))
+    model.eval()
     return model.to(device), card
 
 
@@ -171,6 +209,7 @@ def model_for_beta(beta: float) -> str:
 
 
 def torch_device(requested: str | None = None) -> torch.device:
+    import torch
     if requested:
         return torch.device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
