@@ -35,7 +35,7 @@ def cli():
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON file with model and training settings (flags override it).")
-@click.option("--data", help="cifar10 | cifar10+photos | photos | mnist | bmnist | omniglot | a folder")
+@click.option("--data", help="cifar10 | cifar10+photos | cifar10+broad | broad | photos | mnist | bmnist | omniglot | a folder")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue exactly from RUN/checkpoint.safetensors.")
 @click.option("--init", "init_from", help="Start from these weights (zoo name or .safetensors; the config must match).")
@@ -63,6 +63,8 @@ def cli():
 @click.option("--grey-frac", type=float)
 @click.option("--limit", type=int, help="Use only the first N training images.")
 @click.option("--cifar-parts", help="Comma-separated CIFAR-10 train mosaics to use, e.g. 0,1.")
+@click.option("--teacher", help="Zoo model whose posterior q(z|x) the new model learns to match (distillation).")
+@click.option("--distill", type=float, help="Weight of the teacher-matching term (default 1).")
 @click.option("--val-every", type=int)
 @click.option("--warmup", type=int, help="Learning-rate warm-up steps.")
 @click.option("--seed", type=int)

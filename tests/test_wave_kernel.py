@@ -131,3 +131,11 @@ def test_weights_outside_the_bounds_are_refused():
     for bad in (np.array([0.5]), np.array([2.0 ** 31])):
         with pytest.raises(ValueError):
             _int_matrix(bad, 1 << 31, np.int32)
+
+
+@pytest.mark.parametrize("likelihood", ["categorical", "logistic"])
+def test_narrow_inner_layers(rng, likelihood):
+    """Blocks and heads narrower than the residual stream (a pruned model's shape)."""
+    net = ExactVLAE.from_module(tiny_model(likelihood=likelihood, pixel_blocks=2, pixel_inner=5, inner=3))
+    x = rng.integers(0, 256, (3, 13, 11))
+    check(net, x, random_zfeat(net, rng, 13, 11))

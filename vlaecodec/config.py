@@ -33,6 +33,20 @@ class VLAEConfig:
     prior: str = "normal"        # "normal" | "ar"
     likelihood: str = "categorical"  # "categorical" | "logistic" (discretized logistic mixture)
     mixtures: int = 5            # components of the logistic mixture
+    inner: int = 0               # width inside the encoder's and z-decoder's layers (0: hidden)
+    pixel_inner: int = 0         # width inside the pixel decoder's blocks and heads (0: pixel_hidden)
+
+    # The residual streams (``hidden``, ``pixel_hidden``) carry what the layers share; the
+    # layers' own hidden units (``inner``, ``pixel_inner``) can be fewer: most of the
+    # multiply-adds are theirs, and a model cut out of a wider one (:mod:`vlaecodec.prune`)
+    # keeps its streams whole.
+    @property
+    def inner_width(self) -> int:
+        return self.inner or self.hidden
+
+    @property
+    def pixel_inner_width(self) -> int:
+        return self.pixel_inner or self.pixel_hidden
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -49,10 +49,10 @@ def normalize(x: torch.Tensor, levels: int) -> torch.Tensor:
 
 
 class ResBlock(nn.Module):
-    def __init__(self, ch: int, k: int = 3):
+    def __init__(self, ch: int, k: int = 3, inner: int | None = None):
         super().__init__()
-        self.conv1 = nn.Conv2d(ch, ch, k, padding=k // 2)
-        self.conv2 = nn.Conv2d(ch, ch, k, padding=k // 2)
+        self.conv1 = nn.Conv2d(ch, inner or ch, k, padding=k // 2)
+        self.conv2 = nn.Conv2d(inner or ch, ch, k, padding=k // 2)
 
     def forward(self, h):
         return h + self.conv2(F.relu(self.conv1(F.relu(h))))
@@ -63,11 +63,11 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: VLAEConfig):
         super().__init__()
-        h = cfg.hidden
-        self.inp = nn.Conv2d(cfg.channels, h, 3, padding=1)
-        self.down1 = nn.Conv2d(h, h, 4, stride=2, padding=1)
-        self.down2 = nn.Conv2d(h, h, 4, stride=2, padding=1)
-        self.blocks = nn.ModuleList(ResBlock(h) for _ in range(cfg.res_blocks))
+        h, i = cfg.hidden, cfg.inner_width
+        self.inp = nn.Conv2d(cfg.channels, i, 3, padding=1)
+        self.down1 = nn.Conv2d(i, i, 4, stride=2, padding=1)
+        self.down2 = nn.Conv2d(i, h, 4, stride=2, padding=1)
+        self.blocks = nn.ModuleList(ResBlock(h, inner=i) for _ in range(cfg.res_blocks))
         self.out = nn.Conv2d(h, 2 * cfg.z_channels, 1)
         self.levels = cfg.levels
 
@@ -89,11 +89,11 @@ class ZDecoder(nn.Module):
 
     def __init__(self, cfg: VLAEConfig):
         super().__init__()
-        h = cfg.hidden
+        h, i = cfg.hidden, cfg.inner_width
         self.inp = nn.Conv2d(cfg.z_channels, h, 3, padding=1)
-        self.blocks = nn.ModuleList(ResBlock(h) for _ in range(cfg.res_blocks))
-        self.up1 = nn.Conv2d(h, h, 3, padding=1)
-        self.up2 = nn.Conv2d(h, cfg.pixel_hidden, 1)
+        self.blocks = nn.ModuleList(ResBlock(h, inner=i) for _ in range(cfg.res_blocks))
+        self.up1 = nn.Conv2d(h, i, 3, padding=1)
+        self.up2 = nn.Conv2d(i, cfg.pixel_hidden, 1)
 
     def forward(self, z):
         h = self.inp(z)
@@ -158,18 +158,18 @@ class PixelHeads(nn.Module):
 
     def __init__(self, cfg: VLAEConfig, autoregressive_channels: bool):
         super().__init__()
-        ph = cfg.pixel_hidden
+        ph, pi = cfg.pixel_hidden, cfg.pixel_inner_width
         self.channels, self.levels = cfg.channels, cfg.levels
         self.logistic = cfg.likelihood == "logistic"
         self.K = cfg.mixtures
         self.autoregressive = autoregressive_channels
         self.trunk = nn.ModuleList(
-            nn.Sequential(nn.ReLU(), nn.Conv2d(ph, ph, 1), nn.ReLU(), nn.Conv2d(ph, ph, 1))
+            nn.Sequential(nn.ReLU(), nn.Conv2d(ph, pi, 1), nn.ReLU(), nn.Conv2d(pi, ph, 1))
             for _ in range(cfg.pixel_blocks))
         n_emb = cfg.channels * (cfg.channels - 1) // 2 if autoregressive_channels else 0
         self.embed = nn.ModuleList(nn.Embedding(cfg.levels, ph) for _ in range(n_emb))
-        self.hidden = nn.ModuleList(nn.Conv2d(ph, ph, 1) for _ in range(cfg.channels))
-        self.out = nn.ModuleList(nn.Conv2d(ph, self.n_params(c), 1) for c in range(cfg.channels))
+        self.hidden = nn.ModuleList(nn.Conv2d(ph, pi, 1) for _ in range(cfg.channels))
+        self.out = nn.ModuleList(nn.Conv2d(pi, self.n_params(c), 1) for c in range(cfg.channels))
 
     def n_params(self, c: int) -> int:
         if not self.logistic:

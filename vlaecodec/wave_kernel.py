@@ -117,9 +117,12 @@ class WaveKernel:
         else:
             self.dy = self.dx = np.zeros(0, np.int64)
             self.win = (np.zeros((0, ph), np.int32), np.zeros(ph, np.int64), 0)
-        blocks = [_layer(q) for pair in net.trunk for q in pair]
-        self.trunk_w, self.trunk_b, self.trunk_s = _stack(blocks) if blocks else (
-            np.zeros((0, ph, ph), np.int32), np.zeros((0, ph), np.int64), np.zeros(0, np.int64))
+        # the blocks' first and second layers, each stacked (their widths may differ)
+        pi = cfg.pixel_inner_width
+        self.trunk1 = _stack([_layer(a) for a, _ in net.trunk]) if net.trunk else (
+            np.zeros((0, ph, pi), np.int32), np.zeros((0, pi), np.int64), np.zeros(0, np.int64))
+        self.trunk2 = _stack([_layer(b) for _, b in net.trunk]) if net.trunk else (
+            np.zeros((0, pi, ph), np.int32), np.zeros((0, ph), np.int64), np.zeros(0, np.int64))
         C = cfg.channels
         # embeddings: E[idx(c, p)] is added for channel p's value when computing channel c
         if net.embed:
@@ -156,7 +159,7 @@ class WaveKernel:
         ys = np.ascontiguousarray(ys, np.int64)
         xs = np.ascontiguousarray(xs, np.int64)
         return _trunk(u_pad, self._channels_last(zfeat), ys, xs, r0, self.dy, self.dx, *self.win,
-                      self.trunk_w, self.trunk_b, self.trunk_s, LIMIT)
+                      *self.trunk1, *self.trunk2, LIMIT)
 
     def probabilities(self, c: int, t: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
         """Probability rows [n, levels] of channel c from trunk features t; prev [n, >= c]
@@ -218,7 +221,7 @@ def _dense(x, W, b, shift, low, high, out):
 
 
 @njit(cache=True, nogil=True)
-def _trunk(u_pad, zfeat, ys, xs, r0, dy, dx, win_w, win_b, win_s, tw, tb, ts, lim):
+def _trunk(u_pad, zfeat, ys, xs, r0, dy, dx, win_w, win_b, win_s, tw1, tb1, ts1, tw2, tb2, ts2, lim):
     n = ys.shape[0]
     ph = zfeat.shape[2]
     C = u_pad.shape[0]
@@ -227,7 +230,7 @@ def _trunk(u_pad, zfeat, ys, xs, r0, dy, dx, win_w, win_b, win_s, tw, tb, ts, li
     feats = np.empty(n_off * C, np.int64)
     ctx = np.empty(ph, np.int64)
     a = np.empty(ph, np.int64)
-    h = np.empty(ph, np.int64)
+    h = np.empty(tw1.shape[2], np.int64)
     for i in range(n):
         y, x = ys[i] + r0, xs[i]
         if n_off:
@@ -241,11 +244,11 @@ def _trunk(u_pad, zfeat, ys, xs, r0, dy, dx, win_w, win_b, win_s, tw, tb, ts, li
         z = zfeat[ys[i] >> 1, xs[i] >> 1]
         for j in range(ph):
             ctx[j] += np.int64(z[j])
-        for k in range(tw.shape[0] // 2):
+        for k in range(tw1.shape[0]):
             for j in range(ph):
                 a[j] = max(ctx[j], 0)
-            _dense(a, tw[2 * k], tb[2 * k], ts[2 * k], 0, lim, h)
-            _dense(h, tw[2 * k + 1], tb[2 * k + 1], ts[2 * k + 1], -lim, lim, a)
+            _dense(a, tw1[k], tb1[k], ts1[k], 0, lim, h)
+            _dense(h, tw2[k], tb2[k], ts2[k], -lim, lim, a)
             for j in range(ph):
                 ctx[j] += a[j]
         t[i] = ctx
@@ -261,7 +264,7 @@ def _head(c, t, prev, embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, 
     P = n_params[c]
     params = np.empty((n, P), np.int64)
     u = np.empty(ph, np.int64)
-    h = np.empty(ph, np.int64)
+    h = np.empty(hid_w.shape[2], np.int64)
     base = c * (c - 1) // 2            # config.embed_index(c, p) = base + p
     for i in range(n):
         for j in range(ph):
