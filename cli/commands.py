@@ -218,7 +218,7 @@ def encode_command(inputs, output, archive, model_name, force, as_json, jobs, th
     """Encode each input to its own file, or all into one archive; the number of failed inputs."""
     opts = replace(opts, progress=_bars_wanted(as_json, jobs, len(inputs)))
     if archive or (len(inputs) > 1 and output and output.endswith(".vlae")):
-        return _encode_archive(inputs, output, model_name, force, as_json, threads, opts)
+        return _encode_archive(inputs, output, model_name, force, as_json, threads, with_elbo, opts)
     many = len(inputs) > 1
     if many and output and output != STDIO and not Path(output).is_dir():
         raise VlaeError(f"{output}: several inputs need an existing output folder (or --archive)")
@@ -228,8 +228,7 @@ def encode_command(inputs, output, archive, model_name, force, as_json, jobs, th
     return _run(tasks, _encode_one, jobs, as_json)
 
 
-def _encode_archive(inputs, output, model_name, force, as_json, threads, opts) -> int:
-    from vlaecodec.api import elbo_bpd
+def _encode_archive(inputs, output, model_name, force, as_json, threads, with_elbo, opts) -> int:
     if not output:
         raise VlaeError("an archive needs -o OUT.vlae")
     check_writable(output, force)
@@ -239,7 +238,8 @@ def _encode_archive(inputs, output, model_name, force, as_json, threads, opts) -
     dims = sum(i.size for i in images)
     rec = {"output": output, "images": len(images), "bytes": len(data), "bpd": len(data) * 8 / dims,
            **opts.describe()}
-    if output != STDIO and as_json:
+    if with_elbo:
+        from vlaecodec.api import elbo_bpd
         _float_threads(threads)
         rec["elbo_bpd"] = sum(elbo_bpd(i, model_name) * i.size for i in images) / dims
     _report(rec, as_json)

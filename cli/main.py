@@ -149,7 +149,8 @@ def eval_cmd(model_name, dataset, limit, iw_samples, batch_size, seed, as_json, 
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Parallel processes for many inputs.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads per process for the whole-image convolutions (results do not depend on it).")
-@click.option("--elbo/--no-elbo", default=True, help="Also report the model's -ELBO (elbo_bpd).")
+@click.option("--elbo/--no-elbo", default=False,
+              help="Also report the model's -ELBO (elbo_bpd): a float pass over the image, which loads torch.")
 def encode(inputs, output, archive, model_name, beta, target_bpp, max_error, lossy, recon, seed, z_extra_bits,
            force, as_json, jobs, threads, elbo):
     """Encode images into .vlae files: lossless by default, near-lossless with --max-error,

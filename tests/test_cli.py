@@ -24,7 +24,7 @@ def test_encode_decode_info_round_trip(tmp_path, model_path):
     src = save(tmp_path / "a.png", img)
     # encode with 2 threads and decode in another process with 1: the integer network makes
     # the tables identical whatever the thread count
-    r = run("encode", src, "-o", str(tmp_path / "a.vlae"), "--model", model_path, "--json", "--threads", "2")
+    r = run("encode", src, "-o", str(tmp_path / "a.vlae"), "--model", model_path, "--json", "--threads", "2", "--elbo")
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout)
     assert rec["bytes"] == (tmp_path / "a.vlae").stat().st_size
