@@ -77,14 +77,18 @@ ENTRIES += [(f"default-{suffix}.vlae", "default", mode, fn, srcs, {"model": "def
 # the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
 # a subpixel one level apart; these entries also keep the decoded pixels (NAME.npy) and allow
 # that difference (``tolerance``)
-LOSSY_MODELS = ("lossy",)
+LOSSY_MODELS = ("lossy-0.4", "lossy")
 LOSSY_KINDS = [
     ("beta64-rgb", "lossy", "encode_lossy", ["rgb"], {"beta": 64.0}),
     ("beta200-grey", "lossy", "encode_lossy", ["grey"], {"beta": 200.0}),
     ("beta15-archive", "lossy", "encode_lossy", ["rgb", "grey"], {"beta": 15.0}),
 ]
-ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, **opts})
-            for model in LOSSY_MODELS for suffix, mode, fn, srcs, opts in LOSSY_KINDS]
+# made by 0.4's lossy model, which was then called ``lossy`` (hence the files' names)
+ENTRIES += [(f"lossy-{suffix}.vlae", "lossy-0.4", mode, fn, srcs, {"model": "lossy-0.4", **opts})
+            for suffix, mode, fn, srcs, opts in LOSSY_KINDS]
+# 0.5's lossy model
+ENTRIES += [(f"lossy-0.5-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
+            for suffix, mode, fn, srcs, opts in LOSSY_KINDS]
 TOLERANCE = 1
 
 
