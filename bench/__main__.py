@@ -83,6 +83,28 @@ def bench_vlaecodec(model: str, dataset: str, images: list[np.ndarray], archive:
             "max_file_gap_pct": max(gaps) if gaps else None, "peak_rss_mb": peak_rss_mb(), "threads": threads}
 
 
+def bench_effort(model: str, effort: int, dataset: str, images: list[np.ndarray]) -> dict:
+    """vlaecodec at an --effort (api.encode: every model of the effort, the smallest file kept),
+    one file per image; which model won how many images."""
+    from vlaecodec import api
+    total, enc_t, dec_t, exact, won = 0, 0.0, 0.0, True, {}
+    for img in tqdm(images, desc=f"effort {effort} {dataset}", leave=False, mininterval=5):
+        t = time.perf_counter()
+        data = api.encode(img, model, effort=effort)
+        enc_t += time.perf_counter() - t
+        t = time.perf_counter()
+        out = api.decode(data)
+        dec_t += time.perf_counter() - t
+        exact &= bool(np.array_equal(out, img))
+        total += len(data)
+        name = api.info(data).get("model_name", "?")
+        won[name] = won.get(name, 0) + 1
+    n, dims = len(images), sum(i.size for i in images)
+    return {"dataset": dataset, "codec": f"vlaecodec:{model}:effort{effort}", "n": n, "bpd": total * 8 / dims,
+            "exact": exact, "enc_s_per_image": enc_t / n, "dec_s_per_image": dec_t / n, "models_chosen": won,
+            "peak_rss_mb": peak_rss_mb()}
+
+
 def bench_classical(name: str, dataset: str, images: list[np.ndarray]) -> dict:
     total, exact = 0, True
     t = time.perf_counter()
@@ -140,6 +162,8 @@ def main(argv=None) -> None:
     ap.add_argument("--models", nargs="*", default=["default"])
     ap.add_argument("--classical", nargs="*", default=list(CODECS))
     ap.add_argument("--no-archive", action="store_true")
+    ap.add_argument("--efforts", nargs="*", type=int, default=[],
+                    help="also these --effort levels (above 1) of the first model, one file per image")
     ap.add_argument("--threads", type=int, default=1, help="torch threads, and the codec's convolution threads")
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--name", default="lossless", help="results file stem: OUT/NAME.csv, .json, .md")
@@ -163,6 +187,9 @@ def main(argv=None) -> None:
             if not args.no_archive and len(images) > 1:
                 rows.append(bench_vlaecodec(m, ds, images, archive=True, elbos=elbos, threads=args.threads))
                 print(json.dumps(rows[-1]), file=sys.stderr)
+        for effort in args.efforts:
+            rows.append(bench_effort(args.models[0], effort, ds, images))
+            print(json.dumps(rows[-1]), file=sys.stderr)
     meta = {"command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}",
             "date": time.strftime("%Y-%m-%d")}

@@ -68,7 +68,7 @@ def bench_image(img: np.ndarray, name: str, work: Path, model: str, threads: lis
         cmd = vlaecodec_command()
         enc, enc_rss = timed_process(cmd + ["encode", str(src), "-o", str(vl), "--model", model,
                                             "--threads", str(t), "--no-elbo"])
-        dec, dec_rss = timed_process(cmd + ["decode", str(vl), "-o", str(back), "--threads", str(t)])
+        dec, dec_rss = timed_process(cmd + ["decode", str(vl), "-o", str(back), "--model", model, "--threads", str(t)])
         exact = bool(np.array_equal(np.asarray(Image.open(back)), img))
         rows.append({"image": name, "codec": f"vlaecodec:{model}", "threads": t,
                      "bits_per_dim": vl.stat().st_size * 8 / img.size, "encode_s": enc, "decode_s": dec,
@@ -122,9 +122,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", default="1,2", help="Thread counts for vlaecodec, comma-separated.")
     ap.add_argument("--out", default="bench/results", help="Folder for speed.{json,csv,md}.")
     ap.add_argument("--name", default="speed", help="Base name of the result files.")
+    ap.add_argument("--crop", type=int, default=0, help="Centre crops of this side (0: whole images; for tests).")
     a = ap.parse_args(argv)
     threads = [int(t) for t in a.threads.split(",")]
     images = D.load_kodak(a.images)
+    if a.crop:
+        images = [D.centre_crop(i, a.crop) for i in images]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, img in enumerate(images):

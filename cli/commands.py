@@ -149,6 +149,7 @@ class EncodeOptions:
     beta: float | None = None
     target_bpp: float | None = None
     progress: bool = False      # a bar per large image: on a terminal, one job, no --json
+    effort: int = 1             # lossless and near-lossless: 2 also tries other models
 
     @property
     def mode(self) -> str:
@@ -159,7 +160,8 @@ class EncodeOptions:
         if self.lossy:
             return api.encode_lossy(images, model, self.recon, self.seed, self.extra_bits, beta=self.beta,
                                     target_bpp=self.target_bpp, threads=threads, progress=self.progress)
-        return api.encode_many(images, model, max_error=self.max_error, threads=threads, progress=self.progress)
+        return api.encode_many(images, model, max_error=self.max_error, threads=threads, progress=self.progress,
+                               effort=self.effort)
 
     def describe(self) -> dict:
         out = {"mode": self.mode}
@@ -194,6 +196,8 @@ def _encode_one(args) -> dict:
     rec = {"input": inp, "output": out, "width": img.shape[1], "height": img.shape[0],
            "channels": img.shape[2], "bytes": len(data), "bpd": len(data) * 8 / img.size,
            "bpp": len(data) * 8 / (img.shape[0] * img.shape[1]), **opts.describe()}
+    if opts.effort > 1:   # the model that won
+        rec["model"] = api.info(data).get("model_name")
     if opts.lossy and api.is_lossy(model_name):   # what the user gets: the rate dial and the picture
         rec["beta"] = api.info(data)["beta"]
         rec["psnr"] = psnr(img, api.decode_many(data, threads=threads)[0])

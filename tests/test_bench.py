@@ -98,3 +98,18 @@ def test_merge_keeps_the_rows_a_run_does_not_remake():
     rows = merged(old, [{"dataset": "kodak", "codec": "vlaecodec:b", "command": "second"}])
     assert rows == [{"dataset": "kodak", "codec": "vlaecodec:a", "command": "first"},
                     {"dataset": "kodak", "codec": "vlaecodec:b", "command": "second"}]
+
+
+def test_speed_bench_times_whole_processes_and_checks_round_trips(model_path, tmp_path):
+    from bench import speed
+    speed.main(["--images", "1", "--crop", "24", "--threads", "1", "--model", model_path,
+                "--out", str(tmp_path), "--name", "s"])
+    out = json.loads((tmp_path / "s.json").read_text())
+    rows, summary = out["rows"], out["summary"]
+    assert {r["codec"] for r in rows} == {f"vlaecodec:{model_path}", "jpegxl-e7", "jpegxl-e9", "webp-lossless-m6"}
+    assert all(r["exact"] and r["bits_per_dim"] > 0 and r["encode_s"] > 0 for r in rows)
+    ours = next(s for s in summary if s["codec"].startswith("vlaecodec"))
+    assert ours["peak_rss_mb"] > 10 and ours["all_exact"]
+    e9 = next(r for r in rows if r["codec"] == "jpegxl-e9")
+    assert abs(ours["decode_x_jxl_e9"] - ours["decode_s"] / e9["decode_s"]) < 1e-9
+    assert "| codec | threads |" in (tmp_path / "s.md").read_text()

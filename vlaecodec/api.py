@@ -60,18 +60,53 @@ def _hwc(image):
     return image[..., None] if isinstance(image, np.ndarray) and image.ndim == 2 else image
 
 
-def encode(image: np.ndarray, model: str = DEFAULT_MODEL, max_error: int = 0) -> bytes:
+# Effort 2 also codes with these zoo models and keeps the smallest file.  They were trained
+# on different pictures (``default``: CIFAR-10 and photos; ``fast``: also clean modern photos
+# and graphics), so each wins on some images; a file names the model that made it, so the
+# decoder needs no flag.  Effort 1 codes with the one model asked for.
+EFFORT_MODELS = ("default", "fast")
+EFFORTS = (1, 2)
+
+
+def effort_models(model: str, effort: int) -> list[str]:
+    """The models an encode at this effort tries, ``model`` first; at effort 2, the others of
+    :data:`EFFORT_MODELS` that code the same kind of image (8-bit, same channels).
+
+    >>> effort_models("default", 1), effort_models("default", 2)
+    (['default'], ['default', 'fast'])
+    >>> effort_models("bmnist-local", 2)      # binary images: no other model codes them
+    ['bmnist-local']
+    """
+    if effort not in EFFORTS:
+        raise VlaeError(f"effort must be one of {', '.join(map(str, EFFORTS))} (got {effort!r})")
+    if effort == 1:
+        return [model]
+    kind = _exact(model)[0].cfg
+    same = [m for m in EFFORT_MODELS if resolve(m) != resolve(model)
+            and (_exact(m)[0].cfg.levels, _exact(m)[0].cfg.channels) == (kind.levels, kind.channels)]
+    return [model] + same
+
+
+def encode(image: np.ndarray, model: str = DEFAULT_MODEL, max_error: int = 0, effort: int = 1) -> bytes:
     """.vlae bytes of a uint8 image [H,W], [H,W,1] or [H,W,3]: lossless, or with
-    ``max_error = d`` near-lossless (every subpixel within d)."""
-    return load_codec(model).encode(_hwc(image), max_error=max_error)
+    ``max_error = d`` near-lossless (every subpixel within d); ``effort`` 2 tries more
+    models and keeps the smallest file (:func:`effort_models`)."""
+    return min((load_codec(m).encode(_hwc(image), max_error=max_error) for m in effort_models(model, effort)),
+               key=len)
 
 
 def encode_many(images: list[np.ndarray], model: str = DEFAULT_MODEL,
                 stats: CodingStats | None = None, max_error: int = 0, threads: int = 1,
-                progress: bool = False) -> bytes:
+                progress: bool = False, effort: int = 1) -> bytes:
     """One archive holding several images, chained on one ANS stack (``threads``,
-    ``progress``: see :func:`load_codec`)."""
-    return load_codec(model, threads, progress).encode_many([_hwc(i) for i in images], stats, max_error)
+    ``progress``: see :func:`load_codec`; ``effort``: see :func:`encode`, one model for the
+    whole archive).  ``stats`` are those of the model asked for."""
+    images = [_hwc(i) for i in images]
+    best = None
+    for k, m in enumerate(effort_models(model, effort)):
+        data = load_codec(m, threads, progress).encode_many(images, stats if k == 0 else None, max_error)
+        best = data if best is None or len(data) < len(best) else best
+    return best
 
 
 @lru_cache(maxsize=4)
@@ -176,6 +211,10 @@ def info(data: bytes) -> dict:
            "images": len(header.images), "mode": MODE_NAMES[header.mode],
            "model": header.model_id, "z_bits": header.z_bits, "bytes": len(data),
            "header_bytes": header.size, "bpd": len(data) * 8 / dims}
+    try:   # the zoo's name for the model, where the zoo has it
+        rec["model_name"] = _card_for(header)["name"]
+    except VlaeError:
+        pass
     if header.max_error:
         rec["max_error"] = header.max_error
     if header.channel_bits:
