@@ -65,6 +65,8 @@ def cli():
 @click.option("--cifar-parts", help="Comma-separated CIFAR-10 train mosaics to use, e.g. 0,1.")
 @click.option("--teacher", help="Zoo model whose posterior q(z|x) the new model learns to match (distillation).")
 @click.option("--distill", type=float, help="Weight of the teacher-matching term (default 1).")
+@click.option("--distill-features", type=float,
+              help="Weight of matching the teacher's pixel features (a model pruned from it; default 0).")
 @click.option("--val-every", type=int)
 @click.option("--warmup", type=int, help="Learning-rate warm-up steps.")
 @click.option("--seed", type=int)

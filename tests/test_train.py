@@ -168,3 +168,19 @@ def test_broad_batches_mix_the_three_kinds_of_picture():
     x = src.batch(0, 0, 12)
     assert x.shape == (12, 16, 16, 3) and x.dtype == np.uint8
     assert np.array_equal(x, src.batch(0, 0, 12))      # a pure function of the step
+
+
+def test_feature_match_compares_the_pixel_features_of_a_pruned_model():
+    from vlaecodec.model import VLAE, VLAEConfig
+    from vlaecodec.prune import prune
+    from vlaecodec.train import feature_match
+    torch.manual_seed(0)
+    cfg = VLAEConfig(hidden=8, pixel_hidden=8, z_channels=2, res_blocks=1, pixel_blocks=1)
+    teacher = VLAE(cfg).eval()
+    x = torch.randint(0, 256, (2, 3, 8, 8))
+    assert float(feature_match(teacher, teacher(x), x)) == pytest.approx(0.0, abs=1e-6)
+    student = prune(teacher, x, pixel_inner=4).train()
+    loss = feature_match(teacher, student(x), x)
+    assert float(loss) > 1e-6
+    loss.backward()
+    assert student.heads.trunk[0][1].weight.grad is not None

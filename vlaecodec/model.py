@@ -203,7 +203,10 @@ class PixelHeads(nn.Module):
 
     def nll(self, ctx, x):
         """-log p(x|ctx) in nats per subpixel, [B,C,H,W]."""
-        t = self.trunk_forward(ctx)
+        return self.nll_from_trunk(self.trunk_forward(ctx), x)
+
+    def nll_from_trunk(self, t, x):
+        """The same from the trunk's features t."""
         out = []
         for c in range(self.channels):
             params = self.head(c, t, x).float()
@@ -322,7 +325,8 @@ class VLAE(nn.Module):
         """Loss terms per image, in nats unless named *_bpd.  ``valid`` [B,1,H,W] masks padding."""
         mean, logscale = self.posterior(x)
         z = mean + torch.exp(logscale) * torch.randn_like(mean) if sample else mean
-        nll = self.pixel_nll(x, z)  # B,C,H,W
+        trunk = self.heads.trunk_forward(self.pixel_context(x, z))
+        nll = self.heads.nll_from_trunk(trunk, x)  # B,C,H,W
         if valid is not None:
             nll = nll * valid
             dims = valid.sum(dim=(1, 2, 3)) * x.shape[1]
@@ -340,6 +344,7 @@ class VLAE(nn.Module):
             "bpd": (distortion + rate) / (dims * LOG2),
             "kl_per_dim": kl_map.mean(dim=(2, 3)),  # B, z_channels
             "mean": mean, "logscale": logscale,      # q(z|x), for distillation
+            "z": z, "trunk": trunk,                  # the sample and the pixel features, likewise
         }
 
     @torch.no_grad()

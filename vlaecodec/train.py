@@ -53,6 +53,7 @@ class TrainSettings:
     cifar_parts: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     teacher: str = ""              # a zoo model whose posterior q(z|x) the model learns to match
     distill: float = 1.0           # weight of KL(q_teacher || q) per dimension in the loss
+    distill_features: float = 0.0  # weight of the teacher's pixel features (same width only) in the loss
 
 
 # What each data set's images are: (levels, channels) where they differ from the config's.
@@ -206,6 +207,18 @@ def posterior_match(teacher: VLAE, out: dict, x: torch.Tensor) -> torch.Tensor:
     m, ls = out["mean"].float(), out["logscale"].float()
     kl = ls - tl + (torch.exp(2 * tl) + (tm - m) ** 2) / (2 * torch.exp(2 * ls)) - 0.5
     return (kl.sum(dim=(1, 2, 3)) / out["dims"]).mean()
+
+
+def feature_match(teacher: VLAE, out: dict, x: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the model's pixel features (the trunk's output) and
+    the teacher's for the same z, relative to the teacher's mean square.
+
+    A model cut out of the teacher (:mod:`vlaecodec.prune`) keeps the teacher's residual
+    stream, so its features can be compared channel by channel: a target at every pixel and
+    channel, far richer than one sampled value per subpixel, so it recovers in fewer steps."""
+    with torch.no_grad():
+        target = teacher.heads.trunk_forward(teacher.pixel_context(x, out["z"].detach()))
+    return ((out["trunk"].float() - target) ** 2).mean() / (target ** 2).mean().clamp_min(1e-6)
 
 
 def to_tensor(x: np.ndarray, device) -> torch.Tensor:
@@ -372,6 +385,8 @@ def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False
         loss = out["loss"]
         if teacher is not None:
             loss = loss + s.distill * posterior_match(teacher, out, x)
+            if s.distill_features:
+                loss = loss + s.distill_features * feature_match(teacher, out, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
