@@ -42,6 +42,16 @@ def image_elbos(model: str, images: list[np.ndarray]) -> list[float]:
     return [elbo_bpd(i, model) for i in images]
 
 
+def timed_roundtrip(encode, decode, img: np.ndarray) -> tuple[bytes, bool, float, float]:
+    """(file, exact, encode seconds, decode seconds) of one image."""
+    t = time.perf_counter()
+    data = encode(img)
+    enc = time.perf_counter() - t
+    t = time.perf_counter()
+    out = decode(data)
+    return data, bool(np.array_equal(out, img)), enc, time.perf_counter() - t
+
+
 def bench_vlaecodec(model: str, dataset: str, images: list[np.ndarray], archive: bool,
                     elbos: list[float] | None = None, threads: int = 1) -> dict:
     codec = load_codec(model, threads)
@@ -64,14 +74,8 @@ def bench_vlaecodec(model: str, dataset: str, images: list[np.ndarray], archive:
         total = len(data)
     else:
         for img in tqdm(images, desc=f"{model} {dataset}", leave=False, mininterval=5):
-            t = time.perf_counter()
-            data = codec.encode(img, stats)
-            enc_t += time.perf_counter() - t
-            t = time.perf_counter()
-            out = codec.decode(data)
-            dec_t += time.perf_counter() - t
-            exact &= bool(np.array_equal(out, img))
-            total += len(data)
+            data, ok, enc_s, dec_s = timed_roundtrip(lambda i: codec.encode(i, stats), codec.decode, img)
+            enc_t, dec_t, exact, total = enc_t + enc_s, dec_t + dec_s, exact and ok, total + len(data)
             gaps.append(100 * (len(data) * 8 / img.size - elbos[len(gaps)]) / elbos[len(gaps)])
     bpd = total * 8 / dims
     n = len(images)
@@ -89,14 +93,8 @@ def bench_effort(model: str, effort: int, dataset: str, images: list[np.ndarray]
     from vlaecodec import api
     total, enc_t, dec_t, exact, won = 0, 0.0, 0.0, True, {}
     for img in tqdm(images, desc=f"effort {effort} {dataset}", leave=False, mininterval=5):
-        t = time.perf_counter()
-        data = api.encode(img, model, effort=effort)
-        enc_t += time.perf_counter() - t
-        t = time.perf_counter()
-        out = api.decode(data)
-        dec_t += time.perf_counter() - t
-        exact &= bool(np.array_equal(out, img))
-        total += len(data)
+        data, ok, enc_s, dec_s = timed_roundtrip(lambda i: api.encode(i, model, effort=effort), api.decode, img)
+        enc_t, dec_t, exact, total = enc_t + enc_s, dec_t + dec_s, exact and ok, total + len(data)
         name = api.info(data).get("model_name", "?")
         won[name] = won.get(name, 0) + 1
     n, dims = len(images), sum(i.size for i in images)
