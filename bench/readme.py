@@ -43,6 +43,9 @@ def section() -> str:
              (RESULTS / "lossless.md").read_text().strip(), ""]
     if plot(rows, RESULTS / "lossless.png"):
         lines += ["![bits per subpixel by codec](bench/results/lossless.png)", ""]
+    if (RESULTS / "speed.md").exists():
+        lines += ["### Lossless speed: whole processes, beside JPEG-XL and WebP", "",
+                  (RESULTS / "speed.md").read_text().strip(), ""]
     if (RESULTS / "lossless_zoo.md").exists():
         lines += ["### Every model of the zoo: file bits against the -ELBO (small slices)", "",
                   (RESULTS / "lossless_zoo.md").read_text().strip(), ""]
