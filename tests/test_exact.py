@@ -129,3 +129,16 @@ def test_compiled_latent_tables_equal_the_numpy_reference(rng, bits):
     a = lat.posterior_probabilities(mean, logscale)
     assert np.array_equal(a, lat.posterior_probabilities_numpy(mean, logscale))
     assert a.shape == (500, 1 << bits) and np.allclose(a.sum(axis=1), 1)
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 6), (1, 1, 3), (4, 9, 80)])
+def test_conv_of_the_upsampled_image_without_upsampling(rng, shape):
+    """conv_up2_hwc (2x2 phase convolutions) gives exactly the 3x3 convolution of the
+    nearest-upsampled image, at the bounds of the fixed-point format."""
+    from vlaecodec.exact import QLinear
+    from vlaecodec.fixedpoint import ACT_LIMIT
+    H, W, C = shape
+    q = QLinear(rng.normal(size=(11, C, 3, 3)) * rng.choice([1e-3, 1.0, 50.0]), rng.normal(size=11), 12, padding=1)
+    a = rng.integers(-ACT_LIMIT, ACT_LIMIT + 1, (H, W, C)).astype(np.float64)
+    want = q.conv_hwc(a.repeat(2, axis=0).repeat(2, axis=1))
+    assert np.array_equal(q.conv_up2_hwc(a), want)
