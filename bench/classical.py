@@ -31,11 +31,3 @@ CODECS = {
     "jpegls": (lambda a: imagecodecs.jpegls_encode(_squeeze(a)), imagecodecs.jpegls_decode),
     "jpeg2000": (lambda a: imagecodecs.jpeg2k_encode(_squeeze(a), level=0, reversible=True), imagecodecs.jpeg2k_decode),
 }
-
-
-def roundtrip(name: str, img: np.ndarray) -> tuple[int, bool]:
-    """(bytes, exact) for one image."""
-    enc, dec = CODECS[name]
-    data = enc(img)
-    out = np.asarray(dec(data)).reshape(img.shape)
-    return len(data), bool(np.array_equal(out, img))

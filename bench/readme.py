@@ -34,6 +34,36 @@ def plot(rows: list[dict], path: Path) -> bool:
     return True
 
 
+def plot_tradeoff(rows: list[dict], path: Path) -> bool:
+    """Bits per subpixel against encode seconds per image, one panel per data set: every
+    codec (one file per image) and every vlaecodec model and effort."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [r for r in rows if r.get("enc_s_per_image") and not r["codec"].endswith(":archive")]
+    datasets = [d for d in dict.fromkeys(r["dataset"] for r in rows)
+                if any(":effort" in r["codec"] for r in rows if r["dataset"] == d)]
+    if not datasets:
+        return False
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.8), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        for r in (r for r in rows if r["dataset"] == ds):
+            ours = r["codec"].startswith("vlaecodec")
+            ax.scatter(r["enc_s_per_image"], r["bpd"], color="tab:red" if ours else "tab:gray")
+            ax.annotate(r["codec"].replace("vlaecodec:", ""), (r["enc_s_per_image"], r["bpd"]),
+                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_title(ds)
+        ax.set_xlabel("encode seconds per image (log)")
+        ax.set_ylabel("bits per subpixel")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
 def section() -> str:
     data = json.loads((RESULTS / "lossless.json").read_text())
     rows = data["rows"]
@@ -43,6 +73,10 @@ def section() -> str:
              (RESULTS / "lossless.md").read_text().strip(), ""]
     if plot(rows, RESULTS / "lossless.png"):
         lines += ["![bits per subpixel by codec](bench/results/lossless.png)", ""]
+    if plot_tradeoff(rows, RESULTS / "lossless_effort.png"):
+        lines += ["Bits against encode time (vlaecodec: each model, and `--effort 2`, which codes with both "
+                  "and keeps the smaller file; the others through their libraries in the same process):", "",
+                  "![bits against encode time](bench/results/lossless_effort.png)", ""]
     if (RESULTS / "speed.md").exists():
         lines += ["### Lossless speed: whole processes, beside JPEG-XL and WebP", "",
                   (RESULTS / "speed.md").read_text().strip(), ""]

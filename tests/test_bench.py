@@ -113,3 +113,11 @@ def test_speed_bench_times_whole_processes_and_checks_round_trips(model_path, tm
     e9 = next(r for r in rows if r["codec"] == "jpegxl-e9")
     assert abs(ours["decode_x_jxl_e9"] - ours["decode_s"] / e9["decode_s"]) < 1e-9
     assert "| codec | threads |" in (tmp_path / "s.md").read_text()
+
+
+def test_effort_rows_name_the_chosen_models(rng):
+    from bench.__main__ import bench_effort
+    images = [rng.integers(0, 256, (12, 10, 3), dtype=np.uint8), np.full((9, 8, 3), 7, np.uint8)]
+    row = bench_effort("default", 2, "tiny", images)
+    assert row["exact"] and row["n"] == 2 and row["bpd"] > 0
+    assert sum(row["models_chosen"].values()) == 2 and set(row["models_chosen"]) <= {"default", "fast"}

@@ -74,6 +74,9 @@ V3_KINDS = [("v3-lossless-rgb", "lossless", "encode", ["rgb"], {}),
             ("v3-archive", "lossless", "encode_many", ["rgb", "grey"], {})]
 ENTRIES += [(f"default-{suffix}.vlae", "default", mode, fn, srcs, {"model": "default", **opts})
             for suffix, mode, fn, srcs, opts in V3_KINDS]
+# the fast model (vlaecodec 0.5): inner layers narrower than its residual streams
+ENTRIES += [(f"fast-{suffix[3:]}.vlae", "fast", mode, fn, srcs, {"model": "fast", **opts})
+            for suffix, mode, fn, srcs, opts in V3_KINDS]
 # the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
 # a subpixel one level apart; these entries also keep the decoded pixels (NAME.npy) and allow
 # that difference (``tolerance``)
