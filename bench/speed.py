@@ -58,11 +58,11 @@ def timed_call(fn, *args):
     return out, time.perf_counter() - t
 
 
-def bench_image(img: np.ndarray, name: str, work: Path, model: str, threads: list[int]) -> list[dict]:
+def bench_image(img: np.ndarray, name: str, work: Path, models: list[str], threads: list[int]) -> list[dict]:
     src, vl, back = work / f"{name}.png", work / f"{name}.vlae", work / f"{name}.out.png"
     Image.fromarray(img).save(src)
     rows = []
-    for t in threads:
+    for model, t in ((m, t) for m in models for t in threads):
         for p in (vl, back):
             p.unlink(missing_ok=True)
         cmd = vlaecodec_command()
@@ -117,7 +117,7 @@ def markdown(summary: list[dict], meta: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="default")
+    ap.add_argument("--models", nargs="+", default=["default"])
     ap.add_argument("--images", type=int, default=24, help="The first N Kodak images.")
     ap.add_argument("--threads", default="1,2", help="Thread counts for vlaecodec, comma-separated.")
     ap.add_argument("--out", default="bench/results", help="Folder for speed.{json,csv,md}.")
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, img in enumerate(images):
-            rows += bench_image(img, f"kodim{i + 1:02d}", Path(tmp), a.model, threads)
+            rows += bench_image(img, f"kodim{i + 1:02d}", Path(tmp), a.models, threads)
             last = [r for r in rows if r["image"] == f"kodim{i + 1:02d}"]
             print(" ".join(f"{r['codec']}/{r['threads']}: {r['encode_s']:.2f}+{r['decode_s']:.2f}s" for r in last),
                   file=sys.stderr)

@@ -102,7 +102,7 @@ def test_merge_keeps_the_rows_a_run_does_not_remake():
 
 def test_speed_bench_times_whole_processes_and_checks_round_trips(model_path, tmp_path):
     from bench import speed
-    speed.main(["--images", "1", "--crop", "24", "--threads", "1", "--model", model_path,
+    speed.main(["--images", "1", "--crop", "24", "--threads", "1", "--models", model_path,
                 "--out", str(tmp_path), "--name", "s"])
     out = json.loads((tmp_path / "s.json").read_text())
     rows, summary = out["rows"], out["summary"]
