@@ -2,8 +2,8 @@
 its pixel window, the clamps of its log scales and the order of its channel embeddings.
 
 Coding runs the exact integer copy of the network (:mod:`vlaecodec.exact`), which needs only
-these and the weights, so a process that only codes never imports torch.  :mod:`vlaecodec.model`
-(the float network, for training) imports them from here, so both share one definition.
+these and the weights, so a process that only codes never imports torch; the float network
+(:mod:`vlaecodec.model`, for training) imports them from here.
 
 >>> window_offsets([3, 1])
 [(-1, -1), (-1, 0), (-1, 1), (0, -1)]
