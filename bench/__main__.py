@@ -22,7 +22,7 @@ from vlaecodec import data as D
 from vlaecodec.api import elbo_bpd, load_codec
 from vlaecodec.codec import CodingStats
 
-from .classical import CODECS
+from .classical import CODECS, timed_roundtrip
 
 QUICK = {"cifar10-test": 100, "kodak": 2}
 FULL = {"cifar10-test": 10000, "kodak": 24}
@@ -40,17 +40,6 @@ def images_of(name: str, n: int) -> list[np.ndarray]:
 def image_elbos(model: str, images: list[np.ndarray]) -> list[float]:
     """The model's -ELBO of each image, bits per subpixel."""
     return [elbo_bpd(i, model) for i in images]
-
-
-def timed_roundtrip(encode, decode, img: np.ndarray) -> tuple[bytes, bool, float, float]:
-    """(file, exact, encode seconds, decode seconds) of one image."""
-    t = time.perf_counter()
-    data = encode(img)
-    enc = time.perf_counter() - t
-    t = time.perf_counter()
-    out = np.asarray(decode(data))
-    dec = time.perf_counter() - t
-    return data, out.size == img.size and bool(np.array_equal(out.reshape(img.shape), img)), enc, dec
 
 
 def bench_vlaecodec(model: str, dataset: str, images: list[np.ndarray], archive: bool,

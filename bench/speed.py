@@ -28,7 +28,7 @@ from PIL import Image
 
 from vlaecodec import data as D
 
-from .classical import CODECS
+from .classical import CODECS, timed_roundtrip
 
 CLASSICAL = ["jpegxl-e7", "jpegxl-e9", "webp-lossless-m6"]
 
@@ -52,12 +52,6 @@ def timed_process(args: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
-def timed_call(fn, *args):
-    t = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - t
-
-
 def bench_image(img: np.ndarray, name: str, work: Path, models: list[str], threads: list[int]) -> list[dict]:
     src, vl, back = work / f"{name}.png", work / f"{name}.vlae", work / f"{name}.out.png"
     Image.fromarray(img).save(src)
@@ -75,11 +69,9 @@ def bench_image(img: np.ndarray, name: str, work: Path, models: list[str], threa
                      "peak_rss_mb": max(enc_rss, dec_rss), "exact": exact})
     for codec in CLASSICAL:
         enc_fn, dec_fn = CODECS[codec]
-        data, enc = timed_call(enc_fn, img)
-        out, dec = timed_call(dec_fn, data)
+        data, exact, enc, dec = timed_roundtrip(enc_fn, dec_fn, img)
         rows.append({"image": name, "codec": codec, "threads": 1, "bits_per_dim": len(data) * 8 / img.size,
-                     "encode_s": enc, "decode_s": dec, "peak_rss_mb": None,
-                     "exact": bool(np.array_equal(np.asarray(out).reshape(img.shape), img))})
+                     "encode_s": enc, "decode_s": dec, "peak_rss_mb": None, "exact": exact})
     return rows
 
 

@@ -81,10 +81,10 @@ def effort_models(model: str, effort: int) -> list[str]:
         raise VlaeError(f"effort must be one of {', '.join(map(str, EFFORTS))} (got {effort!r})")
     if effort == 1:
         return [model]
-    kind = _exact(model)[0].cfg
-    same = [m for m in EFFORT_MODELS if resolve(m) != resolve(model)
-            and (_exact(m)[0].cfg.levels, _exact(m)[0].cfg.channels) == (kind.levels, kind.channels)]
-    return [model] + same
+    def kind(name):
+        cfg = _exact(name)[0].cfg
+        return cfg.levels, cfg.channels
+    return [model] + [m for m in EFFORT_MODELS if resolve(m) != resolve(model) and kind(m) == kind(model)]
 
 
 def encode(image: np.ndarray, model: str = DEFAULT_MODEL, max_error: int = 0, effort: int = 1) -> bytes:

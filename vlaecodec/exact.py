@@ -95,12 +95,15 @@ class QLinear:
                     if ky or kx:
                         np.matmul(tap(ky, kx), self.taps[ky, kx], out=part)
                         acc += part
+        return self._finish(acc).reshape(ho, wo, -1)
+
+    def _finish(self, acc: np.ndarray) -> np.ndarray:
+        """Bias, shift (floor) and clip of the sums, in place: the output integers."""
         acc += self.bias
         if self.shift:
             acc *= self.scale       # a power of two: exact
             np.floor(acc, out=acc)
-        np.clip(acc, -ACT_LIMIT, ACT_LIMIT, out=acc)
-        return acc.reshape(ho, wo, -1)
+        return np.clip(acc, -ACT_LIMIT, ACT_LIMIT, out=acc)
 
     # A 3x3 convolution (padding 1) of a nearest-upsampled image reads, for each output phase
     # (row parity, column parity), only 2x2 pixels of the small image: for an even output row
@@ -125,13 +128,8 @@ class QLinear:
                     for dx, kxs in cols:
                         w = sum(self.taps[ky, kx] for ky in kys for kx in kxs)
                         part = ap[1 + dy:1 + dy + H, 1 + dx:1 + dx + W].reshape(H * W, C) @ w
-                        acc = part if acc is None else acc.__iadd__(part)
-                acc += self.bias
-                if self.shift:
-                    acc *= self.scale
-                    np.floor(acc, out=acc)
-                np.clip(acc, -ACT_LIMIT, ACT_LIMIT, out=acc)
-                out[py::2, px::2] = acc.reshape(H, W, -1)
+                        acc = part if acc is None else np.add(acc, part, out=acc)
+                out[py::2, px::2] = self._finish(acc).reshape(H, W, -1)
         return out
 
     def rows(self, a: np.ndarray, matrix: np.ndarray | None = None, relu: bool = False) -> np.ndarray:

@@ -83,9 +83,16 @@ def _cut(dst: torch.nn.Module, src: torch.nn.Module, out_idx=None, in_idx=None) 
         dst.bias.copy_(src.bias if out_idx is None else src.bias[out_idx])
 
 
-# which width of the pruned config each channel group takes
-_GROUP_WIDTH = {"enc.stream": "hidden", "zd.stream": "hidden", "pixel.stream": "pixel_hidden",
-                "trunk": "pixel_inner_width", "hidden": "pixel_inner_width"}
+def _group_width(group: str, cfg: VLAEConfig) -> int:
+    """The width of the pruned config that a channel group (named as in
+    :func:`activation_scores`) takes: the streams keep theirs, the inner layers are cut."""
+    if group in ("enc.stream", "zd.stream"):
+        return cfg.hidden
+    if group == "pixel.stream":
+        return cfg.pixel_hidden
+    if group.startswith(("trunk.", "hidden.")):
+        return cfg.pixel_inner_width
+    return cfg.inner_width
 
 
 @torch.no_grad()
@@ -103,8 +110,7 @@ def prune(model: VLAE, images: torch.Tensor, **widths) -> VLAE:
             raise ValueError("a pruned model cannot be wider than its source")
     small = VLAE(small_cfg)
     s = activation_scores(model.eval(), images)
-    keep = {k: _top(v, getattr(small_cfg, _GROUP_WIDTH.get(k, _GROUP_WIDTH.get(k.split(".")[0], "inner_width"))))
-            for k, v in s.items()}
+    keep = {k: _top(v, _group_width(k, small_cfg)) for k, v in s.items()}
     e, se = model.encoder, small.encoder
     _cut(se.inp, e.inp, keep["enc.inp"])
     _cut(se.down1, e.down1, keep["enc.down1"], keep["enc.inp"])
