@@ -33,7 +33,7 @@ def mean_gap(images: list[np.ndarray]) -> float:
     for img in images:
         data = codec.encode(img)
         header, _ = unpack_header(data)
-        assert header.version == 3 and not header.interleaved  # the z layer stays in front
+        assert header.version == 4 and not header.interleaved  # the z layer stays in front
         assert np.array_equal(codec.decode(data), img)
         gaps.append(gap_pct(data, [img], "default"))
     return float(np.mean(gaps))
@@ -78,14 +78,15 @@ def digits():
 def test_binary_archive_codes_near_its_elbo(digits):
     """Binary images cost fewer pixel bits than their z's prior: a z layer in front can only
     borrow pixel bits, so the chain starved (0.50 bits/dim against an -ELBO of 0.15).  The
-    encoder makes such files interleaved: each band's z borrows the bits of the z after it."""
+    encoder makes such files interleaved: each band's z borrows the bits of the z after it.
+    (Version 3: a gap of 19.4%; version 4's adaptation costs one more word here, 20.0%.)"""
     codec = load_codec("bmnist-local")
     stats = CodingStats()
     data = codec.encode_many(digits, stats)
     header, _ = unpack_header(data)
     assert header.interleaved and stats.starved
     assert all(np.array_equal(a, b) for a, b in zip(codec.decode_many(data), digits))
-    assert gap_pct(data, digits, "bmnist-local") < 20
+    assert gap_pct(data, digits, "bmnist-local") < 21
     # the bits popped for z are about what their prior costs, less the KL: no read past the data
     assert stats.bits_back > 0.9 * stats.bits_prior
 
@@ -130,8 +131,8 @@ def test_a_starved_near_lossless_archive_is_interleaved_and_round_trips(rng):
 
 def test_a_later_version_is_refused_by_name():
     data = bytearray(load_codec("default").encode(quadrants()[0][:8, :8]))
-    data[4] = 4
-    with pytest.raises(VlaeError, match="version 4"):
+    data[4] = 5
+    with pytest.raises(VlaeError, match="version 5"):
         unpack(bytes(data))
 
 

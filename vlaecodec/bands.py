@@ -32,13 +32,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import constriction
 import numpy as np
 
-from .fileformat import MODE_NEAR_LOSSLESS, MODEL_ID_BYTES, Header, ImageInfo, pack
+from .fileformat import MODE_NEAR_LOSSLESS, MODEL_ID_BYTES, RANS_VERSION, Header, ImageInfo, pack
 from .latents import Latents
-from .pixels import CATEGORICAL, Bins, PixelCoder
+from .payloads import ConstrictionPayload, RansPayload
+from .pixels import Bins, PixelCoder
 from .posterior import Posterior
+from .wave_coder import WaveCoder
 
 DEFAULT_TAIL = 8    # rows of the last band, the only one with nothing to borrow from
 
@@ -95,10 +96,6 @@ class BandChain:
     """Bits-back over bands for one model: ``active`` are the latent channels it codes (a
     decode uses the file's own), ``tail`` the rows of the last band."""
 
-    # Posterior tables are 2**z_bits floats per latent (2 KB): a large band's would not fit in
-    # memory at once, so they are made and coded a chunk at a time.  Chunks pushed last-first
-    # are the same symbol-by-symbol pushes as one call, so the bits do not change.
-    LATENT_CHUNK = 1 << 14
     SMALL = 32 * 32    # pixels of a last image small enough to also try coding whole with z = 0
 
     def __init__(self, pixels: PixelCoder, posterior: Posterior, latents: Latents, model_id: str,
@@ -108,6 +105,15 @@ class BandChain:
         self.active = list(active)
         self.tail = tail
         self.levels = pixels.cfg.levels
+        net = pixels.net
+        self.waves = WaveCoder(pixels.kernel, pixels.lag, net.up if net.local else 0,
+                               net.left if net.local else 0, pixels.threads, pixels.progress)
+
+    def payload(self, version: int, words: np.ndarray | None = None):
+        """The stack of a file version (:mod:`vlaecodec.payloads`): ``words`` to decode."""
+        if version >= RANS_VERSION:
+            return RansPayload(self.waves, self.latents, words)
+        return ConstrictionPayload(self.pixels, self.latents, words)
 
     def band_above(self, coder, top: int, width: int) -> int:
         """Rows of the next band up, ending at row ``top`` of the last image: as many as the
@@ -123,21 +129,22 @@ class BandChain:
 
     # --- encoder ----------------------------------------------------------------------------
     def encode(self, images: list[np.ndarray], infos: list[ImageInfo], stats: CodingStats,
-               max_error: int = 0) -> bytes:
+               max_error: int = 0, version: int = RANS_VERSION) -> bytes:
         """Checked [H,W,C] uint8 images (their ``infos``) on one chained ANS stack; with
         ``max_error = d > 0`` every decoded subpixel is within d of the original.  The z layer
         goes in front, unless the chain starves for bits: then the file is also made
         interleaved.  A small last image is also tried as one bottom band (z = 0, nothing to
         borrow: a single 28x28 binary digit costs 59 bytes so, against 72 in bands).  The
-        smallest file is kept."""
+        smallest file is kept.  ``version``: 4 (the rANS payload) or 3 (constriction's, for
+        readers of vlaecodec 0.4 and 0.5)."""
         first = CodingStats()
-        data = self._encode(images, infos, first, max_error, interleaved=False, tail=self.tail)
+        data = self._encode(images, infos, first, max_error, False, self.tail, version)
         tries = [(True, self.tail)] if first.starved else []
         if infos[-1].width * infos[-1].height <= self.SMALL:
             tries.append((first.starved, infos[-1].height))
         for interleaved, tail in tries:
             other = CodingStats()
-            alt = self._encode(images, infos, other, max_error, interleaved=interleaved, tail=tail)
+            alt = self._encode(images, infos, other, max_error, interleaved, tail, version)
             if len(alt) < len(data):
                 data, first = alt, other
         stats.bits_pixels += first.bits_pixels
@@ -147,12 +154,11 @@ class BandChain:
         return data
 
     def _encode(self, images: list[np.ndarray], infos: list[ImageInfo], stats: CodingStats,
-                max_error: int, interleaved: bool, tail: int) -> bytes:
+                max_error: int, interleaved: bool, tail: int, version: int) -> bytes:
         bins = Bins(max_error, self.levels)
         # what the decoder will see: each subpixel on its bin's value (the image itself if d = 0)
         targets = [bins.value(bins.index(img)).astype(np.uint8) for img in images]
-        coder = constriction.stream.stack.AnsCoder()
-        prior = constriction.stream.model.Uniform(self.latents.K)
+        coder = self.payload(version)
         z_layer: list[np.ndarray] = []      # z of every band, in decoding order
         last_bands: list[int] = []
         for i in reversed(range(len(images))):
@@ -172,7 +178,7 @@ class BandChain:
                 z = self._encode_band(coder, x, u_pad, unit, bins, stats)
                 if interleaved:  # the decoder pops this z right before the band's pixels
                     before = coder.num_bits()
-                    coder.encode_reverse(z, prior)
+                    coder.push_prior(z)
                     stats.bits_prior += coder.num_bits() - before
                 else:
                     z_layer.insert(0, z)
@@ -181,13 +187,14 @@ class BandChain:
                 top -= rows
         if z_layer:  # every z first in the file: the decoder pops them before any pixel
             before = coder.num_bits()
-            coder.encode_reverse(np.concatenate(z_layer), prior)
+            coder.push_prior(np.concatenate(z_layer))
             stats.bits_prior += coder.num_bits() - before
         header = Header(model_id=self.model_id[:2 * MODEL_ID_BYTES], z_bits=self.latents.bits,
                         active=self.active, images=infos, bands=last_bands if len(last_bands) > 1 else [],
                         digest=pixel_digest(targets), max_error=max_error,
-                        mode=MODE_NEAR_LOSSLESS if max_error else 0, interleaved=interleaved)
-        return pack(header, coder.get_compressed())
+                        mode=MODE_NEAR_LOSSLESS if max_error else 0, interleaved=interleaved,
+                        version=version)
+        return pack(header, coder.compressed())
 
     def _encode_band(self, coder, x, u_pad, unit: Unit, bins: Bins, stats: CodingStats) -> np.ndarray:
         """Pop the band's z (if it borrows) and push its pixels; returns its coded z bins
@@ -198,7 +205,7 @@ class BandChain:
             mean, logscale = self.posterior.rows(x[:, r0:r1], self.active)
             before = coder.num_bits()
             stats.starved |= before < n * self.latents.bits
-            z = self._pop_posterior(coder, mean, logscale)
+            z = coder.pop_posterior(mean, logscale)
             stats.bits_back += before - coder.num_bits()
             values = self.latents.values(z)
         else:  # nothing below to borrow from: z = 0, not coded
@@ -206,23 +213,9 @@ class BandChain:
             values = np.zeros(n)
         zhalf = self.pixels.features(values, self.active, unit.grid)
         before = coder.num_bits()
-        self.pixels.push(coder, x, u_pad, zhalf, unit.rows, bins)
+        coder.push_pixels(x, u_pad, zhalf, unit.rows, bins)
         stats.bits_pixels += coder.num_bits() - before
         return z
-
-    def _pop_posterior(self, coder, mean: np.ndarray, logscale: np.ndarray) -> np.ndarray:
-        """z ~ q(z|x) read off the stack (the encoder's bits-back pop)."""
-        n = self.LATENT_CHUNK
-        return np.concatenate([
-            coder.decode(CATEGORICAL, self.latents.posterior_probabilities(mean[a:a + n], logscale[a:a + n]))
-            for a in range(0, len(mean), n)]).astype(np.int32)
-
-    def _push_posterior(self, coder, z: np.ndarray, mean: np.ndarray, logscale: np.ndarray) -> None:
-        """The inverse of :meth:`_pop_posterior` (the decoder gives the bits back)."""
-        n = self.LATENT_CHUNK
-        for a in reversed(range(0, len(mean), n)):
-            coder.encode_reverse(z[a:a + n], CATEGORICAL,
-                                 self.latents.posterior_probabilities(mean[a:a + n], logscale[a:a + n]))
 
     # --- decoder ----------------------------------------------------------------------------
     def _coded(self, header: Header, u: Unit) -> int:
@@ -237,20 +230,18 @@ class BandChain:
     def _pop_z_layer(self, coder, header: Header) -> tuple[list[Unit], list[np.ndarray]]:
         bands = units(header.images, header.bands)
         sizes = [self._coded(header, u) for u in bands]
-        flat = coder.decode(constriction.stream.model.Uniform(self.latents.K), sum(sizes)).astype(np.int32)
+        flat = coder.pop_prior(sum(sizes))
         return bands, np.split(flat, np.cumsum(sizes)[:-1])
 
     def z_layer(self, header: Header, words: np.ndarray) -> list[tuple[Unit, np.ndarray]]:
         """Every band with its z values (the file's coded channels), without a pixel bit (a
         file with its z layer in front: not interleaved)."""
-        coder = constriction.stream.stack.AnsCoder(words)
-        bands, z_bins = self._pop_z_layer(coder, header)
+        bands, z_bins = self._pop_z_layer(self.payload(header.version, words), header)
         return [(u, self._values(header, u, z)) for u, z in zip(bands, z_bins)]
 
     def decode(self, header: Header, words: np.ndarray) -> list[np.ndarray]:
         """The images of a lossless or near-lossless file (its pixel digest not yet checked)."""
-        coder = constriction.stream.stack.AnsCoder(words)
-        prior = constriction.stream.model.Uniform(self.latents.K)
+        coder = self.payload(header.version, words)
         if header.interleaved:
             bands = units(header.images, header.bands)
         else:
@@ -258,23 +249,20 @@ class BandChain:
         bins = Bins(header.max_error, self.levels)
         pixels, active = self.pixels, header.active
 
-        def pop(probs, c, prev):
-            return bins.value(coder.decode(CATEGORICAL, bins.masses(probs)))
-
         out, x = [], None
         for k, u in enumerate(bands):
             info = header.images[u.image]
             if x is None:
                 x, u_pad = pixels.blank(info)
             if header.interleaved:
-                z = coder.decode(prior, self._coded(header, u)).astype(np.int32)
+                z = coder.pop_prior(self._coded(header, u))
             else:
                 z = z_bins[k]
             zhalf = pixels.features(self._values(header, u, z), active, u.grid)
-            pixels.pop(pop, x, u_pad, zhalf, u.rows)
+            coder.pop_pixels(x, u_pad, zhalf, u.rows, bins)
             if u.borrow:
                 mean, logscale = self.posterior.rows(x[:, u.rows[0]:u.rows[1]], active)
-                self._push_posterior(coder, z, mean, logscale)
+                coder.push_posterior(z, mean, logscale)
             if k + 1 == len(bands) or bands[k + 1].image != u.image:
                 out.append(pixels.finish(x, info))
                 x = None

@@ -1,6 +1,8 @@
 """The codec of one VLAE model: checks images and files, and hands them to its coders.
 
-* :class:`~vlaecodec.bands.BandChain`: lossless and near-lossless files, bits-back over bands;
+* :class:`~vlaecodec.bands.BandChain`: lossless and near-lossless files, bits-back over bands
+  (version 4 payloads: :mod:`vlaecodec.rans` and :mod:`vlaecodec.wave_coder`; versions 2
+  and 3: constriction, :mod:`vlaecodec.payloads`);
 * :class:`~vlaecodec.zonly.ZOnlyCoder`: lossy files (z only), previews and renders;
 * both over one :class:`~vlaecodec.pixels.PixelCoder` (p(x|z), wave by wave) and one
   :class:`~vlaecodec.posterior.Posterior` (q(z|x)), which run on the exact network.
@@ -24,7 +26,7 @@ import numpy as np
 from .bands import DEFAULT_TAIL, BandChain, CodingStats, pixel_digest
 from .errors import VlaeError
 from .exact import ExactVLAE
-from .fileformat import MAX_ERROR, MODE_LOSSY, MODEL_ID_BYTES, RECON_NAMES, ImageInfo, max_pixels, unpack
+from .fileformat import MAX_ERROR, MODE_LOSSY, MODEL_ID_BYTES, RANS_VERSION, RECON_NAMES, ImageInfo, max_pixels, unpack
 from .latents import Latents
 from .pixels import PixelCoder, one_blas_thread
 from .posterior import Posterior
@@ -73,21 +75,25 @@ class Codec:
         return infos
 
     # --- encode -------------------------------------------------------------------------------
-    def encode(self, image: np.ndarray, stats: CodingStats | None = None, max_error: int = 0) -> bytes:
-        return self.encode_many([image], stats, max_error)
+    def encode(self, image: np.ndarray, stats: CodingStats | None = None, max_error: int = 0,
+               version: int = RANS_VERSION) -> bytes:
+        return self.encode_many([image], stats, max_error, version)
 
     @one_blas_thread
     def encode_many(self, images: list[np.ndarray], stats: CodingStats | None = None,
-                    max_error: int = 0) -> bytes:
+                    max_error: int = 0, version: int = RANS_VERSION) -> bytes:
         """Code several [H,W,C] uint8 images (C = 1 or 3) on one chained ANS stack; with
-        ``max_error = d > 0`` every decoded subpixel is within d of the original."""
+        ``max_error = d > 0`` every decoded subpixel is within d of the original.
+        ``version``: the file format, 4 (new) or 3 (read by vlaecodec 0.4 and 0.5 too)."""
         stats = stats if stats is not None else CodingStats()
         if not 0 <= max_error <= MAX_ERROR:
             raise VlaeError(f"max error must be 0 .. {MAX_ERROR}, not {max_error}")
         if max_error and 2 * max_error + 1 >= self.cfg.levels:  # a binary model: one bin for all
             raise VlaeError(f"near-lossless needs more than one bin of {2 * max_error + 1} values: "
                             f"this model's pixels have {self.cfg.levels} levels; code it losslessly")
-        return self.bands.encode(images, self._infos(images), stats, max_error)
+        if version not in (3, RANS_VERSION):
+            raise VlaeError(f"lossless files are written as format version 3 or {RANS_VERSION}, not {version}")
+        return self.bands.encode(images, self._infos(images), stats, max_error, version)
 
     @one_blas_thread
     def encode_lossy(self, images: list[np.ndarray], recon: str = "mean", seed: int = 0,

@@ -25,8 +25,9 @@ import numpy as np
 from .errors import VlaeError
 
 MAGIC = b"VLAE"
-VERSION = 3                                   # what new files are written as
-VERSIONS = (2, 3)                             # what this build reads
+VERSION = 3                                   # what new lossy files are written as
+RANS_VERSION = 4                              # new lossless and near-lossless files: rANS payload
+VERSIONS = (2, 3, 4)                          # what this build reads
 MODE_LOSSLESS = 0
 MODE_NEAR_LOSSLESS = 1
 MODE_LOSSY = 2                                # z only, from a VLAE model (0.3)
@@ -156,9 +157,9 @@ def _read_extension(header: Header, data: bytes, at: int) -> None:
 
 
 def _pack3(header: Header) -> bytes:
-    """A version 3 header without its CRC (docs/FORMAT.md): varints, no zero fields."""
+    """A version 3 or 4 header without its CRC (docs/FORMAT.md): varints, no zero fields."""
     flags = FLAG_INTERLEAVED if header.interleaved else 0
-    out = bytearray(MAGIC + bytes([3, header.mode | flags << 4, header.z_bits]))
+    out = bytearray(MAGIC + bytes([header.version, header.mode | flags << 4, header.z_bits]))
     out += bytes.fromhex(header.model_id)[:MODEL_ID_BYTES]
     out += _varint(sum(1 << c for c in header.active))
     runs = header.runs()
@@ -220,7 +221,7 @@ def reseal(data: bytes, max_runs: int = MAX_IMAGES) -> bytes:
     >>> unpack(reseal(bad))[1].tolist() == [1, 2 + (ord("x") << 24)]
     True
     """
-    if len(data) > 4 and data[4] == 3:
+    if len(data) > 4 and data[4] >= 3:
         try:
             _, _, tail_at, _, _, end = _parse3(data, max_runs)
         except VlaeError:
@@ -245,7 +246,7 @@ def reseal(data: bytes, max_runs: int = MAX_IMAGES) -> bytes:
 
 
 def _parse3(data: bytes, max_runs: int = MAX_IMAGES):
-    """A version 3 header's fields, unchecked (but never reading past ``data`` or more than
+    """A version 3 or 4 header's fields, unchecked (but never reading past ``data`` or more than
     ``max_runs`` runs): (header without images, runs, offset of the payload words field,
     payload words, payload CRC, payload offset)."""
     if len(data) < 7 + MODEL_ID_BYTES:
@@ -269,7 +270,7 @@ def _parse3(data: bytes, max_runs: int = MAX_IMAGES):
         raise VlaeError("corrupt header (bands)")
     bands, at = _read_varints(data, at, n_bands)
     active = [c for c in range(32) if mask >> c & 1]
-    header = Header(model.hex(), z_bits, active, [], mode, 3, bands,
+    header = Header(model.hex(), z_bits, active, [], mode, data[4], bands,
                     interleaved=bool(flags & FLAG_INTERLEAVED))
     ext = _extension_size(mode, len(active))
     if len(data) < at + ext:
@@ -298,6 +299,8 @@ def _unpack3(data: bytes) -> tuple[Header, int]:
         raise VlaeError(f"unsupported coding mode {header.mode}")
     if data[5] >> 4 & ~FLAG_INTERLEAVED or header.interleaved and header.mode not in (MODE_LOSSLESS, MODE_NEAR_LOSSLESS):
         raise VlaeError("corrupt header (flags)")
+    if header.version == RANS_VERSION and header.mode not in (MODE_LOSSLESS, MODE_NEAR_LOSSLESS):
+        raise VlaeError("corrupt header (version 4 holds lossless and near-lossless files only)")
     if not 1 <= len(runs) <= MAX_IMAGES or not 1 <= header.z_bits <= 16:
         raise VlaeError("corrupt header")
     header.images = _images(runs)
@@ -343,7 +346,7 @@ def unpack_header(data: bytes) -> tuple[Header, int]:
         raise VlaeError("not a .vlae file (bad magic)")
     if data[4] not in VERSIONS:
         raise VlaeError(f"unsupported .vlae format version {data[4]} (this build reads {', '.join(map(str, VERSIONS))})")
-    if data[4] == 3:
+    if data[4] >= 3:
         return _unpack3(data)
     if len(data) < _FIXED.size:
         raise VlaeError("truncated file (header)")

@@ -177,32 +177,49 @@ def normal_bin_probabilities_numpy(mean: np.ndarray, logscale: np.ndarray, edges
 
 
 @njit(cache=True, nogil=True)
-def normal_bin_tables(mean, inv_sigma, edges, cdf_table, shift, top):
-    """Rows [n, len(edges)+1] of bin masses of N(mean, sigma) over the bins between ``edges``:
-    the CDF at each edge is ``cdf_table`` (centred, clipped at its ends) at index
-    ((edge - mean) * inv_sigma) >> shift, 0 below the first bin and ``top`` above the last;
-    then one float64 division per entry.  The same numbers as the numpy reference
-    :func:`normal_bin_probabilities_numpy`."""
+def normal_bin_cum(mean, inv_sigma, edges, cdf_table, shift, top):
+    """Rows [n, len(edges)+2] of the integer CDF of N(mean, sigma) at the bins' edges: 0,
+    then ``cdf_table`` (centred, clipped at its ends) at index ((edge - mean) * inv_sigma) >>
+    shift for each inner edge, then ``top`` (non-decreasing: the table and the index rise)."""
     n, m = mean.shape[0], edges.shape[0]
     half = (cdf_table.shape[0] - 1) // 2
-    out = np.empty((n, m + 1), np.float64)
-    cdf = np.empty(m + 2, np.int64)
-    cdf[0] = 0
-    cdf[m + 1] = top
+    cum = np.empty((n, m + 2), np.int64)
     for i in range(n):
+        cum[i, 0] = 0
+        cum[i, m + 1] = top
         for k in range(m):
             j = ((edges[k] - mean[i]) * inv_sigma[i]) >> shift
             if j < -half:
                 j = -half
             elif j > half:
                 j = half
-            cdf[k + 1] = cdf_table[j + half]
+            cum[i, k + 1] = cdf_table[j + half]
+    return cum
+
+
+@njit(cache=True, nogil=True)
+def normal_bin_tables(mean, inv_sigma, edges, cdf_table, shift, top):
+    """Rows [n, len(edges)+1] of bin masses of N(mean, sigma) over the bins between ``edges``
+    (:func:`normal_bin_cum`, then one float64 division per entry).  The same numbers as the
+    numpy reference :func:`normal_bin_probabilities_numpy`."""
+    cum = normal_bin_cum(mean, inv_sigma, edges, cdf_table, shift, top)
+    n, m = cum.shape[0], cum.shape[1] - 1
+    out = np.empty((n, m), np.float64)
+    for i in range(n):
         total = 0
-        for k in range(m + 1):
-            total += cdf[k + 1] - cdf[k]
-        for k in range(m + 1):
-            out[i, k] = (cdf[k + 1] - cdf[k]) / total
+        for k in range(m):
+            total += cum[i, k + 1] - cum[i, k]
+        for k in range(m):
+            out[i, k] = (cum[i, k + 1] - cum[i, k]) / total
     return out
+
+
+def normal_bin_cdf(mean: np.ndarray, logscale: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The integer CDF rows [n, len(edges)+2] of :func:`normal_bin_probabilities` (their last
+    entry is 2**CDF_BITS), for an integer coder."""
+    mean, inv_sigma = _mean_and_inv_sigma(mean, logscale)
+    return normal_bin_cum(np.ascontiguousarray(mean), np.ascontiguousarray(inv_sigma), edges,
+                          cdf_table(), 2 * ACT_BITS - CDF_GRID_BITS, 1 << CDF_BITS)
 
 
 # --- discretized logistic mixture ------------------------------------------------------------
@@ -313,6 +330,64 @@ def _first_edge_above(edges, sk, base, step_bits, j_min):
 
 
 @njit(cache=True, nogil=True)
+def logistic_components(params, prev_u, c, K, levels, act_bits, exp_step_bits, mix_shift,
+                        grid_bits, ls_lo, ls_hi, inv_scale, step_bits, n_grid, exp_table,
+                        w, inv_s, base):
+    """One pixel's mixture from its integer head output ``params`` and earlier channels
+    ``prev_u``: the integer weight w[k], 1/s inv_s[k] and sigmoid-table offset base[k] of
+    each component (component k's CDF at upper edge e is the sigmoid table at
+    ``(e * inv_s[k] + base[k]) >> step_bits``); returns the weights' sum."""
+    half_ls = 1 << (act_bits - grid_bits - 1)
+    half_e = 1 << (act_bits - exp_step_bits - 1)
+    half_t = 1 << (step_bits - 1)
+    wmax = params[0]
+    for k in range(1, K):
+        if params[k] > wmax:
+            wmax = params[k]
+    wsum = 0
+    for k in range(K):
+        d = (wmax - params[k] + half_e) >> (act_bits - exp_step_bits)
+        if d > exp_table.shape[0] - 1:
+            d = exp_table.shape[0] - 1
+        w[k] = exp_table[d] >> mix_shift
+        wsum += w[k]
+        m = params[K + k]
+        for q in range(c):
+            prod = params[(3 + q) * K + k] * prev_u[q]
+            m += prod // (levels - 1)   # floor division, as numpy's //
+        ls = (params[2 * K + k] + half_ls) >> (act_bits - grid_bits)
+        if ls < ls_lo:
+            ls = ls_lo
+        if ls > ls_hi:
+            ls = ls_hi
+        inv_s[k] = inv_scale[ls - ls_lo]
+        base[k] = -m * inv_s[k] + half_t + (n_grid << step_bits)
+    return wsum
+
+
+@njit(cache=True, nogil=True)
+def logistic_cdf(v, levels, K, w, inv_s, base, edges, sig_table, step_bits, total):
+    """The mixture's integer CDF below value v (0 .. levels): sum_k w[k] * sigmoid_k at the
+    upper edge of value v-1, 0 at v = 0 and ``total`` (sum(w) * 2**SIGMOID_BITS) at
+    v = levels: the running sums of :func:`logistic_tables`, entry by entry."""
+    if v <= 0:
+        return np.int64(0)
+    if v >= levels:
+        return total
+    top = sig_table.shape[0] - 1
+    e = edges[v - 1]
+    acc = np.int64(0)
+    for k in range(K):
+        j = (e * inv_s[k] + base[k]) >> step_bits
+        if j < 0:
+            j = 0
+        elif j > top:
+            j = top
+        acc += w[k] * sig_table[j]
+    return acc
+
+
+@njit(cache=True, nogil=True)
 def logistic_tables(params, prev_u, c, K, levels, act_bits, exp_step_bits, mix_shift,
                     grid_bits, ls_lo, ls_hi, inv_scale, edges, sig_table, step_bits, n_grid,
                     exp_table, sig_bits):
@@ -324,50 +399,27 @@ def logistic_tables(params, prev_u, c, K, levels, act_bits, exp_step_bits, mix_s
     mixed = np.empty(levels + 1, np.int64)
     flat = np.empty(levels, np.int64)
     w = np.empty(K, np.int64)
-    mean = np.empty(K, np.int64)
     inv_s = np.empty(K, np.int64)
-    half_ls = 1 << (act_bits - grid_bits - 1)
-    half_e = 1 << (act_bits - exp_step_bits - 1)
-    half_t = 1 << (step_bits - 1)
+    base = np.empty(K, np.int64)
     top = sig_table.shape[0] - 1
     for i in range(n):
-        wmax = params[i, 0]
-        for k in range(1, K):
-            if params[i, k] > wmax:
-                wmax = params[i, k]
-        wsum = 0
-        for k in range(K):
-            d = (wmax - params[i, k] + half_e) >> (act_bits - exp_step_bits)
-            if d > exp_table.shape[0] - 1:
-                d = exp_table.shape[0] - 1
-            w[k] = exp_table[d] >> mix_shift
-            wsum += w[k]
-            m = params[i, K + k]
-            for q in range(c):
-                prod = params[i, (3 + q) * K + k] * prev_u[i, q]
-                m += prod // (levels - 1)   # floor division, as numpy's //
-            mean[k] = m
-            ls = (params[i, 2 * K + k] + half_ls) >> (act_bits - grid_bits)
-            if ls < ls_lo:
-                ls = ls_lo
-            if ls > ls_hi:
-                ls = ls_hi
-            inv_s[k] = inv_scale[ls - ls_lo]
+        wsum = logistic_components(params[i], prev_u[i], c, K, levels, act_bits, exp_step_bits,
+                                   mix_shift, grid_bits, ls_lo, ls_hi, inv_scale, step_bits,
+                                   n_grid, exp_table, w, inv_s, base)
         mixed[:] = 0
         mixed[levels] = wsum << sig_bits
         flat[:] = 0
         for k in range(K):   # component by component: a tight loop over the bin edges
-            base = -mean[k] * inv_s[k] + half_t + (n_grid << step_bits)
             sk, wk = inv_s[k], w[k]
             # j rises with v; outside [v_lo, v_hi) it sits on the table's ends, so those bins
             # go in as two constant runs (a difference array) instead of one lookup each
-            v_lo = _first_edge_above(edges, sk, base, step_bits, 0)
-            v_hi = _first_edge_above(edges, sk, base, step_bits, top - 1)
+            v_lo = _first_edge_above(edges, sk, base[k], step_bits, 0)
+            v_hi = _first_edge_above(edges, sk, base[k], step_bits, top - 1)
             flat[0] += wk * sig_table[0]
             flat[v_lo] -= wk * sig_table[0]
             flat[v_hi] += wk * sig_table[top]
             for v in range(v_lo, v_hi):
-                j = (edges[v] * sk + base) >> step_bits
+                j = (edges[v] * sk + base[k]) >> step_bits
                 mixed[v + 1] += wk * sig_table[j]
         run = 0
         for v in range(levels - 1):

@@ -18,7 +18,9 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .fixedpoint import ACT_BITS, checked_round, normal_bin_probabilities, normal_bin_probabilities_numpy
+from .fixedpoint import (CDF_BITS, ACT_BITS, checked_round, normal_bin_cdf, normal_bin_probabilities,
+                         normal_bin_probabilities_numpy)
+from .rans import quantized_cdf
 
 
 class Latents:
@@ -39,6 +41,12 @@ class Latents:
         """Rows [n, K] of bin probabilities for integer mean / logscale [n] (float64, scale
         2**12) (the compiled kernel; :meth:`posterior_probabilities_numpy` is the reference)."""
         return normal_bin_probabilities(np.asarray(mean, np.float64), np.asarray(logscale, np.float64), self.edges)
+
+    def posterior_cdf(self, mean: np.ndarray, logscale: np.ndarray) -> np.ndarray:
+        """The same bins as the integer coder's cumulative frequencies [n, K+1]
+        (:func:`vlaecodec.rans.quantized_cdf`): what version 4 files code z with."""
+        cum = normal_bin_cdf(np.asarray(mean, np.float64), np.asarray(logscale, np.float64), self.edges)
+        return quantized_cdf(cum, 1 << CDF_BITS)
 
     def posterior_probabilities_numpy(self, mean: np.ndarray, logscale: np.ndarray) -> np.ndarray:
         return normal_bin_probabilities_numpy(np.asarray(mean, np.float64), np.asarray(logscale, np.float64),

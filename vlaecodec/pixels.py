@@ -1,4 +1,6 @@
-"""The pixel coder: p(x|z) over a band of rows, pixel wave by pixel wave.
+"""The pixel coder of version 2 and 3 files and of z-only decodes: p(x|z) over a band of
+rows, pixel wave by pixel wave, through probability tables (version 4 files code from the
+network's integer CDF instead, :mod:`vlaecodec.wave_coder`).
 
 Given the z features of a band, the local PixelCNN gives every subpixel a table that depends
 only on the pixels of its window.  Pixels on one anti-diagonal ``x + lag*y = t`` (a *wave*)

@@ -221,38 +221,69 @@ def _dense(x, W, b, shift, low, high, out):
 
 
 @njit(cache=True, nogil=True)
-def _trunk(u_pad, zfeat, ys, xs, r0, dy, dx, win_w, win_b, win_s, tw1, tb1, ts1, tw2, tb2, ts2, lim):
-    n = ys.shape[0]
+def trunk_pixel(u_pad, zfeat, y, x, r0, dy, dx, win_w, win_b, win_s, tw1, tb1, ts1, tw2, tb2, ts2,
+                lim, feats, a, h, ctx):
+    """ctx [ph] = the trunk features of pixel (y, x) of a band starting at image row r0
+    (feats, a, h: scratch of the window's, the stream's and the inner width)."""
     ph = zfeat.shape[2]
     C = u_pad.shape[0]
     n_off = dy.shape[0]
-    t = np.empty((n, ph), np.int64)
-    feats = np.empty(n_off * C, np.int64)
-    ctx = np.empty(ph, np.int64)
-    a = np.empty(ph, np.int64)
-    h = np.empty(tw1.shape[2], np.int64)
-    for i in range(n):
-        y, x = ys[i] + r0, xs[i]
-        if n_off:
-            # the window, ordered (offset, channel) as the window matrix's rows
-            for o in range(n_off):
-                for c in range(C):
-                    feats[o * C + c] = np.int64(u_pad[c, y + dy[o], x + dx[o]])
-            _dense(feats, win_w, win_b, win_s, -lim, lim, ctx)
-        else:
-            ctx[:] = 0
-        z = zfeat[ys[i] >> 1, xs[i] >> 1]
+    if n_off:
+        # the window, ordered (offset, channel) as the window matrix's rows
+        for o in range(n_off):
+            for c in range(C):
+                feats[o * C + c] = np.int64(u_pad[c, y + r0 + dy[o], x + dx[o]])
+        _dense(feats, win_w, win_b, win_s, -lim, lim, ctx)
+    else:
+        ctx[:] = 0
+    z = zfeat[y >> 1, x >> 1]
+    for j in range(ph):
+        ctx[j] += np.int64(z[j])
+    for k in range(tw1.shape[0]):
         for j in range(ph):
-            ctx[j] += np.int64(z[j])
-        for k in range(tw1.shape[0]):
-            for j in range(ph):
-                a[j] = max(ctx[j], 0)
-            _dense(a, tw1[k], tb1[k], ts1[k], 0, lim, h)
-            _dense(h, tw2[k], tb2[k], ts2[k], -lim, lim, a)
-            for j in range(ph):
-                ctx[j] += a[j]
-        t[i] = ctx
+            a[j] = max(ctx[j], 0)
+        _dense(a, tw1[k], tb1[k], ts1[k], 0, lim, h)
+        _dense(h, tw2[k], tb2[k], ts2[k], -lim, lim, a)
+        for j in range(ph):
+            ctx[j] += a[j]
+
+
+@njit(cache=True, nogil=True)
+def trunk_scratch(dy, C, ph, inner):
+    """The scratch arrays of :func:`trunk_pixel`: (feats, a, h)."""
+    return np.empty(max(dy.shape[0] * C, 1), np.int64), np.empty(ph, np.int64), np.empty(inner, np.int64)
+
+
+@njit(cache=True, nogil=True)
+def _trunk(u_pad, zfeat, ys, xs, r0, dy, dx, win_w, win_b, win_s, tw1, tb1, ts1, tw2, tb2, ts2, lim):
+    n = ys.shape[0]
+    ph = zfeat.shape[2]
+    t = np.empty((n, ph), np.int64)
+    feats, a, h = trunk_scratch(dy, u_pad.shape[0], ph, tw1.shape[2])
+    for i in range(n):
+        trunk_pixel(u_pad, zfeat, ys[i], xs[i], r0, dy, dx, win_w, win_b, win_s, tw1, tb1, ts1,
+                    tw2, tb2, ts2, lim, feats, a, h, t[i])
     return t
+
+
+@njit(cache=True, nogil=True)
+def head_pixel(c, t, prev, embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, out_s, lim,
+               u, h, params):
+    """params [n_params[c]] = channel c's head output for one pixel of trunk features t [ph],
+    its earlier channels' values in prev (u [ph], h [inner]: scratch)."""
+    ph = t.shape[0]
+    for j in range(ph):
+        u[j] = t[j]
+    if autoregressive:
+        base = c * (c - 1) // 2            # config.embed_index(c, p) = base + p
+        for p in range(c):
+            e = embed[base + p, prev[p]]
+            for j in range(ph):
+                u[j] += e[j]
+    for j in range(ph):
+        u[j] = max(u[j], 0)
+    _dense(u, hid_w[c], hid_b[c], hid_s[c], 0, lim, h)
+    _dense(h, out_w[c], out_b[c], out_s[c], -lim, lim, params)
 
 
 @njit(cache=True, nogil=True)
@@ -261,23 +292,12 @@ def _head(c, t, prev, embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, 
           grid_bits, ls_lo, ls_hi, inv_scale, edges, sig_table, step_bits, n_grid, exp_table,
           sig_bits):
     n, ph = t.shape
-    P = n_params[c]
-    params = np.empty((n, P), np.int64)
+    params = np.empty((n, n_params[c]), np.int64)
     u = np.empty(ph, np.int64)
     h = np.empty(hid_w.shape[2], np.int64)
-    base = c * (c - 1) // 2            # config.embed_index(c, p) = base + p
     for i in range(n):
-        for j in range(ph):
-            u[j] = t[i, j]
-        if autoregressive:
-            for p in range(c):
-                e = embed[base + p, prev[i, p]]
-                for j in range(ph):
-                    u[j] += e[j]
-        for j in range(ph):
-            u[j] = max(u[j], 0)
-        _dense(u, hid_w[c], hid_b[c], hid_s[c], 0, lim, h)
-        _dense(h, out_w[c], out_b[c], out_s[c], -lim, lim, params[i])
+        head_pixel(c, t[i], prev[i], embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b,
+                   out_s, lim, u, h, params[i])
     if not logistic:
         return _softmax_rows(params, exp, act_bits - exp_step_bits)
     q = c if autoregressive else 0

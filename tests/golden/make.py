@@ -77,6 +77,12 @@ ENTRIES += [(f"default-{suffix}.vlae", "default", mode, fn, srcs, {"model": "def
 # the fast model (vlaecodec 0.5): inner layers narrower than its residual streams
 ENTRIES += [(f"fast-{suffix[3:]}.vlae", "fast", mode, fn, srcs, {"model": "fast", **opts})
             for suffix, mode, fn, srcs, opts in V3_KINDS]
+# format version 4 (vlaecodec 0.6): the rANS payload, pixels coded from the integer CDF
+V4_KINDS = [("v4-lossless-rgb", "lossless", "encode", ["rgb"], {}),
+            ("v4-near2-grey", "near-lossless", "encode", ["grey"], {"max_error": 2}),
+            ("v4-archive", "lossless", "encode_many", ["rgb", "grey"], {})]
+ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, **opts})
+            for model in ("default", "fast") for suffix, mode, fn, srcs, opts in V4_KINDS]
 # the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
 # a subpixel one level apart; these entries also keep the decoded pixels (NAME.npy) and allow
 # that difference (``tolerance``)
