@@ -64,6 +64,36 @@ def plot_tradeoff(rows: list[dict], path: Path) -> bool:
     return True
 
 
+def plot_training(card: dict, path: Path) -> bool:
+    """The lossy model's held-out PSNR at its two ends of beta against the steps trained (the
+    card's ``training_curve``, one point per validation), each segment's learning rate marked."""
+    curve = card.get("training_curve")
+    if not curve:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = curve["rows"]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    segments = list(dict.fromkeys(r["segment"] for r in rows))
+    for key, label, colour in (("psnr_beta10", "beta 10 (largest files)", "C0"),
+                               ("psnr_beta800", "beta 800 (smallest)", "C1")):
+        for k, seg in enumerate(segments):   # a line per segment: each starts from earlier weights
+            part = [r for r in rows if r["segment"] == seg]
+            ax.plot([r["step"] for r in part], [r[key] for r in part], "o-", color=colour,
+                    label=label if k == 0 else None)
+    for seg in segments:
+        first = next(r for r in rows if r["segment"] == seg)
+        ax.annotate(f"({seg}) lr {first['lr']:g}", (first["step"], first["psnr_beta10"]),
+                    textcoords="offset points", xytext=(0, 8), fontsize=7)
+    ax.set_xlabel("training steps (8 x 128x128 crops; about 130 a minute on one CPU thread)")
+    ax.set_ylabel("held-out PSNR dB")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
 def section() -> str:
     data = json.loads((RESULTS / "lossless.json").read_text())
     rows = data["rows"]
@@ -95,6 +125,12 @@ def section() -> str:
         if (RESULTS / "rd_betas.png").exists():
             lines += ["A crop of kodim23 decoded at four betas (the bits per pixel of each file above it):", "",
                       "![lossy by beta](bench/results/rd_betas.png)", ""]
+        card = json.loads((ROOT / "models" / "lossy.json").read_text())
+        if plot_training(card, RESULTS / "lossy_training.png"):
+            lines += ["What more training bought the lossy model (`models/lossy.json`, `training_curve`: "
+                      "held-out PSNR at every validation of its last four training segments, each from "
+                      "an earlier one's best weights):", "",
+                      "![lossy quality against training steps](bench/results/lossy_training.png)", ""]
     if (RESULTS / "near_lossless.md").exists():
         lines += ["### Near-lossless on Kodak crops, beside JPEG-LS", "",
                   (RESULTS / "near_lossless.md").read_text().strip(), "",

@@ -197,12 +197,13 @@ def decode_many(data: bytes, model: str | None = None, preview: bool = False,
 
 def info(data: bytes) -> dict:
     """What a .vlae file's header says (no model needed, the payload is not read): the first
-    image's shape, the number of images, the mode, the model id, the sizes, bits per subpixel.
+    image's shape, the number of images, the mode, the model id, the sizes, bits per subpixel,
+    the format version.
 
     >>> img = np.zeros((4, 6, 3), dtype=np.uint8)
     >>> rec = info(encode(img, max_error=1))
-    >>> rec["width"], rec["height"], rec["images"], rec["mode"], rec["max_error"]
-    (6, 4, 1, 'near-lossless', 1)
+    >>> rec["width"], rec["height"], rec["images"], rec["mode"], rec["max_error"], rec["format_version"]
+    (6, 4, 1, 'near-lossless', 1, 4)
     """
     header, _ = unpack_header(data)
     dims = sum(i.width * i.height * i.channels for i in header.images)
@@ -210,7 +211,7 @@ def info(data: bytes) -> dict:
     rec = {"width": first.width, "height": first.height, "channels": first.channels,
            "images": len(header.images), "mode": MODE_NAMES[header.mode],
            "model": header.model_id, "z_bits": header.z_bits, "bytes": len(data),
-           "header_bytes": header.size, "bpd": len(data) * 8 / dims}
+           "header_bytes": header.size, "bpd": len(data) * 8 / dims, "format_version": header.version}
     try:   # the zoo's name for the model, where the zoo has it
         rec["model_name"] = _card_for(header)["name"]
     except VlaeError:
