@@ -7,17 +7,17 @@ spreads its mass over a few values there.  Version 4 files code each subpixel wi
 
     p(v) = (1 - a) * p_net(v) + a * [v == candidate]
 
-where the candidate is the left neighbour, or the upper one where the row above changes
-between the two (``U != UL``), and ``a`` is one of :data:`WEIGHTS` (in 2**-12): for each
-context (channel, which neighbours are equal, whether the previous channel repeated its own
-candidate), the weight whose code length on the subpixels seen so far in that context is the
-smallest.  Encoder and decoder keep the same integer code lengths in the same order, so they
-choose the same weight; on a photo the choice settles on 0 (the network alone) and costs
-little, on a flat graphic it settles near 1.
+where the candidate is the left or the upper neighbour and ``a`` one of :data:`WEIGHTS` (in
+2**-12): for each context (channel, which neighbours are equal, whether the previous channel
+repeated), the (neighbour, weight) option whose code length on the subpixels seen so far in
+that context is the smallest.  Encoder and decoder keep the same integer code lengths in the
+same order, so they choose the same option; on a photo the choice settles on a = 0 (the
+network alone) and costs little, on a flat graphic it settles near 1.
 
 Measured before it was built, on 256x256 corners of the held-out graphics (bits per subpixel
-of the default network's intervals, alone -> mixed with the best fixed weight per context):
-2.55 -> 1.27, 0.90 -> 0.38, 1.82 -> 0.82, 2.93 -> 1.74; on Kodak and photos-wall, 0.2-3%.
+of the default network's intervals, alone -> mixed): 2.55 -> 1.20, 0.90 -> 0.38, 1.82 -> 0.79,
+2.93 -> 1.49 (a single fixed neighbour rule instead of the choice of two: 1.20, 0.38, 0.81,
+1.74); on the held-out photos 1-6%.
 
 >>> int(WEIGHTS[0]), int(WEIGHTS[-1]), len(WEIGHTS) == N_WEIGHTS
 (0, 4095, True)
@@ -37,6 +37,7 @@ WEIGHTS = np.array([0, 64, 256, 512, 1024, 2048, 3072, 3584, 3840, 3968, 4032, 4
                    np.int64)           # a * 2**12: from the network alone to a near-certain repeat
 N_WEIGHTS = len(WEIGHTS)
 CONTEXTS = 3 * 9 * 2                   # channel x neighbour pattern (8, or 9: at an edge) x repeat
+OPTIONS = 2 * N_WEIGHTS                # the left or the upper neighbour, at each weight
 LOG_BITS = 16                          # code lengths in 2**-16 bits
 _MANTISSA_BITS = 10
 # the network alone starts 12 bits ahead, so that a switch needs evidence: on 100 CIFAR-10
@@ -56,10 +57,11 @@ def log2_table() -> np.ndarray:
 
 
 class Adaptation:
-    """The state of one band's adaptation: code lengths per (context, weight) and counts."""
+    """The state of one band's adaptation: code lengths per (context, option) and counts.
+    Option k is (neighbour k // N_WEIGHTS: 0 left, 1 up; weight WEIGHTS[k % N_WEIGHTS])."""
 
     def __init__(self):
-        self.lengths = np.full((CONTEXTS, N_WEIGHTS), HEAD_START, np.int64)
+        self.lengths = np.full((CONTEXTS, OPTIONS), HEAD_START, np.int64)
         self.lengths[:, 0] = 0
         self.counts = np.zeros(CONTEXTS, np.int64)
         self.log2 = log2_table()
@@ -67,8 +69,8 @@ class Adaptation:
 
 @njit(cache=True, nogil=True, inline="always")
 def candidate(x, c, y, xx):
-    """(candidate value or -1, neighbour pattern 0..8) of subpixel (c, y, xx) of the image x
-    [C,H,W], from its decoded neighbours left, up and up-left."""
+    """(the rule's candidate value or -1, neighbour pattern 0..8) of subpixel (c, y, xx) of
+    the image x [C,H,W], from its decoded neighbours left, up and up-left."""
     if y == 0 and xx == 0:
         return -1, 8
     if y == 0:
@@ -82,19 +84,22 @@ def candidate(x, c, y, xx):
 
 @njit(cache=True, nogil=True)
 def context(x, c, y, xx):
-    """(candidate value or -1, context) of subpixel (c, y, xx)."""
+    """(left value, up value, context) of subpixel (c, y, xx): a missing neighbour is the
+    other one (both -1 at the top-left corner)."""
     cand, pattern = candidate(x, c, y, xx)
     repeat = 0
     if c > 0:
         prev, _ = candidate(x, c - 1, y, xx)
         repeat = 1 if prev == x[c - 1, y, xx] else 0
-    return cand, (c * 9 + pattern) * 2 + repeat
+    left = x[c, y, xx - 1] if xx > 0 else cand
+    up = x[c, y - 1, xx] if y > 0 else cand
+    return left, up, (c * 9 + pattern) * 2 + repeat
 
 
 @njit(cache=True, nogil=True)
 def choose(lengths, ctx, cand):
-    """The weight index with the shortest code length so far (the first of equals); 0
-    without a candidate."""
+    """The option with the shortest code length so far (the first of equals); 0 (the
+    network alone) without a candidate."""
     if cand < 0:
         return 0
     best = 0
@@ -121,17 +126,21 @@ def _neg_log2(g, log2):
 
 
 @njit(cache=True, nogil=True)
-def update(lengths, counts, log2, weights, ctx, cand, hit, f_net, total):
-    """Charge every weight of the context what it would have cost to code this subpixel:
+def update(lengths, counts, log2, weights, ctx, hit_left, hit_up, has, f_net, total):
+    """Charge every option of the context what it would have cost to code this subpixel:
     -log2((2**12 - a) * f_net + a * hit * total) (plus a constant), where f_net / total is
-    the network's probability of the symbol.  No candidate: nothing to learn."""
-    if cand < 0:
+    the network's probability of the symbol and hit whether it repeats the option's
+    neighbour.  No candidate (``has`` false): nothing to learn."""
+    if not has:
         return
-    for j in range(weights.shape[0]):
+    n = weights.shape[0]
+    for j in range(n):
         a = weights[j]
-        lengths[ctx, j] += _neg_log2(((1 << 12) - a) * f_net + a * hit * total, log2)
+        rest = ((1 << 12) - a) * f_net
+        lengths[ctx, j] += _neg_log2(rest + a * hit_left * total, log2)
+        lengths[ctx, n + j] += _neg_log2(rest + a * hit_up * total, log2)
     counts[ctx] += 1
     if counts[ctx] >= HALVE_AT:
         counts[ctx] = HALVE_AT // 2
-        for j in range(weights.shape[0]):
+        for j in range(2 * n):
             lengths[ctx, j] >>= 1

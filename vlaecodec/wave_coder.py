@@ -148,10 +148,15 @@ def _bisect(slot, width, bins, total, a, cand_bin, cdf, w, inv_s, base, cum):
 
 @njit(cache=True, nogil=True)
 def _choice(x, c, y, xx, width, lengths, weights):
-    """(a, candidate bin, context) of a subpixel: the adaptive weight (adaptive.py)."""
-    cand, ctx = context(x, c, y, xx)
-    j = choose(lengths, ctx, cand)
-    return weights[j], (cand // width if cand >= 0 else -1), ctx
+    """(a, candidate bin, context, left bin, up bin) of a subpixel: the adaptive option
+    (adaptive.py); bins are -1 without a neighbour."""
+    left, up, ctx = context(x, c, y, xx)
+    if left < 0:
+        return 0, -1, ctx, -1, -1
+    k = choose(lengths, ctx, left)
+    n = weights.shape[0]
+    cand = left if k < n else up
+    return weights[k % n], cand // width, ctx, left // width, up // width
 
 
 @njit(cache=True, nogil=True)
@@ -211,14 +216,14 @@ def _adaptive_intervals(H, W, lag, r0, x, C, bins, width, edges, lengths, counts
         for c in range(C):
             for i in range(m):
                 y, xx = _pixel_at(t, ylo, i, W, lag)
-                a, cand_bin, ctx = _choice(x, c, y + r0, xx, width, lengths, weights)
+                a, cand_bin, ctx, left_bin, up_bin = _choice(x, c, y + r0, xx, width, lengths, weights)
                 b = x[c, y + r0, xx] // width
                 f_lo, f_hi, total = edges[k, 0], edges[k, 1], edges[k, 2]
                 q_lo = _slot(_mixed(f_lo, b, a, cand_bin, total), b, bins, total)
                 starts[k] = q_lo
                 freqs[k] = _slot(_mixed(f_hi, b + 1, a, cand_bin, total), b + 1, bins, total) - q_lo
-                update(lengths, counts, log2, weights, ctx, cand_bin, 1 if b == cand_bin else 0,
-                       f_hi - f_lo, total)
+                update(lengths, counts, log2, weights, ctx, b == left_bin, b == up_bin,
+                       left_bin >= 0, f_hi - f_lo, total)
                 k += 1
     return k
 
@@ -251,13 +256,14 @@ def _pop_stage(c, t, ylo, m, W, lag, r0, up, u_pad, x, head_w, cdf, bins, width,
     cum = np.empty(levels + 1, np.int64)
     for i in range(m):
         y, xx = _pixel_at(t, ylo, i, W, lag)
-        a, cand_bin, ctx = _choice(x, c, y + r0, xx, width, lengths, weights)
+        a, cand_bin, ctx, left_bin, up_bin = _choice(x, c, y + r0, xx, width, lengths, weights)
         total = _cdf_setup(P[i, :n_params[c]], prev_u[i], c if autoregressive else 0, cdf, w,
                            inv_s, base, cum)
         b, q_lo, q_hi, f_net = _bisect(pop_slot(state), width, bins, total, a, cand_bin, cdf, w,
                                        inv_s, base, cum)
         state, n = pop_symbol(state, buf, n, q_lo, q_hi - q_lo)
-        update(lengths, counts, log2, weights, ctx, cand_bin, 1 if b == cand_bin else 0, f_net, total)
+        update(lengths, counts, log2, weights, ctx, b == left_bin, b == up_bin, left_bin >= 0,
+               f_net, total)
         v = centers[b]
         prev[i, c] = v
         prev_u[i, c] = 2 * v - (levels - 1)
