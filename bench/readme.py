@@ -41,6 +41,7 @@ def plot_tradeoff(rows: list[dict], path: Path) -> bool:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return False
     rows = [r for r in rows if r.get("enc_s_per_image") and not r["codec"].endswith(":archive")]
@@ -56,6 +57,7 @@ def plot_tradeoff(rows: list[dict], path: Path) -> bool:
             ax.annotate(r["codec"].replace("vlaecodec:", ""), (r["enc_s_per_image"], r["bpd"]),
                         fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())   # overlapping labels
         ax.set_title(ds)
         ax.set_xlabel("encode seconds per image (log)")
         ax.set_ylabel("bits per subpixel")
