@@ -182,9 +182,12 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     near = [r for r in rows if r["family"] == "near-lossless"]
-    fig, axes = plt.subplots(1, 3 if near else 2, figsize=(16 if near else 11, 4.6))
     codecs = sorted({r["codec"] for r in rows if r["family"] == "lossy"}, key=lambda c: c.startswith("vlaecodec"))
-    for metric, ax in zip(["psnr", "ms_ssim"], axes[:2]):
+    lossy_panels = 2 if codecs else 0    # a near-lossless run alone gets no empty lossy panels
+    panels = lossy_panels + (1 if near else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(5.3 * panels + 0.4, 4.6), squeeze=False)
+    axes = axes[0]
+    for metric, ax in zip(["psnr", "ms_ssim"], axes[:lossy_panels]):
         for name in codecs:
             r, q = _curve(rows, name, metric)
             keep = r <= 3.0
@@ -201,7 +204,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     if near:
-        ax = axes[2]
+        ax = axes[lossy_panels]
         for name in sorted({r["codec"] for r in near}):
             sub = sorted((r for r in near if r["codec"] == name), key=lambda r: r["setting"])
             ax.plot([r["setting"] for r in sub], [r["bpp"] for r in sub], "o-", label=name)
