@@ -206,12 +206,13 @@ def _network_edges(t0, t1, H, W, lag, r0, u_pad, zfeat, x, trunk_w, head_w, cdf,
 
 
 @njit(cache=True, nogil=True)
-def _adaptive_intervals(H, W, lag, r0, x, C, bins, width, edges, lengths, counts, log2, weights,
-                        starts, freqs):
-    """The intervals of every subpixel of a band in the decoder's order, from the network's
-    F (:func:`_network_edges`), mixed and adapted in that order as the decoder will."""
+def _adaptive_intervals(n_waves, H, W, lag, r0, x, C, bins, width, edges, lengths, counts, log2,
+                        weights, starts, freqs):
+    """The intervals of every subpixel of a band's ``n_waves`` waves in the decoder's order,
+    from the network's F (:func:`_network_edges`), mixed and adapted in that order as the
+    decoder will."""
     k = 0
-    for t in range(1 if lag == 0 else W + lag * (H - 1)):
+    for t in range(n_waves):
         ylo, m = _wave(t, H, W, lag)
         for c in range(C):
             for i in range(m):
@@ -373,7 +374,7 @@ class WaveCoder:
         # ... then the adaptation, in the decoder's order, and the pushes, last first
         starts, freqs = np.empty(len(edges), np.int64), np.empty(len(edges), np.int64)
         ad = Adaptation()
-        _adaptive_intervals(H, W, self.lag, r0, x, C, len(bins.centers), bins.width, edges,
+        _adaptive_intervals(len(sizes), H, W, self.lag, r0, x, C, len(bins.centers), bins.width, edges,
                             ad.lengths, ad.counts, ad.log2, WEIGHTS, starts, freqs)
         stack.push_intervals(starts, freqs)
 
