@@ -42,6 +42,11 @@ class LossyConfig:
     n: int = 96                        # width of the transforms
     m: int = 128                       # channels of y
     betas: list[float] = field(default_factory=lambda: list(BETAS))
+    hs_mid: int = 0                    # width inside the hyper-synthesis (0: 3m/2)
+
+    @property
+    def hs_width(self) -> int:
+        return self.hs_mid or self.m * 3 // 2
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -139,8 +144,9 @@ class LossyModel(nn.Module):
         self.g_s = nn.Sequential(deconv(m, n), GDN(n, True), deconv(n, n), GDN(n, True),
                                  deconv(n, n), GDN(n, True), deconv(n, 3))
         self.h_a = nn.Sequential(conv(m, n, 3, 1), nn.LeakyReLU(), conv(n, n), nn.LeakyReLU(), conv(n, n))
-        self.h_s = nn.Sequential(UpConv(n, n), nn.ReLU(), UpConv(n, m * 3 // 2), nn.ReLU(),
-                                 nn.Conv2d(m * 3 // 2, 2 * m, 3, padding=1))
+        mid = cfg.hs_width
+        self.h_s = nn.Sequential(UpConv(n, n), nn.ReLU(), UpConv(n, mid), nn.ReLU(),
+                                 nn.Conv2d(mid, 2 * m, 3, padding=1))
         self.z_density = FactorizedDensity(n)
         # log-gains per trained beta: on y before quantization (encoder), on y_hat before the
         # synthesis (decoder), and on z before its quantization (encoder only)

@@ -4,7 +4,8 @@ Batches are a pure function of (seed, step): random crops of the training photos
 sample at a random trained beta.  ``checkpoint.safetensors`` holds the model and Adam state
 (tensors) and the step (metadata); ``best.safetensors`` holds the weights with the lowest
 held-out loss so far, ready to export.  A run killed at any point resumes from its last
-checkpoint; resuming from weights alone with a fresh optimiser (``--init``) is fine too.
+checkpoint; resuming from weights alone with a fresh optimiser (``--init``) is fine too, and
+``--init`` from a model with fewer latent channels than ``--m`` widens it (:mod:`.lossy_widen`).
 
 Held out (never trained on): the last 4 images of ``photos-wall/`` and of ``graphics/``.
 """
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from . import data as D
 from .lossy_model import LossyConfig, LossyModel, gaussian_likelihood
+from .lossy_widen import widened
 
 HOLDOUT = D.HOLDOUT
 
@@ -157,8 +159,18 @@ def train(s: LossyTrainSettings) -> None:
         print(f"resumed at step {step}", flush=True)
     elif s.init:
         # a zoo model's file also holds its integer tables: derived data, made anew at export
-        model.load_state_dict({k: v for k, v in load_file(s.init).items() if not k.startswith("tables.")})
-        print(f"initialised from {s.init}", flush=True)
+        weights = {k: v for k, v in load_file(s.init).items() if not k.startswith("tables.")}
+        init_m = weights["g_a.6.weight"].shape[0]
+        if init_m != cfg.m:        # a narrower latent grows to --m, its training kept
+            start_model = LossyModel(LossyConfig(n=cfg.n, m=init_m, betas=cfg.betas,
+                                                 hs_mid=weights["h_s.4.weight"].shape[1]))
+            start_model.load_state_dict(weights)
+            model = widened(start_model, cfg.m, seed=s.seed)
+            cfg = model.cfg
+            opt = _optimizer(model, s)
+        else:
+            model.load_state_dict(weights)
+        print(f"initialised from {s.init} (m={init_m} -> {cfg.m})", flush=True)
     source, held = Batches(s, len(cfg.betas)), holdout_images()
     command = shlex.join(["vlaecodec"] + sys.argv[1:]) if sys.argv else ""
 
