@@ -68,3 +68,16 @@ def test_training_from_a_narrower_model_widens_it(small, tmp_path):
         meta = json.loads(f.metadata()["json"])
         assert f.get_tensor("model.g_a.6.weight").shape[0] == 12
     assert meta["step"] == 2 and meta["config"]["m"] == 12 and meta["config"]["hs_mid"] == small.cfg.hs_width
+
+
+def test_new_betas_keep_the_trained_ones_and_extend_the_dial(small):
+    betas = [3200.0, 1600.0] + small.cfg.betas + [5.0]
+    big = widened(small, 8, betas=betas).eval()
+    x = torch.from_numpy(_image()).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        for beta in (800.0, 65.4, 10.0):     # a trained beta codes as before
+            y, _ = small.analysis(x, small.level(beta))
+            y_big, _ = big.analysis(x, big.level(beta))
+            assert torch.allclose(y_big, y, atol=1e-5)
+        gains = [float(big.gains(big.level(b))[0].log().mean()) for b in betas]
+    assert gains == sorted(gains)            # a lower beta, a larger gain: the dial still runs

@@ -48,6 +48,7 @@ class LossyTrainSettings:
     init: str = ""                  # start from these weights (a .safetensors), fresh optimiser
     graphics_frac: float = 0.1      # share of crops taken from the graphics images
     gain_lr: float = 10.0           # the gains' learning rate, as a multiple of lr
+    betas: str = ""                 # trained betas, comma-separated (empty: the model's default)
 
 
 def training_images() -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -134,6 +135,8 @@ def train(s: LossyTrainSettings) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.safetensors"
     cfg = LossyConfig(n=s.n, m=s.m)
+    if s.betas:
+        cfg.betas = [float(b) for b in s.betas.split(",")]
     model = LossyModel(cfg)
     opt = _optimizer(model, s)
     step, best, history, seconds = 0, math.inf, [], 0.0
@@ -160,17 +163,21 @@ def train(s: LossyTrainSettings) -> None:
     elif s.init:
         # a zoo model's file also holds its integer tables: derived data, made anew at export
         weights = {k: v for k, v in load_file(s.init).items() if not k.startswith("tables.")}
-        init_m = weights["g_a.6.weight"].shape[0]
-        if init_m != cfg.m:        # a narrower latent grows to --m, its training kept
-            start_model = LossyModel(LossyConfig(n=cfg.n, m=init_m, betas=cfg.betas,
+        init_m, init_k = weights["g_a.6.weight"].shape[0], weights["log_gain_y"].shape[0]
+        init_betas = _init_betas(s.init, init_k, cfg.betas)
+        if init_m != cfg.m or init_betas != cfg.betas:
+            # a narrower latent grows to --m, other betas start from interpolated gains:
+            # the training is kept (lossy_widen.py)
+            start_model = LossyModel(LossyConfig(n=cfg.n, m=init_m, betas=init_betas,
                                                  hs_mid=weights["h_s.4.weight"].shape[1]))
             start_model.load_state_dict(weights)
-            model = widened(start_model, cfg.m, seed=s.seed)
+            model = widened(start_model, cfg.m, seed=s.seed, betas=cfg.betas)
             cfg = model.cfg
             opt = _optimizer(model, s)
         else:
             model.load_state_dict(weights)
-        print(f"initialised from {s.init} (m={init_m} -> {cfg.m})", flush=True)
+        print(f"initialised from {s.init} (m={init_m} -> {cfg.m}, {init_k} -> {len(cfg.betas)} betas)",
+              flush=True)
     source, held = Batches(s, len(cfg.betas)), holdout_images()
     command = shlex.join(["vlaecodec"] + sys.argv[1:]) if sys.argv else ""
 
@@ -214,6 +221,23 @@ def train(s: LossyTrainSettings) -> None:
             checkpoint()
             last_ckpt = time.time()
     checkpoint()
+
+
+def _init_betas(path: str, k: int, default: list[float]) -> list[float]:
+    """The betas of an --init weights file: its metadata's config (zoo files and run
+    outputs carry one), else the default list when it has as many levels."""
+    from safetensors import safe_open
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+    for text in (meta.get("config"), meta.get("json")):
+        if text:
+            d = json.loads(text)
+            betas = (d.get("config") or d).get("betas")
+            if betas:
+                return [float(b) for b in betas]
+    if k != len(default):
+        raise ValueError(f"{path} has {k} betas and no config naming them")
+    return list(default)
 
 
 def _seconds_from_history(history: list[dict], val_minutes: float) -> float:

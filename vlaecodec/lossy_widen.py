@@ -35,16 +35,42 @@ import torch
 from .lossy_model import LossyConfig, LossyModel
 
 
-def widened(model: LossyModel, m: int, seed: int = 0) -> LossyModel:
-    """A new model with ``m`` channels of y (``m`` >= the model's), its trained weights kept."""
+def gains_at(log_gains: torch.Tensor, betas: list[float], new_betas: list[float]) -> torch.Tensor:
+    """Per-beta log-gains [k, ch] at other betas: linear in log beta between the two nearest
+    trained betas, and beyond the ends along the end segments (each channel on its own).
+
+    >>> g = torch.tensor([[0.0], [1.0]])
+    >>> gains_at(g, [100.0, 10.0], [1000.0, 100.0, 10.0 ** 1.5, 1.0]).flatten().tolist()
+    [-1.0, 0.0, 0.5, 2.0]
+    """
+    logs = [math.log(b) for b in betas]      # falling, as betas are listed
+    rows = []
+    for b in new_betas:
+        lb = math.log(b)
+        i = 0                                 # the segment: between, or the end one beyond
+        while i < len(logs) - 2 and lb < logs[i + 1]:
+            i += 1
+        t = (logs[i] - lb) / (logs[i] - logs[i + 1])
+        rows.append((1 - t) * log_gains[i] + t * log_gains[i + 1])
+    return torch.stack(rows)
+
+
+def widened(model: LossyModel, m: int, seed: int = 0, betas: list[float] | None = None) -> LossyModel:
+    """A new model with ``m`` channels of y (``m`` >= the model's), its trained weights kept;
+    with ``betas``, trained at those betas instead, each starting from the gains that
+    :func:`gains_at` gives it."""
     old_m = model.cfg.m
     if m < old_m:
         raise ValueError(f"cannot narrow a latent of {old_m} channels to {m}")
     torch.manual_seed(seed)
+    betas = list(betas or model.cfg.betas)
     # the hyper-synthesis keeps its width: its last layer, at 1/16 of the resolution, is
     # the integer part of decoding, and 3m/2 inside would make it (m/old_m)^2 as costly
-    big = LossyModel(replace(model.cfg, m=m, hs_mid=model.cfg.hs_width))
-    old, new = model.state_dict(), big.state_dict()
+    big = LossyModel(replace(model.cfg, m=m, hs_mid=model.cfg.hs_width, betas=betas))
+    old = dict(model.state_dict())
+    for key in ("log_gain_y", "log_gain_y_inv", "log_gain_z"):
+        old[key] = gains_at(old[key], model.cfg.betas, betas)
+    new = big.state_dict()
     out = {}
     for key, fresh in new.items():
         was = old[key]
