@@ -270,7 +270,9 @@ def main(argv=None) -> None:
     ap.add_argument("--images", type=int, default=24, help="first N Kodak images")
     ap.add_argument("--crop", type=int, default=0, help="centre crop of this side (0: whole images)")
     ap.add_argument("--model", default="lossy", help="the lossy (hyperprior) model")
-    ap.add_argument("--betas", type=float, nargs="*", default=[800, 500, 300, 180, 100, 60, 35, 20, 10])
+    ap.add_argument("--betas", type=float, nargs="*", default=None,
+                    help="betas of the lossy model's rows (default: the betas it was trained at; "
+                         "none given: no lossy rows)")
     ap.add_argument("--max-errors", type=int, nargs="*", default=[], help="near-lossless rows (slow at full size)")
     ap.add_argument("--near-model", default="default", help="model for near-lossless")
     ap.add_argument("--z-only", action="store_true", help="also the 0.3 z-only lossy files of the beta family")
@@ -289,6 +291,9 @@ def main(argv=None) -> None:
         betas = sorted({c["beta"] for c in list_models() if c.get("config", {}).get("levels", 256) == 256
                         and c.get("beta") is not None})
         rows += lossy_rows(images, {model_for_beta(b): b for b in betas}, [0])
+    if args.betas is None:
+        from vlaecodec.lossy_coder import load_lossy_coder
+        args.betas = list(load_lossy_coder(args.model).model.cfg.betas)
     if args.betas:
         rows += hyperprior_rows(images, args.model, args.betas, args.threads)
     bd = bd_rates(rows, label(args.model)) if args.betas and not args.no_classical else []
@@ -299,7 +304,9 @@ def main(argv=None) -> None:
     write(rows, Path(args.out), meta, args.name, bd)
     if args.betas:
         crop = kodak(23, 0)[22][128:384, 192:576]  # kodim23, the parrots: colour, texture and a plain background
-        beta_strip(np.ascontiguousarray(crop), args.model, [800, 200, 50, 10], Path(args.out) / f"{args.name}_betas.png")
+        lo, hi = np.log(min(args.betas)), np.log(max(args.betas))   # four across the range
+        strip = [float(f"{b:.3g}") for b in np.exp(np.linspace(hi, lo, 4))]
+        beta_strip(np.ascontiguousarray(crop), args.model, strip, Path(args.out) / f"{args.name}_betas.png")
 
 
 if __name__ == "__main__":

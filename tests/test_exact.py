@@ -88,6 +88,7 @@ def test_strips_give_the_same_integers_as_one_pass(monkeypatch):
     monkeypatch.setattr(ExactVLAE, "STRIP_LATENT_POSITIONS", 15)
     monkeypatch.setattr(ExactVLAE, "MIN_STRIP_ROWS", 3)
     monkeypatch.setattr(ExactVLAE, "STEM_ROWS", 5)
+    monkeypatch.setattr(QLinear, "CHUNK_OUTPUTS", 40)    # and every layer in bands of rows
     mean, logscale = (torch.from_numpy(a) for a in net.posterior(x))
     assert torch.equal(torch.cat([mean, logscale], 1), whole_post)
     assert np.array_equal(net.z_features_half(z), whole_z)
@@ -142,3 +143,19 @@ def test_conv_of_the_upsampled_image_without_upsampling(rng, shape):
     a = rng.integers(-ACT_LIMIT, ACT_LIMIT + 1, (H, W, C)).astype(np.float64)
     want = q.conv_hwc(a.repeat(2, axis=0).repeat(2, axis=1))
     assert np.array_equal(q.conv_up2_hwc(a), want)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,pad_rows", [(3, 1, 1, True), (4, 2, 1, True), (4, 2, 1, False),
+                                                            (1, 1, 0, True), (5, 2, 2, True)])
+def test_bands_of_output_rows_give_the_same_integers(rng, monkeypatch, kernel, stride, padding, pad_rows):
+    """A layer computed in bands of output rows (bounded temporaries) is the same layer."""
+    from vlaecodec.fixedpoint import ACT_LIMIT
+    q = QLinear(rng.normal(size=(6, 9, kernel, kernel)), rng.normal(size=6), 12, stride=stride, padding=padding)
+    a = rng.integers(-ACT_LIMIT, ACT_LIMIT + 1, (23, 11, 9)).astype(np.float64)
+    whole, up = q.conv_hwc(a, pad_rows=pad_rows), None
+    if kernel == 3:
+        up = q.conv_up2_hwc(a)
+    monkeypatch.setattr(QLinear, "CHUNK_OUTPUTS", 70)    # bands of one or a few rows
+    assert np.array_equal(q.conv_hwc(a, pad_rows=pad_rows), whole)
+    if up is not None:
+        assert np.array_equal(q.conv_up2_hwc(a), up)

@@ -70,18 +70,37 @@ class QLinear:
         return np.stack(out).transpose(0, 3, 1, 2)
     IM2COL_MAX_FAN_IN = 64   # below this, one matrix product over gathered patches
 
+    # output values per matrix product: larger layers go in bands of output rows, so their
+    # temporaries (padded input, gathered taps, sums) stay near 8 MB, not the image's size
+    CHUNK_OUTPUTS = 1 << 20
+
     def conv_hwc(self, a: np.ndarray, pad_rows: bool = True) -> np.ndarray:
         """The layer on one channels-last image [H, W, C] (numpy float64 holding integers).
 
         A sum of matrix products, one per kernel tap (or one over gathered patches when the
         input is thin): BLAS's speed, about 4x torch's float64 conv2d here, and still exact
-        since every partial sum is an integer below 2**53.  ``pad_rows=False``: the caller
-        has put the padding rows (or the neighbouring rows) in ``a`` already."""
+        since every partial sum is an integer below 2**53 (so bands of rows, any split, give
+        the same integers).  ``pad_rows=False``: the caller has put the padding rows (or the
+        neighbouring rows) in ``a`` already."""
         H, W, C = a.shape
         (kh, kw), s, p = self.kernel, self.stride, self.padding
         py = p if pad_rows else 0
         ho, wo = (H + 2 * py - kh) // s + 1, (W + 2 * p - kw) // s + 1
-        ap = np.pad(a, ((py, py), (p, p), (0, 0))) if p else a
+        rows = max(1, self.CHUNK_OUTPUTS // (wo * self.taps.shape[-1]))
+        if rows >= ho:
+            return self._conv_rows(np.pad(a, ((py, py), (p, p), (0, 0))) if p else a, ho, wo)
+        out = np.empty((ho, wo, self.taps.shape[-1]))
+        for o0 in range(0, ho, rows):
+            o1 = min(ho, o0 + rows)
+            lo, hi = o0 * s - py, (o1 - 1) * s - py + kh        # the input rows they read
+            band = np.pad(a[max(lo, 0):min(hi, H)], ((max(0, -lo), max(0, hi - H)), (p, p), (0, 0)))
+            out[o0:o1] = self._conv_rows(band, o1 - o0, wo)
+        return out
+
+    def _conv_rows(self, ap: np.ndarray, ho: int, wo: int) -> np.ndarray:
+        """The layer on a padded input holding exactly the rows that ho output rows read."""
+        C = ap.shape[2]
+        (kh, kw), s = self.kernel, self.stride
         def tap(ky, kx):  # input under tap (ky, kx) of every output position, [ho*wo, C]
             return ap[ky:ky + s * (ho - 1) + 1:s, kx:kx + s * (wo - 1) + 1:s].reshape(ho * wo, C)
         if kh * kw * C <= self.IM2COL_MAX_FAN_IN:
@@ -116,20 +135,26 @@ class QLinear:
         the upsampled image: each output phase is a 2x2 convolution of ``a`` whose taps are the
         sums of the 3x3 taps that read the same pixel.  Integer sums in any grouping are the
         same integers, and sum |w| does not grow, so the result is identical, in 4/9 of the
-        multiply-adds and a quarter of the memory."""
+        multiply-adds and a quarter of the memory; bands of rows bound the temporaries."""
         assert self.kernel == (3, 3) and self.stride == 1 and self.padding == 1
         H, W, C = a.shape
-        ap = np.pad(a, ((1, 1), (1, 1), (0, 0)))
-        out = np.empty((2 * H, 2 * W, self.taps.shape[-1]))
-        for py, rows in self._UP2_TAPS.items():
-            for px, cols in self._UP2_TAPS.items():
-                acc = None
-                for dy, kys in rows:
-                    for dx, kxs in cols:
-                        w = sum(self.taps[ky, kx] for ky in kys for kx in kxs)
-                        part = ap[1 + dy:1 + dy + H, 1 + dx:1 + dx + W].reshape(H * W, C) @ w
-                        acc = part if acc is None else np.add(acc, part, out=acc)
-                out[py::2, px::2] = self._finish(acc).reshape(H, W, -1)
+        cout = self.taps.shape[-1]
+        out = np.empty((2 * H, 2 * W, cout))
+        rows = max(1, self.CHUNK_OUTPUTS // (4 * W * cout))
+        for r0 in range(0, H, rows):
+            r1 = min(H, r0 + rows)
+            lo, hi = r0 - 1, r1 + 1                       # one row of context either side
+            band = np.pad(a[max(lo, 0):min(hi, H)], ((max(0, -lo), max(0, hi - H)), (1, 1), (0, 0)))
+            n = r1 - r0
+            for py, taps_y in self._UP2_TAPS.items():
+                for px, taps_x in self._UP2_TAPS.items():
+                    acc = None
+                    for dy, kys in taps_y:
+                        for dx, kxs in taps_x:
+                            w = sum(self.taps[ky, kx] for ky in kys for kx in kxs)
+                            part = band[1 + dy:1 + dy + n, 1 + dx:1 + dx + W].reshape(n * W, C) @ w
+                            acc = part if acc is None else np.add(acc, part, out=acc)
+                    out[2 * r0 + py:2 * r1:2, px::2] = self._finish(acc).reshape(n, W, -1)
         return out
 
     def rows(self, a: np.ndarray, matrix: np.ndarray | None = None, relu: bool = False) -> np.ndarray:
@@ -275,7 +300,7 @@ class ExactVLAE:
         2r-1 .. 2r+2, and those read u's rows 2r-2 .. 2r+3 (3x3, padding 1)."""
         H = u.shape[0]
         up = np.pad(u, ((2, 2), (0, 0), (0, 0)))      # zero rows: inp's and down1's padding
-        parts = []
+        out = None
         for r0 in range(0, H // 2, self.STEM_ROWS):
             r1 = min(H // 2, r0 + self.STEM_ROWS)
             a = self.e_inp.conv_hwc(up[2 * r0:2 * r1 + 4])[1:-1]   # inp's rows 2r0-1 .. 2r1
@@ -283,8 +308,11 @@ class ExactVLAE:
             for edge, row in ((r0 == 0, 0), (r1 == H // 2, -1)):
                 if edge:
                     a[row] = 0    # outside the image: down1's zero padding, not inp's output
-            parts.append(np.maximum(self.e_down1.conv_hwc(a, pad_rows=False), 0))
-        return np.concatenate(parts)
+            rows = np.maximum(self.e_down1.conv_hwc(a, pad_rows=False), 0)
+            if out is None:
+                out = np.empty((H // 2, *rows.shape[1:]))
+            out[r0:r1] = rows
+        return out
 
     def _posterior_hwc(self, u: np.ndarray) -> np.ndarray:
         a = self._stem(u)
@@ -300,15 +328,22 @@ class ExactVLAE:
         """Conditioning features at half resolution [ph, 2h, 2w] (float32, holding integers below
         2**23, hence exact) from integer latents [1, zc, h, w]; pixel (y, x) uses [:, y//2, x//2]."""
         z = np.ascontiguousarray(np.transpose(np.asarray(z_int, dtype=np.float64)[0], (1, 2, 0)))
-        out = self._in_strips(self._z_features_hwc, z, 1, 2 * len(self.z_blocks) + 3, 2)
-        return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
+        hidden = self._in_strips(self._z_hidden_hwc, z, 1, 2 * len(self.z_blocks) + 3, 2)
+        # the last layer (1x1, the widest output) in bands of rows, straight into float32:
+        # its float64 output for the whole image is never held
+        out = np.empty((self.z_up2.taps.shape[-1], *hidden.shape[:2]), np.float32)
+        rows = max(1, QLinear.CHUNK_OUTPUTS // (hidden.shape[1] * out.shape[0]))
+        for r in range(0, hidden.shape[0], rows):
+            out[:, r:r + rows] = self.z_up2.conv_hwc(hidden[r:r + rows]).transpose(2, 0, 1)
+        return out
 
-    def _z_features_hwc(self, z: np.ndarray) -> np.ndarray:
+    def _z_hidden_hwc(self, z: np.ndarray) -> np.ndarray:
+        """The z-decoder up to its last layer's input (half resolution)."""
         a = self.z_inp.conv_hwc(z)
         for c1, c2 in self.z_blocks:
             a = a + c2.conv_hwc(np.maximum(c1.conv_hwc(np.maximum(a, 0)), 0))
         # up1 runs on the nearest-neighbour x2 upsampling of a, never made (conv_up2_hwc)
-        return self.z_up2.conv_hwc(np.maximum(self.z_up1.conv_up2_hwc(np.maximum(a, 0)), 0))
+        return np.maximum(self.z_up1.conv_up2_hwc(np.maximum(a, 0)), 0)
 
     def z_features(self, z_int) -> np.ndarray:
         """Full-resolution conditioning [1, ph, H, W] (for tests and small images), float64."""
