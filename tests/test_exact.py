@@ -114,9 +114,13 @@ def test_stem_in_row_steps_equals_the_two_layers(monkeypatch):
     net = ExactVLAE.from_module(tiny_model())
     u = np.ascontiguousarray(pixels_to_input(torch.randint(0, 256, (3, 20, 12)), 256).transpose(1, 2, 0))
     whole = np.maximum(net.e_down1.conv_hwc(np.maximum(net.e_inp.conv_hwc(u), 0)), 0)
+    twice = net.e_down2.conv_hwc(whole)
     for rows in (1, 3, 16):
         monkeypatch.setattr(ExactVLAE, "STEM_ROWS", rows)
         assert np.array_equal(net._stem(u), whole)
+        for down2_rows in (1, 2, 5):
+            monkeypatch.setattr(ExactVLAE, "DOWN2_ROWS", down2_rows)
+            assert np.array_equal(net._stem_down2(u), twice)
 
 
 @pytest.mark.parametrize("bits", [1, 4, 8])

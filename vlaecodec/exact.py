@@ -135,17 +135,26 @@ class QLinear:
         the upsampled image: each output phase is a 2x2 convolution of ``a`` whose taps are the
         sums of the 3x3 taps that read the same pixel.  Integer sums in any grouping are the
         same integers, and sum |w| does not grow, so the result is identical, in 4/9 of the
-        multiply-adds and a quarter of the memory; bands of rows bound the temporaries."""
+        multiply-adds and a quarter of the memory."""
+        H, W, _ = a.shape
+        out = np.empty((2 * H, 2 * W, self.taps.shape[-1]))
+        for r0, r1, rows in self.up2_bands(a):
+            out[2 * r0:2 * r1] = rows
+        return out
+
+    def up2_bands(self, a: np.ndarray):
+        """:meth:`conv_up2_hwc` in bands: (r0, r1, its output rows 2*r0 .. 2*r1), each band
+        reading a's rows r0-1 .. r1 (zero beyond the image)."""
         assert self.kernel == (3, 3) and self.stride == 1 and self.padding == 1
         H, W, C = a.shape
         cout = self.taps.shape[-1]
-        out = np.empty((2 * H, 2 * W, cout))
         rows = max(1, self.CHUNK_OUTPUTS // (4 * W * cout))
         for r0 in range(0, H, rows):
             r1 = min(H, r0 + rows)
             lo, hi = r0 - 1, r1 + 1                       # one row of context either side
             band = np.pad(a[max(lo, 0):min(hi, H)], ((max(0, -lo), max(0, hi - H)), (1, 1), (0, 0)))
             n = r1 - r0
+            out = np.empty((2 * n, 2 * W, cout))
             for py, taps_y in self._UP2_TAPS.items():
                 for px, taps_x in self._UP2_TAPS.items():
                     acc = None
@@ -154,8 +163,8 @@ class QLinear:
                             w = sum(self.taps[ky, kx] for ky in kys for kx in kxs)
                             part = band[1 + dy:1 + dy + n, 1 + dx:1 + dx + W].reshape(n * W, C) @ w
                             acc = part if acc is None else np.add(acc, part, out=acc)
-                    out[2 * r0 + py:2 * r1:2, px::2] = self._finish(acc).reshape(n, W, -1)
-        return out
+                    out[py::2, px::2] = self._finish(acc).reshape(n, W, -1)
+            yield r0, r1, out
 
     def rows(self, a: np.ndarray, matrix: np.ndarray | None = None, relu: bool = False) -> np.ndarray:
         """The layer applied to rows of features [n, fan_in] (a 1x1 conv, or a gathered window
@@ -291,32 +300,56 @@ class ExactVLAE:
             parts.append(out[up * (lo_row - lo):up * (hi_row - lo)])
         return np.concatenate(parts)
 
-    STEM_ROWS = 16   # output rows of the first down-sampling per step of :meth:`_stem`
+    STEM_ROWS = 8    # output rows of the first down-sampling per step of :meth:`_stem_steps`
+    DOWN2_ROWS = 8   # output rows of the second one per step of :meth:`_stem_down2`
 
-    def _stem(self, u: np.ndarray) -> np.ndarray:
-        """relu(down1(relu(inp(u)))), a few output rows at a time: the full-resolution
-        96-channel activation between the two layers is never held whole (it would be the
-        largest array of all).  Row r of down1 (4x4, stride 2, padding 1) reads inp's rows
-        2r-1 .. 2r+2, and those read u's rows 2r-2 .. 2r+3 (3x3, padding 1)."""
+    def _stem_steps(self, u: np.ndarray):
+        """(first row, rows) of relu(down1(relu(inp(u)))), a few output rows at a time: the
+        full-resolution activation between the two layers is never held whole (it would be
+        the largest array of all).  Row r of down1 (4x4, stride 2, padding 1) reads inp's
+        rows 2r-1 .. 2r+2, and those read u's rows 2r-2 .. 2r+3 (3x3, padding 1)."""
         H = u.shape[0]
-        up = np.pad(u, ((2, 2), (0, 0), (0, 0)))      # zero rows: inp's and down1's padding
-        out = None
         for r0 in range(0, H // 2, self.STEM_ROWS):
             r1 = min(H // 2, r0 + self.STEM_ROWS)
-            a = self.e_inp.conv_hwc(up[2 * r0:2 * r1 + 4])[1:-1]   # inp's rows 2r0-1 .. 2r1
-            a = np.maximum(a, 0)
+            lo, hi = 2 * r0 - 2, 2 * r1 + 2          # u's rows, zero beyond the image
+            band = np.pad(u[max(lo, 0):min(hi, H)], ((max(0, -lo), max(0, hi - H)), (0, 0), (0, 0)))
+            a = self.e_inp.conv_hwc(band)[1:-1]      # inp's rows 2r0-1 .. 2r1
+            np.maximum(a, 0, out=a)
             for edge, row in ((r0 == 0, 0), (r1 == H // 2, -1)):
                 if edge:
                     a[row] = 0    # outside the image: down1's zero padding, not inp's output
-            rows = np.maximum(self.e_down1.conv_hwc(a, pad_rows=False), 0)
-            if out is None:
-                out = np.empty((H // 2, *rows.shape[1:]))
-            out[r0:r1] = rows
+            rows = self.e_down1.conv_hwc(a, pad_rows=False)
+            yield r0, np.maximum(rows, 0, out=rows)
+
+    def _stem(self, u: np.ndarray) -> np.ndarray:
+        """The stem's output whole (tests; coding uses :meth:`_stem_down2`)."""
+        return np.concatenate([rows for _, rows in self._stem_steps(u)])
+
+    def _stem_down2(self, u: np.ndarray) -> np.ndarray:
+        """down2 of the stem's output, a few rows at a time, so that the stem's output (at
+        half resolution, the widest activation left) is never held whole either.  Row q of
+        down2 (4x4, stride 2, padding 1) reads the stem's rows 2q-1 .. 2q+2; rows -1 and
+        H/2 are its zero padding.  ``buf`` holds the stem's rows from 2q0-1 on."""
+        S = u.shape[0] // 2
+        out, buf, q0 = None, None, 0
+        for r0, rows in self._stem_steps(u):
+            if buf is None:
+                buf = np.zeros((1, *rows.shape[1:]))                 # row -1
+            buf = np.concatenate([buf, rows])
+            last = r0 + len(rows) - 1                                # the last row in buf
+            if last == S - 1:
+                buf, last = np.concatenate([buf, np.zeros((1, *rows.shape[1:]))]), S
+            q1 = (last - 2) // 2 + 1                                 # rows q with 2q+2 <= last
+            if q1 - q0 >= self.DOWN2_ROWS or last == S:
+                part = self.e_down2.conv_hwc(buf[:2 * (q1 - q0) + 2], pad_rows=False)
+                if out is None:
+                    out = np.empty((S // 2, *part.shape[1:]))
+                out[q0:q1] = part
+                buf, q0 = buf[2 * (q1 - q0):], q1
         return out
 
     def _posterior_hwc(self, u: np.ndarray) -> np.ndarray:
-        a = self._stem(u)
-        a = self.e_down2.conv_hwc(a)
+        a = self._stem_down2(u)
         for c1, c2 in self.e_blocks:
             a = a + c2.conv_hwc(np.maximum(c1.conv_hwc(np.maximum(a, 0)), 0))
         out = self.e_out.conv_hwc(np.maximum(a, 0))
@@ -328,22 +361,22 @@ class ExactVLAE:
         """Conditioning features at half resolution [ph, 2h, 2w] (float32, holding integers below
         2**23, hence exact) from integer latents [1, zc, h, w]; pixel (y, x) uses [:, y//2, x//2]."""
         z = np.ascontiguousarray(np.transpose(np.asarray(z_int, dtype=np.float64)[0], (1, 2, 0)))
-        hidden = self._in_strips(self._z_hidden_hwc, z, 1, 2 * len(self.z_blocks) + 3, 2)
-        # the last layer (1x1, the widest output) in bands of rows, straight into float32:
-        # its float64 output for the whole image is never held
-        out = np.empty((self.z_up2.taps.shape[-1], *hidden.shape[:2]), np.float32)
-        rows = max(1, QLinear.CHUNK_OUTPUTS // (hidden.shape[1] * out.shape[0]))
-        for r in range(0, hidden.shape[0], rows):
-            out[:, r:r + rows] = self.z_up2.conv_hwc(hidden[r:r + rows]).transpose(2, 0, 1)
-        return out
+        low = self._in_strips(self._z_low_hwc, z, 1, 2 * len(self.z_blocks) + 2, 1)
+        # the two half-resolution layers in bands of rows, the last one (1x1, the widest)
+        # straight into float32: no half-resolution float64 activation is held whole.
+        # Stored channels last (the pixel kernels read a pixel's features in one run of
+        # memory) and returned as a [ph, 2h, 2w] view of that one array.
+        out = np.empty((2 * low.shape[0], 2 * low.shape[1], self.z_up2.taps.shape[-1]), np.float32)
+        for r0, r1, rows in self.z_up1.up2_bands(np.maximum(low, 0)):
+            out[2 * r0:2 * r1] = self.z_up2.conv_hwc(np.maximum(rows, 0, out=rows))
+        return out.transpose(2, 0, 1)
 
-    def _z_hidden_hwc(self, z: np.ndarray) -> np.ndarray:
-        """The z-decoder up to its last layer's input (half resolution)."""
+    def _z_low_hwc(self, z: np.ndarray) -> np.ndarray:
+        """The z-decoder's layers at the latents' resolution (before the upsampling)."""
         a = self.z_inp.conv_hwc(z)
         for c1, c2 in self.z_blocks:
             a = a + c2.conv_hwc(np.maximum(c1.conv_hwc(np.maximum(a, 0)), 0))
-        # up1 runs on the nearest-neighbour x2 upsampling of a, never made (conv_up2_hwc)
-        return np.maximum(self.z_up1.conv_up2_hwc(np.maximum(a, 0)), 0)
+        return a
 
     def z_features(self, z_int) -> np.ndarray:
         """Full-resolution conditioning [1, ph, H, W] (for tests and small images), float64."""

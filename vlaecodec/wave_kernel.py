@@ -185,8 +185,9 @@ class WaveKernel:
 
     def _channels_last(self, zfeat: np.ndarray) -> np.ndarray:
         """zfeat [ph, h2, w2] as [h2, w2, ph]: a pixel's features in one run of memory, not
-        ph pages apart.  Made once per band: the copy of the last array seen is kept (the
-        coders never change a band's features in place)."""
+        ph pages apart (no copy when zfeat is a view of such an array, as
+        :meth:`~vlaecodec.exact.ExactVLAE.z_features_half` returns).  Made once per band:
+        the last array seen is kept (the coders never change a band's features in place)."""
         last = self._zfeat
         if last is None or last[0] is not zfeat:
             last = self._zfeat = (zfeat, np.ascontiguousarray(zfeat.transpose(1, 2, 0)))
