@@ -80,6 +80,20 @@ def test_bands_of_a_tall_image(codec, rng, monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip(codec.decode_many(data), [img, img[:20]]))
 
 
+def test_bands_stay_within_their_pixel_cap(codec, rng, monkeypatch):
+    """However many bits the stack holds, no band above the bottom one is larger than
+    MAX_BAND_PIXELS (so a large image is coded in bounded pieces), and it still round-trips."""
+    from vlaecodec.fileformat import unpack_header
+    monkeypatch.setattr(BandChain, "SMALL", 0)
+    monkeypatch.setattr(BandChain, "MAX_BAND_PIXELS", 9 * 24)     # 24 rows of 9 pixels
+    img = rng.integers(0, 256, (150, 9, 3), dtype=np.uint8)
+    data = codec.encode(img)
+    bands = unpack_header(data)[0].bands
+    assert sum(bands) == 150 and len(bands) >= 150 // 24
+    assert max(bands[:-1]) < 24 + 4      # the top band may also take a sliver of under 4 rows
+    assert np.array_equal(codec.decode(data), img)
+
+
 def test_few_pixel_bits_make_more_bands(rng):
     """A nearly flat image leaves few bits to borrow, so its bands stay short (a trained model:
     the tiny untrained one spends bits even on flat images)."""

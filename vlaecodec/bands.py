@@ -97,6 +97,7 @@ class BandChain:
     decode uses the file's own), ``tail`` the rows of the last band."""
 
     SMALL = 32 * 32    # pixels of a last image small enough to also try coding whole with z = 0
+    MAX_BAND_PIXELS = 1 << 20   # a Kodak image (393,216 pixels) is never cut by it
 
     def __init__(self, pixels: PixelCoder, posterior: Posterior, latents: Latents, model_id: str,
                  active: list[int], tail: int = DEFAULT_TAIL):
@@ -122,9 +123,10 @@ class BandChain:
         the pops would read past the data and cost more than the KL (measured: +3% on Kodak
         with bands 8 times the rows below them)."""
         per_latent_row = -(-width // 4) * len(self.active) * self.latents.bits
-        if per_latent_row == 0:
-            return top
-        rows = 4 * max(1, coder.num_bits() // per_latent_row)
+        rows = top if per_latent_row == 0 else 4 * max(1, coder.num_bits() // per_latent_row)
+        # at most MAX_BAND_PIXELS: a band's features and intervals are held whole while it
+        # is coded, and the stack's bits would soon pay for the rest of a large image
+        rows = min(rows, max(4, self.MAX_BAND_PIXELS // width // 4 * 4))
         return top if top - rows < 4 else rows  # no sliver of a band on top
 
     # --- encoder ----------------------------------------------------------------------------
