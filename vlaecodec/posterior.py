@@ -41,7 +41,9 @@ class Posterior:
     def image(self, img: np.ndarray) -> np.ndarray:
         """A uint8 image [H,W,C] as the network's integer input [channels,H,W] (int64): grey
         images go through an RGB model as R = G = B (a read-only view of the one channel)."""
-        x = np.array(img, dtype=np.int64).transpose(2, 0, 1)
+        # one contiguous int64 array (the coders read it as is; a strided view would be
+        # copied for every band of a large image)
+        x = np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1), dtype=np.int64)
         return np.broadcast_to(x, (self.cfg.channels, *x.shape[1:])) if x.shape[0] < self.cfg.channels else x
 
     def rows(self, x: np.ndarray, channels: list[int]) -> tuple[np.ndarray, np.ndarray]:
