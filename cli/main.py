@@ -267,12 +267,14 @@ def _is_lossy(model_name: str) -> bool:
 @click.option("--minutes", type=float, default=0.0, help="Stop this invocation after this many minutes.")
 @click.option("--val-minutes", type=float, default=10.0, show_default=True, help="Validate (and keep the best) this often.")
 @click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--init", default="", help="Start from these weights (.safetensors), fresh optimiser.")
-def train_lossy(out, n, m, lr, steps, minutes, val_minutes, threads, init):
+@click.option("--init", default="", help="Start from these weights (.safetensors), fresh optimiser; a model "
+              "with fewer latent channels than --m, or other betas, is widened to them.")
+@click.option("--betas", default="", help="Trained betas, comma-separated (default: the model's).")
+def train_lossy(out, n, m, lr, steps, minutes, val_minutes, threads, init, betas):
     """Train the lossy (hyperprior) model: resumable, keeps the best held-out weights."""
     from vlaecodec.lossy_train import LossyTrainSettings, train
     train(LossyTrainSettings(out=out, n=n, m=m, lr=lr, steps=steps, minutes=minutes, val_minutes=val_minutes,
-                             threads=threads, init=init))
+                             threads=threads, init=init, betas=betas))
 
 
 @cli.command("export-lossy")
