@@ -270,8 +270,9 @@ class ExactVLAE:
 
     # --- encoder and z-decoder (whole images, in strips) -------------------------------------
     # Large images go in horizontal strips of about this many latent positions, which bounds
-    # memory (the widest activation, 96 channels at half resolution, is ~200 MB per strip);
-    # each strip recomputes a halo of rows, so strips should not be thin.
+    # memory (the activations at the latents' resolution: 96 channels, ~50 MB per strip; the
+    # half-resolution ones are made a few rows at a time); each strip recomputes a halo of
+    # rows, so strips should not be thin.
     STRIP_LATENT_POSITIONS = 1 << 16
     MIN_STRIP_ROWS = 16
 
