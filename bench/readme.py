@@ -78,8 +78,8 @@ def plot_training(card: dict, path: Path) -> bool:
     rows = curve["rows"]
     fig, ax = plt.subplots(figsize=(7, 3.6))
     segments = list(dict.fromkeys(r["segment"] for r in rows))
-    for key, label, colour in (("psnr_beta10", "beta 10 (largest files)", "C0"),
-                               ("psnr_beta800", "beta 800 (smallest)", "C1")):
+    for key, label, colour in (("psnr_beta10", "beta 10 (large files)", "C0"),
+                               ("psnr_beta800", "beta 800 (small files)", "C1")):
         for k, seg in enumerate(segments):   # a line per segment: each starts from earlier weights
             part = [r for r in rows if r["segment"] == seg]
             ax.plot([r["step"] for r in part], [r[key] for r in part], "o-", color=colour,

@@ -121,3 +121,13 @@ def test_effort_rows_name_the_chosen_models(rng):
     row = bench_effort("default", 2, "tiny", images)
     assert row["exact"] and row["n"] == 2 and row["bpd"] > 0
     assert sum(row["models_chosen"].values()) == 2 and set(row["models_chosen"]) <= {"default", "fast"}
+
+
+def test_latent_ceiling_rises_with_the_numbers_kept():
+    from bench.latent_ceiling import blocks, ceiling_psnr
+    rng = np.random.default_rng(0)
+    img = (rng.random((64, 64, 3)) * 40 + np.linspace(0, 200, 64)[:, None, None]).astype(np.uint8)
+    x = blocks([img])
+    assert x.shape == (16, 768)
+    psnr = ceiling_psnr(x, [1, 4, 8])
+    assert psnr[1] < psnr[4] < psnr[8]

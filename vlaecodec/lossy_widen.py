@@ -4,7 +4,8 @@ Why: a latent of ``m`` channels at 1/16 of the resolution holds ``m`` numbers fo
 16x16x3 = 768 pixel values, and that ratio, not beta, bounds the picture's quality at high
 rates.  The best linear map of Kodak's 16x16x3 blocks onto 96 numbers and back (their
 principal components, unquantized) reconstructs them at 30.8 dB; onto 192, 36.9 dB; onto
-256, 41.4 dB.  A 96-channel model stalled near 31 dB however high its rate.  Widening an
+256, 41.4 dB (``python -m bench.latent_ceiling``).  A 96-channel model stalled near 31 dB
+however high its rate.  Widening an
 already trained model buys the capacity without throwing its training away.
 
 The new channels start silent for the picture: the synthesis reads them through zero

@@ -86,7 +86,7 @@ ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, *
 # the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
 # a subpixel one level apart; these entries also keep the decoded pixels (NAME.npy) and allow
 # that difference (``tolerance``)
-LOSSY_MODELS = ("lossy-0.4", "lossy")
+LOSSY_MODELS = ("lossy-0.4", "lossy-0.5", "lossy")
 LOSSY_KINDS = [
     ("beta64-rgb", "lossy", "encode_lossy", ["rgb"], {"beta": 64.0}),
     ("beta200-grey", "lossy", "encode_lossy", ["grey"], {"beta": 200.0}),
@@ -95,8 +95,11 @@ LOSSY_KINDS = [
 # made by 0.4's lossy model, which was then called ``lossy`` (hence the files' names)
 ENTRIES += [(f"lossy-{suffix}.vlae", "lossy-0.4", mode, fn, srcs, {"model": "lossy-0.4", **opts})
             for suffix, mode, fn, srcs, opts in LOSSY_KINDS]
-# 0.5's lossy model
-ENTRIES += [(f"lossy-0.5-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
+# 0.5's lossy model (``lossy`` in 0.5 and 0.6, ``lossy-0.5`` since)
+ENTRIES += [(f"lossy-0.5-{suffix}.vlae", "lossy-0.5", mode, fn, srcs, {"model": "lossy-0.5", **opts})
+            for suffix, mode, fn, srcs, opts in LOSSY_KINDS]
+# 0.7's lossy model (256 latent channels)
+ENTRIES += [(f"lossy-0.7-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
             for suffix, mode, fn, srcs, opts in LOSSY_KINDS]
 TOLERANCE = 1
 
