@@ -41,6 +41,17 @@ from .fixedpoint import (
 )
 
 
+def rows_of(a: np.ndarray, lo: int, hi: int, pad_cols: int) -> np.ndarray:
+    """Rows lo .. hi-1 of a channels-last image [H, W, C], zero where they fall outside it,
+    with ``pad_cols`` zero columns either side: the input of a band of a layer's output rows.
+
+    >>> rows_of(np.ones((2, 1, 1)), -1, 3, 1)[..., 0].tolist()
+    [[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
+    """
+    H = a.shape[0]
+    return np.pad(a[max(lo, 0):min(hi, H)], ((max(0, -lo), max(0, hi - H)), (pad_cols, pad_cols), (0, 0)))
+
+
 class QLinear:
     """A convolution (or 1x1 layer) with integer weights: out = floor(W.x + b) at scale 2**out_bits.
     ``weight`` [out, in, kh, kw] and ``bias`` [out] are float arrays (any array-like)."""
@@ -93,7 +104,7 @@ class QLinear:
         for o0 in range(0, ho, rows):
             o1 = min(ho, o0 + rows)
             lo, hi = o0 * s - py, (o1 - 1) * s - py + kh        # the input rows they read
-            band = np.pad(a[max(lo, 0):min(hi, H)], ((max(0, -lo), max(0, hi - H)), (p, p), (0, 0)))
+            band = rows_of(a, lo, hi, p)
             out[o0:o1] = self._conv_rows(band, o1 - o0, wo)
         return out
 
@@ -152,7 +163,7 @@ class QLinear:
         for r0 in range(0, H, rows):
             r1 = min(H, r0 + rows)
             lo, hi = r0 - 1, r1 + 1                       # one row of context either side
-            band = np.pad(a[max(lo, 0):min(hi, H)], ((max(0, -lo), max(0, hi - H)), (1, 1), (0, 0)))
+            band = rows_of(a, lo, hi, 1)
             n = r1 - r0
             out = np.empty((2 * n, 2 * W, cout))
             for py, taps_y in self._UP2_TAPS.items():
@@ -313,7 +324,7 @@ class ExactVLAE:
         for r0 in range(0, H // 2, self.STEM_ROWS):
             r1 = min(H // 2, r0 + self.STEM_ROWS)
             lo, hi = 2 * r0 - 2, 2 * r1 + 2          # u's rows, zero beyond the image
-            band = np.pad(u[max(lo, 0):min(hi, H)], ((max(0, -lo), max(0, hi - H)), (0, 0), (0, 0)))
+            band = rows_of(u, lo, hi, 0)
             a = self.e_inp.conv_hwc(band)[1:-1]      # inp's rows 2r0-1 .. 2r1
             np.maximum(a, 0, out=a)
             for edge, row in ((r0 == 0, 0), (r1 == H // 2, -1)):
