@@ -29,9 +29,11 @@ STDIO = "-"
 
 # --- images in and out -------------------------------------------------------------------
 def read_image(path: str) -> np.ndarray:
-    """An 8-bit grey or RGB image as uint8 [H,W,C]; anything else is a clear VlaeError.
+    """An 8-bit grey or RGB image, with or without alpha, as uint8 [H,W,C] (C = 1, 3; 2, 4
+    with alpha last); anything else is a clear VlaeError.
 
-    Palette images become RGB (or grey when the palette is grey): same pixels, no loss.
+    Palette images become RGB (or grey when the palette is grey; with alpha where the palette
+    has transparency): same pixels, no loss.
     Stored pixels are coded as they are: EXIF orientation is not applied."""
     if path != STDIO and Path(path).is_dir():
         raise VlaeError(f"{path}: is a directory")
@@ -49,15 +51,16 @@ def read_image(path: str) -> np.ndarray:
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 raise VlaeError(f"{path}: {mode} images (16-bit or float) are not supported; 8-bit grey or RGB only")
-            if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
-                raise VlaeError(f"{path}: images with alpha are not supported yet; flatten to RGB first")
-            if mode not in ("L", "RGB", "1", "P"):
-                raise VlaeError(f"{path}: {mode} images are not supported; 8-bit grey or RGB only")
+            if mode in ("La", "RGBa"):   # straightening premultiplied alpha would round
+                raise VlaeError(f"{path}: premultiplied alpha ({mode}) is not supported; straight alpha only")
+            if mode not in ("L", "RGB", "1", "P", "LA", "RGBA", "PA"):
+                raise VlaeError(f"{path}: {mode} images are not supported; 8-bit grey or RGB, with or without alpha")
             im.load()
-            if mode == "P":
-                rgb = np.asarray(im.convert("RGB"))
+            if mode in ("P", "PA"):
+                alpha = mode == "PA" or "transparency" in im.info
+                rgb = np.asarray(im.convert("RGBA" if alpha else "RGB"))
                 if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-                    return np.ascontiguousarray(rgb[..., :1])
+                    rgb = rgb[..., 2:] if alpha else rgb[..., :1]   # grey (and alpha)
                 return np.ascontiguousarray(rgb)
             arr = np.asarray(im.convert("L") if mode == "1" else im)
     except Image.DecompressionBombError:

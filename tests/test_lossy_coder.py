@@ -108,3 +108,12 @@ def test_corrupt_payload_is_an_error_not_a_crash(coder):
     data[-6] ^= 0xFF
     with pytest.raises(VlaeError):
         coder.decode(bytes(data))
+
+
+def test_an_opaque_alpha_survives_lossy_and_any_other_is_refused(coder):
+    img = np.dstack([_image(), np.full((70, 90), 255, np.uint8)])
+    out = coder.decode(coder.encode([img], beta=100.0))[0]
+    assert out.shape == img.shape and (out[..., 3] == 255).all()
+    img[5, 5, 3] = 0
+    with pytest.raises(VlaeError, match="alpha"):
+        coder.encode([img], beta=100.0)

@@ -23,7 +23,7 @@ import numpy as np
 from .codec import Codec, CodingStats
 from .errors import VlaeError
 from .exact import ExactVLAE
-from .fileformat import MODE_LATENT, MODE_NAMES, unpack_header
+from .fileformat import ALPHA_NAMES, MODE_LATENT, MODE_NAMES, unpack_header
 from .zoo import DEFAULT_LOSSY_MODEL, DEFAULT_MODEL, is_lossy_model, load_model, load_weights, resolve
 
 if TYPE_CHECKING:
@@ -88,7 +88,8 @@ def effort_models(model: str, effort: int) -> list[str]:
 
 
 def encode(image: np.ndarray, model: str = DEFAULT_MODEL, max_error: int = 0, effort: int = 1) -> bytes:
-    """.vlae bytes of a uint8 image [H,W], [H,W,1] or [H,W,3]: lossless, or with
+    """.vlae bytes of a uint8 image [H,W], [H,W,1] or [H,W,3], or with alpha last [H,W,2] or
+    [H,W,4] (the alpha is coded the same way, or flagged where it is opaque): lossless, or with
     ``max_error = d`` near-lossless (every subpixel within d); ``effort`` 2 tries more
     models and keeps the smallest file (:func:`effort_models`)."""
     return min((load_codec(m).encode(_hwc(image), max_error=max_error) for m in effort_models(model, effort)),
@@ -206,9 +207,9 @@ def info(data: bytes) -> dict:
     (6, 4, 1, 'near-lossless', 1, 4)
     """
     header, _ = unpack_header(data)
-    dims = sum(i.width * i.height * i.channels for i in header.images)
+    dims = sum(i.width * i.height * i.shown_channels for i in header.images)
     first = header.images[0]
-    rec = {"width": first.width, "height": first.height, "channels": first.channels,
+    rec = {"width": first.width, "height": first.height, "channels": first.shown_channels,
            "images": len(header.images), "mode": MODE_NAMES[header.mode],
            "model": header.model_id, "z_bits": header.z_bits, "bytes": len(data),
            "header_bytes": header.size, "bpd": len(data) * 8 / dims, "format_version": header.version}
@@ -216,6 +217,8 @@ def info(data: bytes) -> dict:
         rec["model_name"] = _card_for(header)["name"]
     except VlaeError:
         pass
+    if first.alpha:   # the alpha channel is the last one: coded as a plane, or opaque (not coded)
+        rec["alpha"] = ALPHA_NAMES[first.alpha]
     if header.max_error:
         rec["max_error"] = header.max_error
     if header.channel_bits:
@@ -227,13 +230,14 @@ def info(data: bytes) -> dict:
 
 
 def elbo_parts(image: np.ndarray, model: str = DEFAULT_MODEL, samples: int = 4, seed: int = 0) -> tuple[float, float]:
-    """The model's distortion and rate (KL) for one image, bits per subpixel (float network,
-    averaged over z samples): their sum is the -ELBO.  Imports torch."""
+    """The model's distortion and rate (KL) for one image's colour channels, bits per
+    subpixel (float network, averaged over z samples): their sum is the -ELBO.  Imports torch."""
     import torch
 
     from .evaluate import pad_to_multiple
     from .model import LOG2
     net = _loaded(model)[0]
+    image = image[..., :3 if image.shape[2] >= 3 else 1]    # the colour channels
     x = torch.from_numpy(np.array(image, dtype=np.int64)).permute(2, 0, 1)[None]
     if x.shape[1] < net.cfg.channels:
         x = x.expand(-1, net.cfg.channels, -1, -1)

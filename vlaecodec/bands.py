@@ -7,7 +7,8 @@ A file, as the decoder sees it (the encoder does the inverse, in reverse order):
         x_b = pop(local PixelCNN tables given z_b), wave by wave                 # p(x|z)
         push(z_b, posterior tables q(z_b|x_b))                                   # bits back
 
-The last image is cut into bands of rows, each with its own z (the pixel window still reaches
+Images with alpha are coded as planes (:mod:`vlaecodec.alpha`): the colour image, then the
+alpha as a grey image; "image" below means a plane.  The last image is cut into bands of rows, each with its own z (the pixel window still reaches
 across band borders).  Bands and images are chained on one ANS stack: the bits that a band
 borrows when the encoder pops its z are the compressed bits of the bands decoded after it.
 The very last band has nothing to borrow from: version 3 files code it with z = 0 (the prior's
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .alpha import join, planes_of
 from .fileformat import MODE_NEAR_LOSSLESS, MODEL_ID_BYTES, RANS_VERSION, Header, ImageInfo, pack
 from .latents import Latents
 from .payloads import ConstrictionPayload, RansPayload
@@ -132,7 +134,8 @@ class BandChain:
     # --- encoder ----------------------------------------------------------------------------
     def encode(self, images: list[np.ndarray], infos: list[ImageInfo], stats: CodingStats,
                max_error: int = 0, version: int = RANS_VERSION) -> bytes:
-        """Checked [H,W,C] uint8 images (their ``infos``) on one chained ANS stack; with
+        """The planes of checked images (:func:`vlaecodec.alpha.split`: ``images``, and the
+        images' file entries ``infos``) on one chained ANS stack; with
         ``max_error = d > 0`` every decoded subpixel is within d of the original.  The z layer
         goes in front, unless the chain starves for bits: then the file is also made
         interleaved.  A small last image is also tried as one bottom band (z = 0, nothing to
@@ -142,8 +145,9 @@ class BandChain:
         first = CodingStats()
         data = self._encode(images, infos, first, max_error, False, self.tail, version)
         tries = [(True, self.tail)] if first.starved else []
-        if infos[-1].width * infos[-1].height <= self.SMALL:
-            tries.append((first.starved, infos[-1].height))
+        last = planes_of(infos)[-1]
+        if last.width * last.height <= self.SMALL:
+            tries.append((first.starved, last.height))
         for interleaved, tail in tries:
             other = CodingStats()
             alt = self._encode(images, infos, other, max_error, interleaved, tail, version)
@@ -193,7 +197,7 @@ class BandChain:
             stats.bits_prior += coder.num_bits() - before
         header = Header(model_id=self.model_id[:2 * MODEL_ID_BYTES], z_bits=self.latents.bits,
                         active=self.active, images=infos, bands=last_bands if len(last_bands) > 1 else [],
-                        digest=pixel_digest(targets), max_error=max_error,
+                        digest=pixel_digest(join(targets, infos)), max_error=max_error,
                         mode=MODE_NEAR_LOSSLESS if max_error else 0, interleaved=interleaved,
                         version=version)
         return pack(header, coder.compressed())
@@ -230,22 +234,24 @@ class BandChain:
         return np.zeros(len(header.active) * u.latents_per_channel)
 
     def _pop_z_layer(self, coder, header: Header) -> tuple[list[Unit], list[np.ndarray]]:
-        bands = units(header.images, header.bands)
+        bands = units(planes_of(header.images), header.bands)
         sizes = [self._coded(header, u) for u in bands]
         flat = coder.pop_prior(sum(sizes))
         return bands, np.split(flat, np.cumsum(sizes)[:-1])
 
     def z_layer(self, header: Header, words: np.ndarray) -> list[tuple[Unit, np.ndarray]]:
-        """Every band with its z values (the file's coded channels), without a pixel bit (a
-        file with its z layer in front: not interleaved)."""
+        """Every band (of the file's planes, :func:`vlaecodec.alpha.planes_of`) with its z
+        values (the file's coded channels), without a pixel bit (a file with its z layer in
+        front: not interleaved)."""
         bands, z_bins = self._pop_z_layer(self.payload(header.version, words), header)
         return [(u, self._values(header, u, z)) for u, z in zip(bands, z_bins)]
 
     def decode(self, header: Header, words: np.ndarray) -> list[np.ndarray]:
         """The images of a lossless or near-lossless file (its pixel digest not yet checked)."""
         coder = self.payload(header.version, words)
+        planes = planes_of(header.images)
         if header.interleaved:
-            bands = units(header.images, header.bands)
+            bands = units(planes, header.bands)
         else:
             bands, z_bins = self._pop_z_layer(coder, header)
         bins = Bins(header.max_error, self.levels)
@@ -253,7 +259,7 @@ class BandChain:
 
         out, x = [], None
         for k, u in enumerate(bands):
-            info = header.images[u.image]
+            info = planes[u.image]
             if x is None:
                 x, u_pad = pixels.blank(info)
             if header.interleaved:
@@ -268,4 +274,4 @@ class BandChain:
             if k + 1 == len(bands) or bands[k + 1].image != u.image:
                 out.append(pixels.finish(x, info))
                 x = None
-        return out
+        return join(out, header.images)

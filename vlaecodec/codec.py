@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .alpha import join, split, split_opaque
 from .bands import DEFAULT_TAIL, BandChain, CodingStats, pixel_digest
 from .errors import VlaeError
 from .exact import ExactVLAE
@@ -67,12 +68,11 @@ class Codec:
     def tail(self) -> int:
         return self.bands.tail
 
-    def _infos(self, images: list[np.ndarray]) -> list[ImageInfo]:
-        infos = []
+    def _planes(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[ImageInfo]]:
+        """Checked images as (planes to code, file entries): :func:`vlaecodec.alpha.split`."""
         for img in images:
             check_image(img, self.cfg.channels)
-            infos.append(ImageInfo(img.shape[1], img.shape[0], img.shape[2]))
-        return infos
+        return split(images)
 
     # --- encode -------------------------------------------------------------------------------
     def encode(self, image: np.ndarray, stats: CodingStats | None = None, max_error: int = 0,
@@ -82,7 +82,8 @@ class Codec:
     @one_blas_thread
     def encode_many(self, images: list[np.ndarray], stats: CodingStats | None = None,
                     max_error: int = 0, version: int = RANS_VERSION) -> bytes:
-        """Code several [H,W,C] uint8 images (C = 1 or 3) on one chained ANS stack; with
+        """Code several [H,W,C] uint8 images (C = 1 grey, 3 RGB; 2 and 4 with alpha) on one
+        chained ANS stack; with
         ``max_error = d > 0`` every decoded subpixel is within d of the original.
         ``version``: the file format, 4 (new) or 3 (read by vlaecodec 0.4 and 0.5 too)."""
         stats = stats if stats is not None else CodingStats()
@@ -93,7 +94,7 @@ class Codec:
                             f"this model's pixels have {self.cfg.levels} levels; code it losslessly")
         if version not in (3, RANS_VERSION):
             raise VlaeError(f"lossless files are written as format version 3 or {RANS_VERSION}, not {version}")
-        return self.bands.encode(images, self._infos(images), stats, max_error, version)
+        return self.bands.encode(*self._planes(images), stats, max_error, version)
 
     @one_blas_thread
     def encode_lossy(self, images: list[np.ndarray], recon: str = "mean", seed: int = 0,
@@ -101,7 +102,9 @@ class Codec:
         """A file holding z only (:mod:`vlaecodec.zonly`), decoded with the ``recon`` rule."""
         if recon not in RECON_NAMES:
             raise VlaeError(f"reconstruction must be one of {RECON_NAMES}")
-        return self.zonly.encode(images, self._infos(images), recon, seed, extra_bits)
+        for img in images:
+            check_image(img, self.cfg.channels)
+        return self.zonly.encode(*split_opaque(images, "a z-only lossy file"), recon, seed, extra_bits)
 
     # --- decode -------------------------------------------------------------------------------
     @one_blas_thread
@@ -117,7 +120,7 @@ class Codec:
                 or (header.mode != MODE_LOSSY and header.z_bits != self.z_bits):
             raise VlaeError("corrupt file: latent layout does not match the model")
         if header.mode == MODE_LOSSY:
-            return _guard(self.zonly.decode, header, words)
+            return join(_guard(self.zonly.decode, header, words), header.images)
         if preview and not header.interleaved:
             return _guard(lambda: self.zonly.preview(header, self.bands.z_layer(header, words), rule))
         out = _guard(self.bands.decode, header, words)
@@ -143,11 +146,12 @@ def _guard(fn, *args):
 
 
 def check_image(img: np.ndarray, model_channels: int) -> None:
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (1, 3):
-        raise VlaeError("image must be a uint8 array [H, W, 1] (grey) or [H, W, 3] (RGB)")
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or not 1 <= img.shape[2] <= 4:
+        raise VlaeError("image must be a uint8 array [H, W, 1] (grey), [H, W, 3] (RGB), "
+                        "or either with alpha last ([H, W, 2], [H, W, 4])")
     if img.shape[0] < 1 or img.shape[1] < 1:
         raise VlaeError("image is empty (0 pixels)")
     if img.shape[0] * img.shape[1] > max_pixels():
         raise VlaeError(f"image has {img.shape[0] * img.shape[1]} pixels, over the limit {max_pixels()}")
-    if img.shape[2] > model_channels:
+    if (3 if img.shape[2] >= 3 else 1) > model_channels:
         raise VlaeError("this model codes grey images only")

@@ -48,13 +48,24 @@ FLAG_INTERLEAVED = 1                          # v3: each band's z just before it
 _MODE_MASK = 0x0F                             # v3: the mode byte holds the mode and, above it, flags
 MAX_IMAGES = 1 << 20
 MAX_SIDE = 65535
+# An image's alpha channel (versions 3 and 4: the high half of its channels byte).  A plane
+# is coded after the colour image as a grey image of its own; an opaque one (every value
+# 255, as in most screenshots) is not coded at all.
+ALPHA_NONE, ALPHA_PLANE, ALPHA_OPAQUE = 0, 1, 2
+ALPHA_NAMES = {ALPHA_PLANE: "coded", ALPHA_OPAQUE: "opaque"}
 
 
 @dataclass
 class ImageInfo:
     width: int
     height: int
-    channels: int
+    channels: int               # colour channels: 1 (grey) or 3 (RGB)
+    alpha: int = ALPHA_NONE
+
+    @property
+    def shown_channels(self) -> int:
+        """Channels of the decoded array: the colour ones, plus one for alpha."""
+        return self.channels + (self.alpha != ALPHA_NONE)
 
 
 @dataclass
@@ -165,7 +176,7 @@ def _pack3(header: Header) -> bytes:
     runs = header.runs()
     out += _varint(len(runs))
     for count, im in runs:
-        out += _varint(count) + _varint(im.width) + _varint(im.height) + bytes([im.channels])
+        out += _varint(count) + _varint(im.width) + _varint(im.height) + bytes([im.channels | im.alpha << 4])
     out += _varint(len(header.bands))
     for rows in header.bands:
         out += _varint(rows)
@@ -184,6 +195,8 @@ def pack(header: Header, words: np.ndarray) -> bytes:
     if header.version >= 3:
         out = _pack3(header) + _tail3(payload)
         return out + struct.pack("<I", zlib.crc32(out)) + payload
+    if any(im.alpha for im in header.images):
+        raise VlaeError("version 2 files hold no alpha channel")
     mask = sum(1 << c for c in header.active)
     runs = header.runs()
     out = bytearray(_FIXED.pack(MAGIC, header.version, header.mode, header.z_bits,
@@ -313,12 +326,13 @@ def _images(runs) -> list[ImageInfo]:
     images: list[ImageInfo] = []
     total = 0
     for count, w, h, c in runs:
+        c, alpha = c & 0x0F, c >> 4
         if count < 1 or not 1 <= w <= MAX_SIDE or not 1 <= h <= MAX_SIDE or c not in (1, 3) \
-                or len(images) + count > MAX_IMAGES:
+                or alpha not in (ALPHA_NONE, ALPHA_PLANE, ALPHA_OPAQUE) or len(images) + count > MAX_IMAGES:
             raise VlaeError("corrupt header (image shape)")
         if w * h > max_pixels():
             raise VlaeError(f"image of {w}x{h} exceeds the pixel limit {max_pixels()} (VLAECODEC_MAX_PIXELS)")
-        images.extend([ImageInfo(w, h, c)] * count)
+        images.extend([ImageInfo(w, h, c, alpha)] * count)
         total += count * w * h
         if total > max_pixels():  # an archive's images count together
             raise VlaeError(f"file declares {total}+ pixels, over the limit {max_pixels()} (VLAECODEC_MAX_PIXELS)")

@@ -42,6 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .alpha import join, split_opaque
+from .codec import check_image
 from .errors import VlaeError
 from .fileformat import MODE_LATENT, Header, ImageInfo, pack, unpack
 from .lossy_model import SCALE_MIN, LossyConfig, LossyModel
@@ -222,14 +224,17 @@ class LossyCoder:
 
     # -- files -------------------------------------------------------------------------------
     def encode(self, images: list[np.ndarray], beta: float) -> bytes:
-        """uint8 [H, W, C] images (C = 1 or 3) -> one .vlae file at this beta."""
+        """uint8 [H, W, C] images (C = 1 or 3; 2 or 4 with an opaque alpha) -> one .vlae file
+        at this beta."""
         beta = self.check_beta(beta)
+        for img in images:
+            check_image(img, 3)
+        images, infos = split_opaque(images, "lossy coding")
         with torch.inference_mode(), _threads(self.threads):
             enc = constriction.stream.queue.RangeEncoder()
             for img in images:
                 self._encode_image(enc, img, beta)
             words = enc.get_compressed()
-        infos = [ImageInfo(im.shape[1], im.shape[0], im.shape[2]) for im in images]
         return pack(Header(model_id=self.model_id, z_bits=1, active=[], images=infos, mode=MODE_LATENT,
                            beta=beta), words)
 
@@ -271,9 +276,10 @@ class LossyCoder:
         try:
             with torch.inference_mode(), _threads(self.threads):
                 dec = constriction.stream.queue.RangeDecoder(words)
-                return [self._decode_image(dec, info, header.beta) for info in header.images]
+                colour = [self._decode_image(dec, info, header.beta) for info in header.images]
         except (ValueError, RuntimeError, AssertionError) as e:   # constriction on a corrupt stream
             raise VlaeError(f"corrupt lossy payload ({e})") from None
+        return join(colour, header.images)   # an opaque alpha comes back as 255
 
 
 def _rgb(img: np.ndarray) -> np.ndarray:

@@ -189,6 +189,24 @@ def train(s: LossyTrainSettings) -> None:
         _save(ckpt, tensors, {"config": cfg.to_dict(), "step": step, "best": best, "history": history,
                               "settings": asdict(s), "seconds": seconds + time.time() - start})
 
+    def validate_now():
+        nonlocal best, losses, last_val
+        rows = validate(model, held)
+        score = sum(r["loss"] for r in rows) / len(rows)
+        history.append({"step": step, "time": time.time(), "seconds": seconds + time.time() - start,
+                        "train_loss": float(np.mean(losses)),
+                        "val_loss": score, "rows": rows, "host": platform.machine(),
+                        "threads": s.threads, "command": command})
+        losses = []
+        print(json.dumps({"step": step, "val": round(score, 4),
+                          "rd": [(round(r["bpp"], 3), round(r["psnr"], 2)) for r in rows]}), flush=True)
+        if score < best:
+            best = score
+            _save(out / "best.safetensors", dict(model.state_dict()),
+                  {"config": cfg.to_dict(), "step": step, "val_loss": score, "rows": rows,
+                   "history": history})
+        last_val = time.time()
+
     start = last_ckpt = last_val = time.time()
     losses = []
     while (not s.steps or step < s.steps) and (not s.minutes or time.time() - start < s.minutes * 60):
@@ -202,24 +220,12 @@ def train(s: LossyTrainSettings) -> None:
         step += 1
         losses.append(loss.item())
         if time.time() - last_val > s.val_minutes * 60:
-            rows = validate(model, held)
-            score = sum(r["loss"] for r in rows) / len(rows)
-            history.append({"step": step, "time": time.time(), "seconds": seconds + time.time() - start,
-                            "train_loss": float(np.mean(losses)),
-                            "val_loss": score, "rows": rows, "host": platform.machine(),
-                            "threads": s.threads, "command": command})
-            losses = []
-            print(json.dumps({"step": step, "val": round(score, 4),
-                              "rd": [(round(r["bpp"], 3), round(r["psnr"], 2)) for r in rows]}), flush=True)
-            if score < best:
-                best = score
-                _save(out / "best.safetensors", dict(model.state_dict()),
-                      {"config": cfg.to_dict(), "step": step, "val_loss": score, "rows": rows,
-                       "history": history})
-            last_val = time.time()
+            validate_now()
         if time.time() - last_ckpt > s.ckpt_minutes * 60:
             checkpoint()
             last_ckpt = time.time()
+    if losses:  # the steps since the last validation are judged too, so a run ends on its best
+        validate_now()
     checkpoint()
 
 

@@ -37,8 +37,9 @@ Saving takes the codec's options as save parameters:
 So ``beta`` means what it means for the kind of file asked for: a lossless or near-lossless
 file's model, a lossy file's rate.
 
-Images are 8-bit grey (``L``) or ``RGB``; ``1`` and palette images without transparency are
-widened to those first (no pixel changes), anything else (alpha, 16-bit) is refused.
+Images are 8-bit grey (``L``) or ``RGB``, with or without alpha (``LA``, ``RGBA``); ``1`` and
+palette images are widened to those first (no pixel changes), anything else (16-bit,
+premultiplied alpha) is refused.
 
 Failures are :class:`VlaeImageError`, both a :class:`~vlaecodec.errors.VlaeError` (the
 codec's one-line message) and an ``OSError`` (what code around Pillow already catches).
@@ -52,6 +53,7 @@ from .errors import VlaeError
 FORMAT = "VLAE"
 EXTENSION = ".vlae"
 _MAGIC = b"VLAE"
+_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}     # by the decoded array's channels
 
 
 class VlaeImageError(VlaeError, OSError):
@@ -115,7 +117,7 @@ class VlaeImageFile(ImageFile.ImageFile):
         shape = self._shapes[frame]
         self._frame = frame
         self._size = (shape.width, shape.height)
-        self._mode = "L" if shape.channels == 1 else "RGB"
+        self._mode = _MODES[shape.shown_channels]
         self.im = None  # the previous frame's pixels, possibly of another size
         if self.is_animated:
             self.fp = self._fp
@@ -149,7 +151,7 @@ class _Decoder(ImageFile.PyDecoder):
         frame, pixels_of = self.args
         pixels = pixels_of(frame)
         w, h = self.state.xsize, self.state.ysize
-        channels = 1 if self.mode == "L" else 3
+        channels = len(self.mode)      # L, LA, RGB, RGBA: a letter a channel
         if pixels.shape != (h, w, channels):
             raise VlaeImageError(f"decoded image is {pixels.shape}, the header says {(h, w, channels)}")
         self.set_as_raw(pixels.tobytes())
@@ -183,14 +185,17 @@ def _options(info: dict) -> dict:
 
 
 def _array(im: Image.Image):
-    """uint8 [H,W,C] of an L or RGB image; 1 and palette images are widened losslessly."""
+    """uint8 [H,W,C] of an L, LA, RGB or RGBA image; 1 and palette images are widened
+    losslessly (to RGBA where the palette has transparency)."""
     import numpy as np
     if im.mode == "1":
         im = im.convert("L")
-    elif im.mode == "P" and "transparency" not in im.info:
-        im = im.convert("RGB")
-    if im.mode not in ("L", "RGB"):
-        raise VlaeImageError(f"cannot write mode {im.mode} as {FORMAT}: 8-bit grey (L) or RGB only; "
+    elif im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode == "PA":
+        im = im.convert("RGBA")
+    if im.mode not in _MODES.values():
+        raise VlaeImageError(f"cannot write mode {im.mode} as {FORMAT}: 8-bit L, LA, RGB or RGBA only; "
                              "convert the image first")
     arr = np.asarray(im)
     return np.ascontiguousarray(arr[..., None] if arr.ndim == 2 else arr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
+from .alpha import join, planes_of
 from .fileformat import MODE_LOSSY, MODEL_ID_BYTES, RECON_NAMES, Header, ImageInfo, pack
 from .latents import Latents
 from .pixels import PixelCoder, one_blas_thread, reconstruct
@@ -75,11 +76,11 @@ class ZOnlyCoder:
         ``layer`` is :meth:`vlaecodec.bands.BandChain.z_layer`'s (band, z values)."""
         rng = np.random.Generator(np.random.PCG64(0))
         out = []
-        for i, info in enumerate(header.images):
+        for i, info in enumerate(planes_of(header.images)):
             bands = [(u.rows, self.pixels.features(values, header.active, u.grid))
                      for u, values in layer if u.image == i]
             out.append(self.picture(info, bands, rule, rng))
-        return out
+        return join(out, header.images)
 
     def picture(self, info: ImageInfo, bands, rule: str, rng) -> np.ndarray:
         """The image ``info`` drawn from its bands' z features [(rows, zhalf)] by ``rule``."""
