@@ -4,7 +4,7 @@ The header cap on declared pixels (VLAECODEC_MAX_PIXELS) is set to 2**14 here, s
 time limit of 5 s per input separates hangs from honest decodes of large declared images.
 
 Seeds are valid .vlae files (random and flat images, single and archive; lossless,
-near-lossless and lossy) made with a tiny model; each input is a mutation of a seed (byte flips, insertions, deletions, truncation,
+near-lossless and lossy; with alpha and with metadata) made with a tiny model; each input is a mutation of a seed (byte flips, insertions, deletions, truncation,
 random bytes), half of them with the header and payload CRCs recomputed so that the mutation
 reaches the ANS decoder and the pixel check.  Every input is decoded in full and as a
 preview; each must end in a clean ``VlaeError`` or in a decode (whose pixels verify, where the
@@ -24,7 +24,7 @@ import torch
 
 from vlaecodec.codec import Codec
 from vlaecodec.errors import VlaeError
-from vlaecodec.fileformat import reseal
+from vlaecodec.fileformat import reseal, with_metadata
 from vlaecodec.model import VLAE, VLAEConfig
 
 
@@ -38,8 +38,12 @@ def tiny_codec() -> Codec:
 def seeds(codec: Codec, rng: np.random.Generator) -> list[bytes]:
     imgs = [rng.integers(0, 256, (9, 11, 3), dtype=np.uint8), np.full((6, 5, 1), 7, np.uint8),
             rng.integers(0, 256, (20, 3, 1), dtype=np.uint8)]
+    rgba = np.dstack([imgs[0], rng.integers(0, 256, (9, 11, 1), dtype=np.uint8)])
+    opaque = np.dstack([imgs[0], np.full((9, 11, 1), 255, np.uint8)])
     return ([codec.encode(i) for i in imgs] + [codec.encode_many(imgs), codec.encode(imgs[0], max_error=3),
-            codec.encode_many(imgs, max_error=1), codec.encode_lossy(imgs), codec.encode_lossy(imgs[:1], "sample")])
+            codec.encode_many(imgs, max_error=1), codec.encode_lossy(imgs), codec.encode_lossy(imgs[:1], "sample"),
+            codec.encode_many([rgba, imgs[1], opaque]),
+            with_metadata(codec.encode_many(imgs), [{"icc_profile": bytes(range(200))}, {}, {"exif": b"Exif"}])])
 
 
 def mutate(seed: bytes, rng: np.random.Generator) -> bytes:

@@ -29,12 +29,19 @@ STDIO = "-"
 
 # --- images in and out -------------------------------------------------------------------
 def read_image(path: str) -> np.ndarray:
-    """An 8-bit grey or RGB image, with or without alpha, as uint8 [H,W,C] (C = 1, 3; 2, 4
+    """The pixels of :func:`read_picture`."""
+    return read_picture(path)[0]
+
+
+def read_picture(path: str) -> tuple[np.ndarray, dict[str, bytes]]:
+    """(pixels, metadata): an 8-bit grey or RGB image, with or without alpha, as uint8 [H,W,C] (C = 1, 3; 2, 4
     with alpha last); anything else is a clear VlaeError.
 
     Palette images become RGB (or grey when the palette is grey; with alpha where the palette
     has transparency): same pixels, no loss.
-    Stored pixels are coded as they are: EXIF orientation is not applied."""
+    Stored pixels are coded as they are: EXIF orientation is not applied.  The metadata are
+    what the file carries beside its pixels that a viewer needs or a photographer keeps: the
+    ICC profile, EXIF and XMP (:func:`picture_metadata`)."""
     if path != STDIO and Path(path).is_dir():
         raise VlaeError(f"{path}: is a directory")
     source = sys.stdin.buffer if path == STDIO else path
@@ -56,12 +63,13 @@ def read_image(path: str) -> np.ndarray:
             if mode not in ("L", "RGB", "1", "P", "LA", "RGBA", "PA"):
                 raise VlaeError(f"{path}: {mode} images are not supported; 8-bit grey or RGB, with or without alpha")
             im.load()
+            meta = picture_metadata(im)
             if mode in ("P", "PA"):
                 alpha = mode == "PA" or "transparency" in im.info
                 rgb = np.asarray(im.convert("RGBA" if alpha else "RGB"))
                 if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
                     rgb = rgb[..., 2:] if alpha else rgb[..., :1]   # grey (and alpha)
-                return np.ascontiguousarray(rgb)
+                return np.ascontiguousarray(rgb), meta
             arr = np.asarray(im.convert("L") if mode == "1" else im)
     except Image.DecompressionBombError:
         raise VlaeError(f"{path}: declared size is over the size limit (VLAECODEC_MAX_PIXELS)") from None
@@ -71,12 +79,36 @@ def read_image(path: str) -> np.ndarray:
         raise VlaeError(f"{path}: not a readable image ({type(e).__name__})") from None
     if arr.size == 0:
         raise VlaeError(f"{path}: image has no pixels")
-    return np.ascontiguousarray(arr[..., None] if arr.ndim == 2 else arr)
+    return np.ascontiguousarray(arr[..., None] if arr.ndim == 2 else arr), meta
 
 
-def png_bytes(img: np.ndarray) -> bytes:
+PNG_XMP = "XML:com.adobe.xmp"    # the iTXt keyword that holds XMP in a PNG
+
+
+def picture_metadata(im: Image.Image) -> dict[str, bytes]:
+    """The ICC profile, EXIF and XMP of an open image, as bytes (absent ones left out)."""
+    meta = {}
+    if im.info.get("icc_profile"):
+        meta["icc_profile"] = bytes(im.info["icc_profile"])
+    if im.info.get("exif"):
+        meta["exif"] = bytes(im.info["exif"])
+    xmp = im.info.get(PNG_XMP) or im.info.get("xmp")
+    if xmp:
+        meta["xmp"] = xmp.encode() if isinstance(xmp, str) else bytes(xmp)
+    return meta
+
+
+def png_bytes(img: np.ndarray, meta: dict[str, bytes] | None = None) -> bytes:
+    """A PNG of the pixels, with the ICC profile, EXIF and XMP where given."""
+    from PIL.PngImagePlugin import PngInfo
+    meta = meta or {}
+    extra = {k: meta[k] for k in ("icc_profile", "exif") if k in meta}
+    if "xmp" in meta:
+        info = PngInfo()
+        info.add_itxt(PNG_XMP, meta["xmp"].decode("utf-8", "replace"))
+        extra["pnginfo"] = info
     buf = io.BytesIO()
-    Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(buf, format="PNG")
+    Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(buf, format="PNG", **extra)
     return buf.getvalue()
 
 
@@ -153,18 +185,22 @@ class EncodeOptions:
     target_bpp: float | None = None
     progress: bool = False      # a bar per large image: on a terminal, one job, no --json
     effort: int = 1             # lossless and near-lossless: 2 also tries other models
+    strip: bool = False         # drop the inputs' ICC profiles, EXIF and XMP
 
     @property
     def mode(self) -> str:
         return "lossy" if self.lossy else "near-lossless" if self.max_error else "lossless"
 
-    def encode(self, images: list[np.ndarray], model: str, threads: int) -> bytes:
+    def encode(self, images: list[np.ndarray], model: str, threads: int,
+               metadata: list[dict[str, bytes]] | None = None) -> bytes:
         from vlaecodec import api
+        metadata = None if self.strip else metadata
         if self.lossy:
             return api.encode_lossy(images, model, self.recon, self.seed, self.extra_bits, beta=self.beta,
-                                    target_bpp=self.target_bpp, threads=threads, progress=self.progress)
+                                    target_bpp=self.target_bpp, threads=threads, progress=self.progress,
+                                    metadata=metadata)
         return api.encode_many(images, model, max_error=self.max_error, threads=threads, progress=self.progress,
-                               effort=self.effort)
+                               effort=self.effort, metadata=metadata)
 
     def describe(self) -> dict:
         out = {"mode": self.mode}
@@ -193,8 +229,8 @@ def _encode_one(args) -> dict:
     inp, out, model_name, threads, with_elbo, opts = args
     from vlaecodec import api
     from vlaecodec.quality import psnr
-    img = read_image(inp)
-    data = opts.encode([img], model_name, threads)
+    img, meta = read_picture(inp)
+    data = opts.encode([img], model_name, threads, [meta])
     write_atomic(out, data)
     rec = {"input": inp, "output": out, "width": img.shape[1], "height": img.shape[0],
            "channels": img.shape[2], "bytes": len(data), "bpd": len(data) * 8 / img.size,
@@ -239,8 +275,9 @@ def _encode_archive(inputs, output, model_name, force, as_json, threads, with_el
     if not output:
         raise VlaeError("an archive needs -o OUT.vlae")
     check_writable(output, force)
-    images = [read_image(i) for i in inputs]
-    data = opts.encode(images, model_name, threads)
+    images, metas = zip(*[read_picture(i) for i in inputs])
+    images = list(images)
+    data = opts.encode(images, model_name, threads, list(metas))
     write_atomic(output, data)
     dims = sum(i.size for i in images)
     rec = {"output": output, "images": len(images), "bytes": len(data), "bpd": len(data) * 8 / dims,
@@ -314,19 +351,20 @@ def _error(name, e: Exception) -> None:
 # --- decode ------------------------------------------------------------------------------
 def _decode_one(args) -> dict:
     inp, out, model_name, threads, preview, recon, progress = args
-    from vlaecodec.api import decode_many
+    from vlaecodec.api import decode_many, metadata
     data = read_bytes(inp)
     images = decode_many(data, None if model_name == "auto" else model_name, preview, recon, threads=threads,
                          progress=progress)
+    metas = metadata(data)
     if len(images) == 1:
-        write_atomic(out, png_bytes(images[0]))
+        write_atomic(out, png_bytes(images[0], metas[0]))
         return {"input": inp, "output": out, "width": images[0].shape[1], "height": images[0].shape[0]}
     folder = Path(out).with_suffix("") if out != STDIO else None
     if folder is None:
         raise VlaeError("an archive decodes to a folder, not stdout")
     folder.mkdir(exist_ok=True)
     for k, img in enumerate(images):
-        write_atomic(str(folder / f"{k:05d}.png"), png_bytes(img))
+        write_atomic(str(folder / f"{k:05d}.png"), png_bytes(img, metas[k]))
     return {"input": inp, "output": str(folder), "images": len(images)}
 
 

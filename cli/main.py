@@ -156,8 +156,10 @@ def eval_cmd(model_name, dataset, limit, iw_samples, batch_size, seed, as_json, 
 @click.option("--effort", type=click.IntRange(1, 2), default=1, show_default=True,
               help="Lossless and near-lossless: 2 also codes with the zoo's other general model and keeps "
                    "the smaller file (about twice the encode time; decoding is unchanged).")
+@click.option("--strip", is_flag=True,
+              help="Leave out the inputs' ICC profiles, EXIF and XMP (kept by default, and written back on decode).")
 def encode(inputs, output, archive, model_name, beta, target_bpp, max_error, lossy, recon, seed, z_extra_bits,
-           force, as_json, jobs, threads, elbo, effort):
+           force, as_json, jobs, threads, elbo, effort, strip):
     """Encode images into .vlae files: lossless by default, near-lossless with --max-error,
     lossy with --lossy (the lossy model; --beta or --target-bpp set its rate)."""
     from cli import commands
@@ -179,7 +181,7 @@ def encode(inputs, output, archive, model_name, beta, target_bpp, max_error, los
         raise click.UsageError("--effort is for lossless and near-lossless coding")
     opts = commands.EncodeOptions(max_error=max_error, lossy=lossy, recon=recon, seed=seed,
                                   extra_bits=z_extra_bits, beta=beta if lossy_dial else None,
-                                  target_bpp=target_bpp, effort=effort)
+                                  target_bpp=target_bpp, effort=effort, strip=strip)
     if commands.encode_command(list(inputs), output, archive, model_name or "default", force, as_json,
                                jobs, threads, elbo and not lossy_dial, opts):
         sys.exit(1)  # its one-line error is already printed

@@ -60,6 +60,8 @@ def split(images: list[np.ndarray]) -> tuple[list[np.ndarray], list[ImageInfo]]:
 
 def join(planes: list[np.ndarray], infos: list[ImageInfo]) -> list[np.ndarray]:
     """The images back from their decoded planes (the inverse of :func:`split`)."""
+    if len(planes) != len(planes_of(infos)):
+        raise VlaeError("corrupt file: planes do not match the images")
     out, k = [], 0
     for info in infos:
         colour = planes[k]
@@ -73,8 +75,6 @@ def join(planes: list[np.ndarray], infos: list[ImageInfo]) -> list[np.ndarray]:
         else:
             alpha = np.full((*colour.shape[:2], 1), OPAQUE, np.uint8)
         out.append(np.ascontiguousarray(np.concatenate([colour, alpha], axis=2)))
-    if k != len(planes):
-        raise VlaeError("corrupt file: planes do not match the images")
     return out
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from .codec import Codec, CodingStats
 from .errors import VlaeError
 from .exact import ExactVLAE
-from .fileformat import ALPHA_NAMES, MODE_LATENT, MODE_NAMES, unpack_header
+from .fileformat import ALPHA_NAMES, MODE_LATENT, MODE_NAMES, unpack_header, with_metadata
 from .zoo import DEFAULT_LOSSY_MODEL, DEFAULT_MODEL, is_lossy_model, load_model, load_weights, resolve
 
 if TYPE_CHECKING:
@@ -87,27 +87,42 @@ def effort_models(model: str, effort: int) -> list[str]:
     return [model] + [m for m in EFFORT_MODELS if resolve(m) != resolve(model) and kind(m) == kind(model)]
 
 
-def encode(image: np.ndarray, model: str = DEFAULT_MODEL, max_error: int = 0, effort: int = 1) -> bytes:
+def _attach(data: bytes, metadata: list[dict[str, bytes]] | None) -> bytes:
+    """The file with its images' metadata in the header, where any is given."""
+    return with_metadata(data, metadata) if metadata and any(metadata) else data
+
+
+def encode(image: np.ndarray, model: str = DEFAULT_MODEL, max_error: int = 0, effort: int = 1,
+           metadata: dict[str, bytes] | None = None) -> bytes:
     """.vlae bytes of a uint8 image [H,W], [H,W,1] or [H,W,3], or with alpha last [H,W,2] or
     [H,W,4] (the alpha is coded the same way, or flagged where it is opaque): lossless, or with
     ``max_error = d`` near-lossless (every subpixel within d); ``effort`` 2 tries more
-    models and keeps the smallest file (:func:`effort_models`)."""
-    return min((load_codec(m).encode(_hwc(image), max_error=max_error) for m in effort_models(model, effort)),
+    models and keeps the smallest file (:func:`effort_models`); ``metadata``: kept beside the
+    pixels, for :func:`metadata` to give back (``icc_profile``, ``exif``, ``xmp``: bytes).
+
+    >>> img = np.zeros((4, 6, 3), dtype=np.uint8)
+    >>> metadata(encode(img, metadata={"icc_profile": b"a profile"}))
+    [{'icc_profile': b'a profile'}]
+    """
+    data = min((load_codec(m).encode(_hwc(image), max_error=max_error) for m in effort_models(model, effort)),
                key=len)
+    return _attach(data, [metadata or {}])
 
 
 def encode_many(images: list[np.ndarray], model: str = DEFAULT_MODEL,
                 stats: CodingStats | None = None, max_error: int = 0, threads: int = 1,
-                progress: bool = False, effort: int = 1) -> bytes:
+                progress: bool = False, effort: int = 1,
+                metadata: list[dict[str, bytes]] | None = None) -> bytes:
     """One archive holding several images, chained on one ANS stack (``threads``,
     ``progress``: see :func:`load_codec`; ``effort``: see :func:`encode`, one model for the
-    whole archive).  ``stats`` are those of the model asked for."""
+    whole archive; ``metadata``: one dict per image, as for :func:`encode`).  ``stats`` are
+    those of the model asked for."""
     images = [_hwc(i) for i in images]
     best = None
     for k, m in enumerate(effort_models(model, effort)):
         data = load_codec(m, threads, progress).encode_many(images, stats if k == 0 else None, max_error)
         best = data if best is None or len(data) < len(best) else best
-    return best
+    return _attach(best, metadata)
 
 
 @lru_cache(maxsize=4)
@@ -125,11 +140,13 @@ def is_lossy(model: str) -> bool:
 
 def encode_lossy(images: list[np.ndarray], model: str = DEFAULT_LOSSY_MODEL, recon: str = "mean",
                  seed: int = 0, extra_bits: int = 0, beta: float | None = None,
-                 target_bpp: float | None = None, threads: int = 1, progress: bool = False) -> bytes:
+                 target_bpp: float | None = None, threads: int = 1, progress: bool = False,
+                 metadata: list[dict[str, bytes]] | None = None) -> bytes:
     """A lossy file.  With a lossy model (the default, ``lossy``): the picture's latent at
     rate weight ``beta`` (higher: smaller file; default :data:`DEFAULT_BETA`), or at the beta
     whose file is closest to ``target_bpp`` bits per pixel.  With a VLAE model (``default``,
     ``beta-0.5``, ...): the 0.3 file holding z only (``recon``, ``seed``, ``extra_bits``).
+    ``metadata``: one dict per image, as for :func:`encode`.
 
     >>> img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     >>> out = decode(encode_lossy([img], beta=100.0))
@@ -140,13 +157,14 @@ def encode_lossy(images: list[np.ndarray], model: str = DEFAULT_LOSSY_MODEL, rec
     if not is_lossy(model):
         if beta is not None or target_bpp is not None:
             raise VlaeError(f"model {model!r} holds z only: it has no beta dial (use a lossy model)")
-        return load_codec(model, threads, progress).encode_lossy(images, recon, seed, extra_bits)
+        return _attach(load_codec(model, threads, progress).encode_lossy(images, recon, seed, extra_bits),
+                       metadata)
     if beta is not None and target_bpp is not None:
         raise VlaeError("give a beta or a target rate, not both")
     coder = load_lossy(model, threads)
     if target_bpp is not None:
-        return coder.encode_to_rate(images, target_bpp)[0]
-    return coder.encode(images, DEFAULT_BETA if beta is None else beta)
+        return _attach(coder.encode_to_rate(images, target_bpp)[0], metadata)
+    return _attach(coder.encode(images, DEFAULT_BETA if beta is None else beta), metadata)
 
 
 def _card_for(header) -> dict:
@@ -219,6 +237,8 @@ def info(data: bytes) -> dict:
         pass
     if first.alpha:   # the alpha channel is the last one: coded as a plane, or opaque (not coded)
         rec["alpha"] = ALPHA_NAMES[first.alpha]
+    if header.metadata.get(0):   # what the first image carries beside its pixels, in bytes
+        rec["metadata"] = {k: len(v) for k, v in sorted(header.metadata[0].items())}
     if header.max_error:
         rec["max_error"] = header.max_error
     if header.channel_bits:
@@ -227,6 +247,13 @@ def info(data: bytes) -> dict:
         rec["beta"] = round(float(header.beta), 6)
         rec["bpp"] = len(data) * 8 / sum(i.width * i.height for i in header.images)
     return rec
+
+
+def metadata(data: bytes) -> list[dict[str, bytes]]:
+    """Each image's metadata as the file keeps it (``icc_profile``, ``exif``, ``xmp``: bytes;
+    ``{}`` where it has none), from the header alone."""
+    header, _ = unpack_header(data)
+    return [header.metadata.get(i, {}) for i in range(len(header.images))]
 
 
 def elbo_parts(image: np.ndarray, model: str = DEFAULT_MODEL, samples: int = 4, seed: int = 0) -> tuple[float, float]:

@@ -45,6 +45,11 @@ _NEAR = struct.Struct("<B")                   # near-lossless: max error
 _LOSSY = struct.Struct("<BI")                 # lossy: reconstruction rule, seed; then bits per active channel
 _LATENT = struct.Struct("<f")                 # lossy (hyperprior): beta
 FLAG_INTERLEAVED = 1                          # v3: each band's z just before its pixels (no z layer in front)
+FLAG_METADATA = 2                             # v3/v4: the header holds metadata (ICC profile, EXIF, XMP)
+# Metadata an image carries beside its pixels, by its four-byte tag in the file; each entry is
+# stored zlib-compressed (an ICC profile shrinks by about half).
+METADATA_TAGS = {b"ICCP": "icc_profile", b"EXIF": "exif", b"XMP ": "xmp"}
+MAX_METADATA = 1 << 24                        # bytes of one entry, uncompressed
 _MODE_MASK = 0x0F                             # v3: the mode byte holds the mode and, above it, flags
 MAX_IMAGES = 1 << 20
 MAX_SIDE = 65535
@@ -86,6 +91,7 @@ class Header:
     interleaved: bool = False  # v3 lossless/near-lossless: z band by band, not all in front
     payload_words: int = 0     # v3, as read: the payload's length in 32-bit words
     payload_crc: int = 0       # v3, as read: its CRC-32
+    metadata: dict[int, dict[str, bytes]] = field(default_factory=dict)  # v3/v4: image index -> its metadata
 
     @property
     def has_digest(self) -> bool:
@@ -169,7 +175,7 @@ def _read_extension(header: Header, data: bytes, at: int) -> None:
 
 def _pack3(header: Header) -> bytes:
     """A version 3 or 4 header without its CRC (docs/FORMAT.md): varints, no zero fields."""
-    flags = FLAG_INTERLEAVED if header.interleaved else 0
+    flags = (FLAG_INTERLEAVED if header.interleaved else 0) | (FLAG_METADATA if _any_metadata(header) else 0)
     out = bytearray(MAGIC + bytes([header.version, header.mode | flags << 4, header.z_bits]))
     out += bytes.fromhex(header.model_id)[:MODEL_ID_BYTES]
     out += _varint(sum(1 << c for c in header.active))
@@ -181,9 +187,82 @@ def _pack3(header: Header) -> bytes:
     for rows in header.bands:
         out += _varint(rows)
     out += header.extension()
+    if _any_metadata(header):
+        out += _pack_metadata(header)
     if header.has_digest:
         out += header.digest
     return bytes(out)
+
+
+def _any_metadata(header: Header) -> bool:
+    return any(header.metadata.values())
+
+
+def _pack_metadata(header: Header) -> bytes:
+    """Entries: image index, tag, raw length, stored length (varints but the tag), zlib bytes."""
+    names = {v: k for k, v in METADATA_TAGS.items()}
+    entries = [(i, names[key], value) for i, meta in sorted(header.metadata.items())
+               for key, value in sorted(meta.items())]
+    out = bytearray(_varint(len(entries)))
+    for i, tag, value in entries:
+        if len(value) > MAX_METADATA:
+            raise VlaeError(f"{METADATA_TAGS[tag]} of {len(value)} bytes is over the limit of {MAX_METADATA}")
+        packed = zlib.compress(value, 9)
+        out += _varint(i) + tag + _varint(len(value)) + _varint(len(packed)) + packed
+    return bytes(out)
+
+
+def _read_metadata(data: bytes, at: int, n_images: int) -> tuple[dict[int, dict[str, bytes]], int]:
+    """The metadata section at ``at``: ({image index: its metadata}, next offset); every
+    length checked before anything is inflated, and an entry inflates to its declared length
+    or is an error."""
+    count, at = _read_varint(data, at)
+    if count > len(METADATA_TAGS) * n_images:
+        raise VlaeError("corrupt header (metadata)")
+    meta: dict[int, dict[str, bytes]] = {}
+    for _ in range(count):
+        i, at = _read_varint(data, at)
+        tag = bytes(data[at:at + 4])
+        raw, at = _read_varint(data, at + 4)
+        stored, at = _read_varint(data, at)
+        if i >= n_images or tag not in METADATA_TAGS or METADATA_TAGS[tag] in meta.get(i, {}) \
+                or raw > MAX_METADATA or len(data) < at + stored:
+            raise VlaeError("corrupt header (metadata)")
+        inflate = zlib.decompressobj()
+        try:
+            value = inflate.decompress(bytes(data[at:at + stored]), raw)
+        except zlib.error:
+            raise VlaeError("corrupt header (metadata)") from None
+        if len(value) != raw or not inflate.eof or inflate.unconsumed_tail or inflate.unused_data:
+            raise VlaeError("corrupt header (metadata)")
+        meta.setdefault(i, {})[METADATA_TAGS[tag]] = value
+        at += stored
+    return meta, at
+
+
+def with_metadata(data: bytes, metadata: list[dict[str, bytes]]) -> bytes:
+    """A version 3 or 4 file with its images' metadata replaced, one dict per image (``{}``:
+    none; keys: the values of :data:`METADATA_TAGS`); the payload is untouched.
+
+    >>> h = Header(model_id="ab" * 8, z_bits=8, active=[0], images=[ImageInfo(3, 2, 1)])
+    >>> data = with_metadata(pack(h, np.array([1, 2], dtype=np.uint32)), [{"icc_profile": b"x" * 500}])
+    >>> header, words = unpack(data)
+    >>> len(header.metadata[0]["icc_profile"]), words.tolist(), len(data) < 100
+    (500, [1, 2], True)
+    """
+    header, end = unpack_header(data)
+    if header.version < 3:
+        raise VlaeError("version 2 files hold no metadata")
+    if len(metadata) != len(header.images):
+        raise VlaeError(f"metadata for {len(metadata)} images, the file holds {len(header.images)}")
+    for meta in metadata:
+        unknown = set(meta) - set(METADATA_TAGS.values())
+        if unknown:
+            raise VlaeError(f"unknown metadata {sorted(unknown)}: {', '.join(METADATA_TAGS.values())} only")
+    header.metadata = {i: dict(m) for i, m in enumerate(metadata) if m}
+    payload = data[end:]
+    out = _pack3(header) + _tail3(payload)
+    return out + struct.pack("<I", zlib.crc32(out)) + payload
 
 
 def _tail3(payload: bytes) -> bytes:
@@ -290,6 +369,8 @@ def _parse3(data: bytes, max_runs: int = MAX_IMAGES):
         raise VlaeError("truncated file (header)")
     _read_extension(header, data, at)
     at += ext
+    if flags & FLAG_METADATA:
+        header.metadata, at = _read_metadata(data, at, min(MAX_IMAGES, sum(r[0] for r in runs)))
     if header.has_digest:
         if len(data) < at + 8:
             raise VlaeError("truncated file (header)")
@@ -310,7 +391,8 @@ def _unpack3(data: bytes) -> tuple[Header, int]:
         raise VlaeError("corrupt header (checksum mismatch)")
     if header.mode not in MODE_NAMES:
         raise VlaeError(f"unsupported coding mode {header.mode}")
-    if data[5] >> 4 & ~FLAG_INTERLEAVED or header.interleaved and header.mode not in (MODE_LOSSLESS, MODE_NEAR_LOSSLESS):
+    if data[5] >> 4 & ~(FLAG_INTERLEAVED | FLAG_METADATA) \
+            or header.interleaved and header.mode not in (MODE_LOSSLESS, MODE_NEAR_LOSSLESS):
         raise VlaeError("corrupt header (flags)")
     if header.version == RANS_VERSION and header.mode not in (MODE_LOSSLESS, MODE_NEAR_LOSSLESS):
         raise VlaeError("corrupt header (version 4 holds lossless and near-lossless files only)")
@@ -350,6 +432,8 @@ def _check_fields(header: Header) -> None:
         raise VlaeError("corrupt header (lossy fields)")
     if mode == MODE_LATENT and not (np.isfinite(header.beta) and header.beta > 0):
         raise VlaeError("corrupt header (beta)")
+    if mode in (MODE_LOSSY, MODE_LATENT) and any(im.alpha == ALPHA_PLANE for im in header.images):
+        raise VlaeError("corrupt header (a lossy file codes no alpha plane)")
 
 
 def unpack_header(data: bytes) -> tuple[Header, int]:

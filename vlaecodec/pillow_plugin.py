@@ -17,6 +17,9 @@ it holds.  Every mode opens the same way: lossless and near-lossless files decod
 pixels, lossy files to the model's picture.  ``im.info`` names the coding mode
 (``vlae_mode``), the bound of a near-lossless file (``max_error``), the rate weight of a
 lossy file that records one (``beta``) and the file's model (``model_id``); the model is found in the zoo from that id, as ``vlaecodec decode`` does.
+An image's ICC profile, EXIF and XMP come back in ``im.info`` (``icc_profile``, ``exif``,
+``xmp``), and saving keeps them (from the save parameters of those names, else from
+``im.info``).
 
 Archives (several images in one file, ``vlaecodec encode --archive``) open as a multi-frame
 image: ``im.n_frames`` images, ``im.seek(k)`` picks one, and each frame has its own size and
@@ -54,6 +57,7 @@ FORMAT = "VLAE"
 EXTENSION = ".vlae"
 _MAGIC = b"VLAE"
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}     # by the decoded array's channels
+_METADATA = ("icc_profile", "exif", "xmp")           # Pillow's info keys, the file's too
 
 
 class VlaeImageError(VlaeError, OSError):
@@ -84,6 +88,7 @@ class VlaeImageFile(ImageFile.ImageFile):
         except VlaeError as e:
             raise VlaeImageError(str(e)) from None
         self._shapes = header.images
+        self._metadata = header.metadata
         self._frames: list | None = None  # every decoded frame of an archive, after one load
         self.info.update(vlae_mode=MODE_NAMES[header.mode], model_id=header.model_id,
                          images=len(header.images))
@@ -118,6 +123,9 @@ class VlaeImageFile(ImageFile.ImageFile):
         self._frame = frame
         self._size = (shape.width, shape.height)
         self._mode = _MODES[shape.shown_channels]
+        for key in _METADATA:     # this frame's ICC profile, EXIF and XMP, as Pillow names them
+            self.info.pop(key, None)
+        self.info.update(self._metadata.get(frame, {}))
         self.im = None  # the previous frame's pixels, possibly of another size
         if self.is_animated:
             self.fp = self._fp
@@ -201,7 +209,19 @@ def _array(im: Image.Image):
     return np.ascontiguousarray(arr[..., None] if arr.ndim == 2 else arr)
 
 
-def _encode(images: list, opts: dict) -> bytes:
+def _metadata(im: Image.Image, params: dict) -> dict:
+    """The ICC profile, EXIF and XMP to keep: the save parameters', else the image's own."""
+    out = {}
+    for key in _METADATA:
+        value = params.get(key, im.info.get(key))
+        if isinstance(value, Image.Exif):
+            value = value.tobytes()
+        if value:
+            out[key] = value.encode() if isinstance(value, str) else bytes(value)
+    return out
+
+
+def _encode(images: list, opts: dict, metadata: list[dict]) -> bytes:
     from . import api
     from .zoo import DEFAULT_MODEL, model_for_beta
     try:
@@ -209,21 +229,24 @@ def _encode(images: list, opts: dict) -> bytes:
             named = {} if opts["model"] is None else {"model": opts["model"]}
             return api.encode_lossy(images, recon=opts["recon"], seed=opts["seed"],
                                     extra_bits=opts["extra_bits"], beta=opts["beta"],
-                                    target_bpp=opts["target_bpp"], **named)
+                                    target_bpp=opts["target_bpp"], metadata=metadata, **named)
         model = model_for_beta(opts["beta"]) if opts["beta"] is not None else opts["model"] or DEFAULT_MODEL
-        return api.encode_many(images, model, max_error=opts["max_error"])
+        return api.encode_many(images, model, max_error=opts["max_error"], metadata=metadata)
     except (VlaeError, FileNotFoundError) as e:
         raise VlaeImageError(str(e)) from None
 
 
 def _save(im: Image.Image, fp, filename, save_all: bool = False) -> None:
     opts = _options(im.encoderinfo)
-    if save_all:
-        sources = [im, *im.encoderinfo.get("append_images", [])]
-        images = [_array(frame) for source in sources for frame in ImageSequence.Iterator(source)]
-    else:
-        images = [_array(im)]
-    fp.write(_encode(images, opts))
+    sources = [im, *im.encoderinfo.get("append_images", [])] if save_all else [im]
+    images, metadata = [], []
+    for source in sources:
+        # (a multi-frame source yields itself at each frame: read each frame as it comes)
+        for frame in (ImageSequence.Iterator(source) if save_all else [source]):
+            images.append(_array(frame))
+            # the first frame takes the save parameters' metadata; the others keep their own
+            metadata.append(_metadata(frame, im.encoderinfo if not metadata else {}))
+    fp.write(_encode(images, opts, metadata))
 
 
 def _save_all(im: Image.Image, fp, filename) -> None:
