@@ -115,6 +115,24 @@ def hyperprior_rows(images, model: str, betas, threads: int) -> list[dict]:
     return rows
 
 
+def target_rows(images, model: str, targets, threads: int) -> list[dict]:
+    """One row per target rate: ``--target-bpp``'s search on every image, its files decoded and
+    measured, with how far each file's rate landed from the target."""
+    from vlaecodec.lossy_coder import load_lossy_coder
+    coder, rows = load_lossy_coder(model, threads=threads), []
+    for target in targets:
+        pairs, misses, t = [], [], time.perf_counter()
+        for a in images:
+            data, _ = coder.encode_to_rate([a], target)
+            misses.append(len(data) * 8 / (a.shape[0] * a.shape[1]) / target - 1)
+            pairs.append((a, len(data), coder.decode(data)[0]))
+        rows.append(measure(label(model), f"target={target:g}", "target", pairs, target_bpp=target,
+                            max_miss=float(np.max(np.abs(misses))), mean_miss=float(np.mean(np.abs(misses))),
+                            search_s_per_image=(time.perf_counter() - t) / len(images)))
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
 def _curve(rows, codec, metric):
     sub = sorted((r for r in rows if r["codec"] == codec and r["family"] == "lossy"), key=lambda r: r["bpp"])
     value = (lambda r: -10 * np.log10(1 - r["ms_ssim"])) if metric == "ms_ssim" else (lambda r: r["psnr"])
@@ -255,9 +273,21 @@ def write(rows: list[dict], out: Path, meta: dict, name: str = "rd", bd: list[di
                          f"{f(b['bd_rate_ms_ssim'], '+.1f')}% | " + " | ".join(
                              f(b[f'delta_{m}_at_{x:g}'], '+.2f') for m in ('psnr', 'ms_ssim') for x in (0.25, 0.5, 1.0)) + " |")
         lines.append("")
+    targets = [r for r in rows if r["family"] == "target"]
+    if targets:
+        lines += ["`--target-bpp` on every image: how far each file's rate lands from the target "
+                  "(the search's encodes included in the time):", "",
+                  "| target bpp | mean bpp | worst miss | mean miss | PSNR dB | search + decode s/img |",
+                  "|---|---|---|---|---|---|"]
+        for r in targets:
+            lines.append(f"| {r['target_bpp']:g} | {r['bpp']:.4f} | {100 * r['max_miss']:.1f}% | "
+                         f"{100 * r['mean_miss']:.1f}% | {r['psnr']:.2f} | {r['search_s_per_image']:.2f} |")
+        lines.append("")
     lines += ["| family | codec | setting | bits/pixel | PSNR dB | MS-SSIM | max error | encode s/img | decode s/img |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if r["family"] == "target":
+            continue
         t = lambda k: f"{r[k]:.3f}" if k in r else ""  # noqa: E731
         lines.append(f"| {r['family']} | {r['codec']} | {r['setting']} | {r['bpp']:.4f} | {r['psnr']:.2f} | "
                      f"{r['ms_ssim']:.4f} | {r['max_abs_error']} | {t('enc_s_per_image')} | {t('dec_s_per_image')} |")
@@ -273,6 +303,8 @@ def main(argv=None) -> None:
     ap.add_argument("--betas", type=float, nargs="*", default=None,
                     help="betas of the lossy model's rows (default: the betas it was trained at; "
                          "none given: no lossy rows)")
+    ap.add_argument("--targets", type=float, nargs="*", default=[0.25, 0.5, 1.0],
+                    help="--target-bpp rows: where the rate search lands on each image")
     ap.add_argument("--max-errors", type=int, nargs="*", default=[], help="near-lossless rows (slow at full size)")
     ap.add_argument("--near-model", default="default", help="model for near-lossless")
     ap.add_argument("--z-only", action="store_true", help="also the 0.3 z-only lossy files of the beta family")
@@ -296,6 +328,8 @@ def main(argv=None) -> None:
         args.betas = list(load_lossy_coder(args.model).model.cfg.betas)
     if args.betas:
         rows += hyperprior_rows(images, args.model, args.betas, args.threads)
+    if args.targets:
+        rows += target_rows(images, args.model, args.targets, args.threads)
     bd = bd_rates(rows, label(args.model)) if args.betas and not args.no_classical else []
     meta = {"command": "python -m bench.rd " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",

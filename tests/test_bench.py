@@ -66,6 +66,12 @@ def test_hyperprior_rows_and_bd_rates(rng, tmp_path):
     assert len(mine) == 2 and all(r["bpp"] > 0 and r["dec_s_per_image"] > 0 for r in mine)
     bd = rd.bd_rates(rows, "vlaecodec:tiny-lossy", lo=0.01, hi=8)
     assert {b["anchor"] for b in bd} == {"jpeg", "webp", "jpegxl", "avif"}
+    # --target-bpp's rows: the rate it reached and how far from the target, in the table too
+    target = (mine[0]["bpp"] * mine[1]["bpp"]) ** 0.5
+    landed = rd.target_rows(images, str(path), [target], 1)[0]
+    assert landed["family"] == "target" and landed["max_miss"] == abs(landed["bpp"] / target - 1)
+    rd.write(rows + [landed], tmp_path, {"command": "test", "machine": "test", "date": "today", "images": "one"})
+    assert f"| {target:g} | {landed['bpp']:.4f} |" in (tmp_path / "rd.md").read_text()
 
 
 def test_seed_table_files_and_pictures(model_path, rng, tmp_path):
