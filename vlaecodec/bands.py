@@ -102,8 +102,9 @@ class BandChain:
     MAX_BAND_PIXELS = 1 << 20   # a Kodak image (393,216 pixels) is never cut by it
 
     def __init__(self, pixels: PixelCoder, posterior: Posterior, latents: Latents, model_id: str,
-                 active: list[int], tail: int = DEFAULT_TAIL):
+                 active: list[int], tail: int = DEFAULT_TAIL, residuals: bool = True):
         self.pixels, self.posterior, self.latents = pixels, posterior, latents
+        self.residuals = residuals   # what new version 4 files are made with
         self.model_id = model_id
         self.active = list(active)
         self.tail = tail
@@ -112,10 +113,11 @@ class BandChain:
         self.waves = WaveCoder(pixels.kernel, pixels.lag, net.up if net.local else 0,
                                net.left if net.local else 0, pixels.threads, pixels.progress)
 
-    def payload(self, version: int, words: np.ndarray | None = None):
-        """The stack of a file version (:mod:`vlaecodec.payloads`): ``words`` to decode."""
+    def payload(self, version: int, words: np.ndarray | None = None, residuals: bool = False):
+        """The stack of a file version (:mod:`vlaecodec.payloads`): ``words`` to decode;
+        ``residuals``: version 4's residual layer (new files have it)."""
         if version >= RANS_VERSION:
-            return RansPayload(self.waves, self.latents, words)
+            return RansPayload(self.waves, self.latents, words, residuals)
         return ConstrictionPayload(self.pixels, self.latents, words)
 
     def band_above(self, coder, top: int, width: int) -> int:
@@ -164,7 +166,8 @@ class BandChain:
         bins = Bins(max_error, self.levels)
         # what the decoder will see: each subpixel on its bin's value (the image itself if d = 0)
         targets = [bins.value(bins.index(img)).astype(np.uint8) for img in images]
-        coder = self.payload(version)
+        residuals = version >= RANS_VERSION and self.residuals
+        coder = self.payload(version, residuals=residuals)
         z_layer: list[np.ndarray] = []      # z of every band, in decoding order
         last_bands: list[int] = []
         for i in reversed(range(len(images))):
@@ -199,7 +202,7 @@ class BandChain:
                         active=self.active, images=infos, bands=last_bands if len(last_bands) > 1 else [],
                         digest=pixel_digest(join(targets, infos)), max_error=max_error,
                         mode=MODE_NEAR_LOSSLESS if max_error else 0, interleaved=interleaved,
-                        version=version)
+                        version=version, residuals=residuals)
         return pack(header, coder.compressed())
 
     def _encode_band(self, coder, x, u_pad, unit: Unit, bins: Bins, stats: CodingStats) -> np.ndarray:
@@ -243,12 +246,12 @@ class BandChain:
         """Every band (of the file's planes, :func:`vlaecodec.alpha.planes_of`) with its z
         values (the file's coded channels), without a pixel bit (a file with its z layer in
         front: not interleaved)."""
-        bands, z_bins = self._pop_z_layer(self.payload(header.version, words), header)
+        bands, z_bins = self._pop_z_layer(self.payload(header.version, words, header.residuals), header)
         return [(u, self._values(header, u, z)) for u, z in zip(bands, z_bins)]
 
     def decode(self, header: Header, words: np.ndarray) -> list[np.ndarray]:
         """The images of a lossless or near-lossless file (its pixel digest not yet checked)."""
-        coder = self.payload(header.version, words)
+        coder = self.payload(header.version, words, header.residuals)
         planes = planes_of(header.images)
         if header.interleaved:
             bands = units(planes, header.bands)

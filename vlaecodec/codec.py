@@ -41,11 +41,13 @@ class Codec:
     ``model_id`` is written to and checked in every file;
     ``active_channels``: the latent channels that lossless files code (default: all);
     ``threads``: BLAS threads for the whole-image convolutions and threads for the pixel
-    work (the bytes do not depend on it); ``progress``: progress bars for large images."""
+    work (the bytes do not depend on it); ``progress``: progress bars for large images;
+    ``residuals``: new version 4 files with the residual histograms (:mod:`vlaecodec.residuals`;
+    without, the files of vlaecodec 0.6 and 0.7)."""
 
     def __init__(self, model, model_id: str, z_bits: int = DEFAULT_Z_BITS,
                  active_channels: list[int] | None = None, tail: int = DEFAULT_TAIL,
-                 threads: int = 1, progress: bool = False):
+                 threads: int = 1, progress: bool = False, residuals: bool = True):
         net = model if isinstance(model, ExactVLAE) else ExactVLAE.from_module(model)
         self.cfg = net.cfg
         self.model_id = model_id
@@ -53,7 +55,7 @@ class Codec:
         self.pixels = PixelCoder(net, threads, progress)
         self.posterior = Posterior(net, threads)
         active = list(range(self.cfg.z_channels)) if active_channels is None else sorted(active_channels)
-        self.bands = BandChain(self.pixels, self.posterior, Latents(z_bits), model_id, active, tail)
+        self.bands = BandChain(self.pixels, self.posterior, Latents(z_bits), model_id, active, tail, residuals)
         self.zonly = ZOnlyCoder(self.pixels, self.posterior, model_id, z_bits)
 
     @property

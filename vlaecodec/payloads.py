@@ -34,10 +34,13 @@ def _chunks(n: int) -> range:
 
 
 class RansPayload:
-    """Version 4: ``words`` to decode, None to encode."""
+    """Version 4: ``words`` to decode, None to encode; ``residuals``: pixels with the residual
+    layer (:mod:`vlaecodec.residuals`; the header's flag)."""
 
-    def __init__(self, waves: WaveCoder, latents: Latents, words: np.ndarray | None = None):
+    def __init__(self, waves: WaveCoder, latents: Latents, words: np.ndarray | None = None,
+                 residuals: bool = False):
         self.waves, self.latents = waves, latents
+        self.residuals = residuals
         self.stack = AnsStack(words)
 
     def num_bits(self) -> int:
@@ -65,10 +68,10 @@ class RansPayload:
             self.stack.push_rows(z[a:a + LATENT_CHUNK], cdf)
 
     def push_pixels(self, x, u_pad, zhalf, rows, bins: Bins) -> None:
-        self.waves.push(self.stack, x, u_pad, zhalf, rows, bins)
+        self.waves.push(self.stack, x, u_pad, zhalf, rows, bins, self.residuals)
 
     def pop_pixels(self, x, u_pad, zhalf, rows, bins: Bins) -> None:
-        self.waves.pop(self.stack, x, u_pad, zhalf, rows, bins)
+        self.waves.pop(self.stack, x, u_pad, zhalf, rows, bins, self.residuals)
 
 
 class ConstrictionPayload:

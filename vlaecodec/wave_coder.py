@@ -35,6 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from .adaptive import WEIGHT_BITS, WEIGHTS, Adaptation, choose, context, update
+from .residuals import Residuals, choose_weight, hist_slot, learn, mix, predict, span
 from .fixedpoint import SIGMOID_BITS, logistic_cdf, logistic_components
 from .pixels import PixelCoder, _workers
 from .rans import PRECISION, pop_slot, pop_symbol
@@ -207,10 +208,11 @@ def _network_edges(t0, t1, H, W, lag, r0, u_pad, zfeat, x, trunk_w, head_w, cdf,
 
 @njit(cache=True, nogil=True)
 def _adaptive_intervals(n_waves, H, W, lag, r0, x, C, bins, width, edges, lengths, counts, log2,
-                        weights, starts, freqs):
+                        weights, res, starts, freqs):
     """The intervals of every subpixel of a band's ``n_waves`` waves in the decoder's order,
     from the network's F (:func:`_network_edges`), mixed and adapted in that order as the
-    decoder will."""
+    decoder will (``res``: the residual layer's state, :func:`_residual_state`)."""
+    use_res, r_counts, r_tree, r_totals, r_lengths, r_seen = res
     k = 0
     for t in range(n_waves):
         ylo, m = _wave(t, H, W, lag)
@@ -221,12 +223,52 @@ def _adaptive_intervals(n_waves, H, W, lag, r0, x, C, bins, width, edges, length
                 b = x[c, y + r0, xx] // width
                 f_lo, f_hi, total = edges[k, 0], edges[k, 1], edges[k, 2]
                 q_lo = _slot(_mixed(f_lo, b, a, cand_bin, total), b, bins, total)
-                starts[k] = q_lo
-                freqs[k] = _slot(_mixed(f_hi, b + 1, a, cand_bin, total), b + 1, bins, total) - q_lo
+                q_hi = _slot(_mixed(f_hi, b + 1, a, cand_bin, total), b + 1, bins, total)
                 update(lengths, counts, log2, weights, ctx, b == left_bin, b == up_bin,
                        left_bin >= 0, f_hi - f_lo, total)
+                if use_res:
+                    pred, hctx = predict(x, c, y + r0, xx, width)
+                    lo, hsum = span(r_tree, hctx, pred, bins)
+                    wh = choose_weight(r_lengths, hctx)
+                    h_lo = hist_slot(r_tree, hctx, b, pred, bins, lo, hsum)
+                    h_hi = hist_slot(r_tree, hctx, b + 1, pred, bins, lo, hsum)
+                    learn(r_counts, r_tree, r_totals, r_lengths, r_seen, log2, hctx, b, pred, bins,
+                          q_hi - q_lo, h_hi - h_lo)
+                    q_lo, q_hi = mix(q_lo, h_lo, wh), mix(q_hi, h_hi, wh)
+                starts[k] = q_lo
+                freqs[k] = q_hi - q_lo
                 k += 1
     return k
+
+
+def _residual_state(use: bool, channels: int, bins: int) -> tuple:
+    """The residual layer's arrays for the kernels (empty ones when the file has none)."""
+    r = Residuals(channels, bins if use else 1)
+    return (use, r.counts, r.tree, r.totals, r.lengths, r.seen)
+
+
+@njit(cache=True, nogil=True)
+def _bisect_residual(slot, width, bins, total, a, cand_bin, cdf, w, inv_s, base, cum, tree, hctx,
+                     pred, lo, hsum, wh):
+    """:func:`_bisect` on the intervals mixed with the residual histogram
+    (:mod:`vlaecodec.residuals`): (b, Q(b), Q(b+1), the network's F(b+1) - F(b), the first
+    layer's width, the histogram's width)."""
+    b_lo, b_hi = 0, bins
+    f_lo, f_hi = np.int64(0), total
+    while b_hi - b_lo > 1:
+        mid = (b_lo + b_hi) >> 1
+        f = _f(mid, width, total, cdf, w, inv_s, base, cum)
+        q = mix(_slot(_mixed(f, mid, a, cand_bin, total), mid, bins, total),
+                hist_slot(tree, hctx, mid, pred, bins, lo, hsum), wh)
+        if q > slot:
+            b_hi, f_hi = mid, f
+        else:
+            b_lo, f_lo = mid, f
+    q_lo = _slot(_mixed(f_lo, b_lo, a, cand_bin, total), b_lo, bins, total)
+    q_hi = _slot(_mixed(f_hi, b_hi, a, cand_bin, total), b_hi, bins, total)
+    h_lo = hist_slot(tree, hctx, b_lo, pred, bins, lo, hsum)
+    h_hi = hist_slot(tree, hctx, b_hi, pred, bins, lo, hsum)
+    return b_lo, mix(q_lo, h_lo, wh), mix(q_hi, h_hi, wh), f_hi - f_lo, q_hi - q_lo, h_hi - h_lo
 
 
 @njit(cache=True, nogil=True)
@@ -249,8 +291,9 @@ def _net_stage(c, t, ylo, lo, hi, W, lag, r0, u_pad, zfeat, trunk_w, head_w, T, 
 
 @njit(cache=True, nogil=True)
 def _pop_stage(c, t, ylo, m, W, lag, r0, up, u_pad, x, head_w, cdf, bins, width, centers, P,
-               prev, prev_u, state, buf, n, left, lengths, counts, log2, weights):
+               prev, prev_u, state, buf, n, left, lengths, counts, log2, weights, res):
     """Pop channel c of the m pixels of wave t, in order; returns the stack's (state, n)."""
+    use_res, r_counts, r_tree, r_totals, r_lengths, r_seen = res
     autoregressive, n_params = head_w[1], head_w[8]
     levels, K = cdf[2], cdf[1]
     w, inv_s, base = np.empty(K, np.int64), np.empty(K, np.int64), np.empty(K, np.int64)
@@ -260,11 +303,22 @@ def _pop_stage(c, t, ylo, m, W, lag, r0, up, u_pad, x, head_w, cdf, bins, width,
         a, cand_bin, ctx, left_bin, up_bin = _choice(x, c, y + r0, xx, width, lengths, weights)
         total = _cdf_setup(P[i, :n_params[c]], prev_u[i], c if autoregressive else 0, cdf, w,
                            inv_s, base, cum)
-        b, q_lo, q_hi, f_net = _bisect(pop_slot(state), width, bins, total, a, cand_bin, cdf, w,
-                                       inv_s, base, cum)
+        if use_res:
+            pred, hctx = predict(x, c, y + r0, xx, width)
+            lo, hsum = span(r_tree, hctx, pred, bins)
+            wh = choose_weight(r_lengths, hctx)
+            b, q_lo, q_hi, f_net, rep_width, hist_width = _bisect_residual(
+                pop_slot(state), width, bins, total, a, cand_bin, cdf, w, inv_s, base, cum, r_tree,
+                hctx, pred, lo, hsum, wh)
+        else:
+            b, q_lo, q_hi, f_net = _bisect(pop_slot(state), width, bins, total, a, cand_bin, cdf, w,
+                                           inv_s, base, cum)
         state, n = pop_symbol(state, buf, n, q_lo, q_hi - q_lo)
         update(lengths, counts, log2, weights, ctx, b == left_bin, b == up_bin, left_bin >= 0,
                f_net, total)
+        if use_res:
+            learn(r_counts, r_tree, r_totals, r_lengths, r_seen, log2, hctx, b, pred, bins,
+                  rep_width, hist_width)
         v = centers[b]
         prev[i, c] = v
         prev_u[i, c] = 2 * v - (levels - 1)
@@ -275,7 +329,7 @@ def _pop_stage(c, t, ylo, m, W, lag, r0, up, u_pad, x, head_w, cdf, bins, width,
 
 @njit(cache=True, nogil=True)
 def _decode_waves(t0, t1, H, W, lag, r0, up, left, u_pad, zfeat, x, trunk_w, head_w, cdf, bins,
-                  width, centers, state, buf, n, lengths, counts, log2, weights):
+                  width, centers, state, buf, n, lengths, counts, log2, weights, res):
     """Pop waves [t0, t1) of a band into x and u_pad; returns the stack's (state, n)."""
     C = u_pad.shape[0]
     T, P, prev, prev_u = _wave_arrays(head_w, C, zfeat.shape[2], _max_wave(H, W, lag))
@@ -285,14 +339,14 @@ def _decode_waves(t0, t1, H, W, lag, r0, up, left, u_pad, zfeat, x, trunk_w, hea
             _net_stage(c, t, ylo, 0, m, W, lag, r0, u_pad, zfeat, trunk_w, head_w, T, P, prev)
             state, n = _pop_stage(c, t, ylo, m, W, lag, r0, up, u_pad, x, head_w, cdf, bins,
                                   width, centers, P, prev, prev_u, state, buf, n, left,
-                                  lengths, counts, log2, weights)
+                                  lengths, counts, log2, weights, res)
     return state, n
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _decode_waves_parallel(t0, t1, H, W, lag, r0, up, left, u_pad, zfeat, x, trunk_w, head_w,
                            cdf, bins, width, centers, state, buf, n, lengths, counts, log2,
-                           weights, parts, min_split):
+                           weights, res, parts, min_split):
     """:func:`_decode_waves` with each wave's network split into ``parts`` (numba threads);
     the pops stay in order in this thread.  Narrow waves are not split (the hand-off would
     cost more)."""
@@ -307,7 +361,7 @@ def _decode_waves_parallel(t0, t1, H, W, lag, r0, up, left, u_pad, zfeat, x, tru
                            trunk_w, head_w, T, P, prev)
             state, n = _pop_stage(c, t, ylo, m, W, lag, r0, up, u_pad, x, head_w, cdf, bins,
                                   width, centers, P, prev, prev_u, state, buf, n, left,
-                                  lengths, counts, log2, weights)
+                                  lengths, counts, log2, weights, res)
     return state, n
 
 
@@ -339,9 +393,10 @@ class WaveCoder:
                     exp_table, shift)
 
     def push(self, stack, x: np.ndarray, u_pad: np.ndarray, zhalf: np.ndarray,
-             rows: tuple[int, int], bins) -> None:
+             rows: tuple[int, int], bins, residuals: bool = False) -> None:
         """Push the pixels of rows [r0, r1) of x [C,H,W] (on their bins' values), last wave
-        first, so that :meth:`pop` pops them in order."""
+        first, so that :meth:`pop` pops them in order; ``residuals``: with the residual layer
+        (:mod:`vlaecodec.residuals`)."""
         C, _, W = x.shape
         r0, r1 = rows
         H = r1 - r0
@@ -375,11 +430,12 @@ class WaveCoder:
         starts, freqs = np.empty(len(edges), np.int64), np.empty(len(edges), np.int64)
         ad = Adaptation()
         _adaptive_intervals(len(sizes), H, W, self.lag, r0, x, C, len(bins.centers), bins.width, edges,
-                            ad.lengths, ad.counts, ad.log2, WEIGHTS, starts, freqs)
+                            ad.lengths, ad.counts, ad.log2, WEIGHTS,
+                            _residual_state(residuals, C, len(bins.centers)), starts, freqs)
         stack.push_intervals(starts, freqs)
 
     def pop(self, stack, x: np.ndarray, u_pad: np.ndarray, zhalf: np.ndarray,
-            rows: tuple[int, int], bins) -> None:
+            rows: tuple[int, int], bins, residuals: bool = False) -> None:
         """Fill rows [r0, r1) of x [C,H,W] and its padded input u_pad from the stack."""
         _, _, W = x.shape
         r0, r1 = rows
@@ -387,13 +443,14 @@ class WaveCoder:
         centers = np.ascontiguousarray(bins.centers, np.int64)
         n_waves = len(wave_sizes(r1 - r0, W, self.lag))
         ad = Adaptation()
+        res = _residual_state(residuals, x.shape[0], len(centers))
         bar = self._bar((r1 - r0) * W, n_waves, "decode")
         for t0 in range(0, n_waves, DECODE_WAVES):
             t1 = min(n_waves, t0 + DECODE_WAVES)
             state, buf, n = stack.reserve(0)
             args = (t0, t1, r1 - r0, W, self.lag, r0, self.up, self.left, u_pad, zf, x, self.trunk_w,
                     self.head_w, self.cdf, len(centers), bins.width, centers, state, buf, n,
-                    ad.lengths, ad.counts, ad.log2, WEIGHTS)
+                    ad.lengths, ad.counts, ad.log2, WEIGHTS, res)
             if self.threads == 1:
                 stack.update(*_decode_waves(*args))
             else:

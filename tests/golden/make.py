@@ -39,13 +39,21 @@ SOURCES = {
 
 
 def source(name: str) -> np.ndarray:
-    """A crop of the bundled sample as uint8 [H, W, C]."""
+    """A crop of the bundled sample as uint8 [H, W, C]; ``rgba``: the rgb crop with the grey
+    crop of the same box as its alpha."""
+    if name == "rgba":
+        box = SOURCES["rgb"][0]
+        sample = Image.open(ROOT / SAMPLE)
+        return np.ascontiguousarray(np.dstack([np.asarray(sample.convert("RGB"))[box],
+                                               np.asarray(sample.convert("L"))[box]]))
     box, mode = SOURCES[name]
     img = np.asarray(Image.open(ROOT / SAMPLE).convert(mode))[box]
     return np.ascontiguousarray(img if img.ndim == 3 else img[..., None])
 
 
 def describe(name: str) -> str:
+    if name == "rgba":
+        return describe("rgb") + ", its L crop as alpha"
     (rows, cols), mode = SOURCES[name]
     return f"{SAMPLE}[{rows.start}:{rows.stop}, {cols.start}:{cols.stop}] as {mode}"
 
@@ -83,6 +91,13 @@ V4_KINDS = [("v4-lossless-rgb", "lossless", "encode", ["rgb"], {}),
             ("v4-archive", "lossless", "encode_many", ["rgb", "grey"], {})]
 ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, **opts})
             for model in ("default", "fast") for suffix, mode, fn, srcs, opts in V4_KINDS]
+# vlaecodec 0.8: the residual histograms (every new version 4 file), alpha, metadata
+V4R_KINDS = [("v4r-lossless-rgb", "lossless", "encode", ["rgb"], {}),
+             ("v4r-near2-grey", "near-lossless", "encode", ["grey"], {"max_error": 2}),
+             ("v4r-archive-alpha", "lossless", "encode_many", ["rgba", "grey"], {}),
+             ("v4r-icc-rgb", "lossless", "encode", ["rgb"], {"metadata": {"icc_profile": b"an ICC profile"}})]
+ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, **opts})
+            for model in ("default", "fast") for suffix, mode, fn, srcs, opts in V4R_KINDS]
 # the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
 # a subpixel one level apart; these entries also keep the decoded pixels (NAME.npy) and allow
 # that difference (``tolerance``)
