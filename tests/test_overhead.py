@@ -139,6 +139,6 @@ def test_a_later_version_is_refused_by_name():
 def test_unknown_flags_are_refused():
     from vlaecodec.fileformat import reseal
     data = bytearray(load_codec("default").encode(quadrants()[0][:8, :8]))
-    data[5] |= 0x20   # a flag this version does not know
+    data[5] |= 0x80   # a flag this version does not know
     with pytest.raises(VlaeError, match="flags"):
         unpack(reseal(bytes(data)))
