@@ -9,7 +9,7 @@ from vlaecodec.codec import Codec
 from vlaecodec.errors import VlaeError
 from vlaecodec.fileformat import FLAG_RESIDUALS, reseal, unpack_header
 from vlaecodec.adaptive import log2_table
-from vlaecodec.residuals import HALVE_ABOVE, Residuals, hist_slot, learn, predict, span
+from vlaecodec.residuals import ACTIVITY, HALVE_ABOVE, SIGNS, Residuals, hist_slot, learn, predict, span
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +52,17 @@ def test_prediction_is_med_and_context_is_activity():
     x = np.array([[[10, 20, 40], [30, 0, 0]]], np.int64)   # one channel, 2 rows
     # left 30, up 20, up-left 10, up-right 40: l + u - ul = 40, clipped to max(l, u); activity
     # |30 - 10| + |20 - 10| + |40 - 20| = 50 <= 63: class 6
-    assert predict(x, 0, 1, 1, 1) == (30, 6)
+    assert predict(x, 0, 1, 1, 1) == (30, 6 * SIGNS)
     x[0, 0, 2] = 100                                        # activity 110: the top class
-    assert predict(x, 0, 1, 1, 1) == (30, 7)
+    assert predict(x, 0, 1, 1, 1) == (30, 7 * SIGNS)
     assert predict(np.zeros((1, 2, 2), np.int64), 0, 1, 1, 1) == (0, 0)
-    assert predict(x * 3, 0, 1, 1, 3) == (30, 7)            # near-lossless: bins of 3 values
+    assert predict(x * 3, 0, 1, 1, 3) == (30, 7 * SIGNS)    # near-lossless: bins of 3 values
+    # channel 1's context: its own activity, and whether channel 0 strayed above its prediction
+    two = np.concatenate([x, x]).copy()
+    two[0, 1, 1] = 31                                       # channel 0: 1 above its MED, 30
+    assert predict(two, 1, 1, 1, 1) == (30, ((ACTIVITY + 7) * SIGNS) + 1)
+    two[0, 1, 1] = 29
+    assert predict(two, 1, 1, 1, 1)[1] == (ACTIVITY + 7) * SIGNS + 2
 
 
 def test_new_files_carry_the_flag_and_save_bits_on_a_smooth_image(codec):

@@ -35,6 +35,7 @@ SAMPLE = "samples/kodim23_crop.png"
 SOURCES = {
     "rgb": ((slice(40, 56), slice(50, 74)), "RGB"),
     "grey": ((slice(60, 76), slice(30, 46)), "L"),
+    "rgb64": ((slice(0, 64), slice(0, 64)), "RGB"),   # large enough for the residual histograms to be used
 }
 
 
@@ -95,7 +96,8 @@ ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, *
 V4R_KINDS = [("v4r-lossless-rgb", "lossless", "encode", ["rgb"], {}),
              ("v4r-near2-grey", "near-lossless", "encode", ["grey"], {"max_error": 2}),
              ("v4r-archive-alpha", "lossless", "encode_many", ["rgba", "grey"], {}),
-             ("v4r-icc-rgb", "lossless", "encode", ["rgb"], {"metadata": {"icc_profile": b"an ICC profile"}})]
+             ("v4r-icc-rgb", "lossless", "encode", ["rgb"], {"metadata": {"icc_profile": b"an ICC profile"}}),
+             ("v4r-lossless-rgb64", "lossless", "encode", ["rgb64"], {})]
 ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, **opts})
             for model in ("default", "fast") for suffix, mode, fn, srcs, opts in V4R_KINDS]
 # the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
