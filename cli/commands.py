@@ -285,7 +285,8 @@ def _encode_archive(inputs, output, model_name, force, as_json, threads, with_el
     if with_elbo:
         from vlaecodec.api import elbo_bpd
         _float_threads(threads)
-        rec["elbo_bpd"] = sum(elbo_bpd(i, model_name) * i.size for i in images) / dims
+        colour = [i[..., :3 if i.shape[2] >= 3 else 1] for i in images]   # the ELBO is the colour's
+        rec["elbo_bpd"] = sum(elbo_bpd(i, model_name) * i.size for i in colour) / sum(i.size for i in colour)
     _report(rec, as_json)
     return 0
 
