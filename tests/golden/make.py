@@ -42,6 +42,9 @@ SOURCES = {
 def source(name: str) -> np.ndarray:
     """A crop of the bundled sample as uint8 [H, W, C]; ``rgba``: the rgb crop with the grey
     crop of the same box as its alpha."""
+    if name == "rgb-opaque":
+        rgb = source("rgb")
+        return np.ascontiguousarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]))
     if name == "rgba":
         box = SOURCES["rgb"][0]
         sample = Image.open(ROOT / SAMPLE)
@@ -55,6 +58,8 @@ def source(name: str) -> np.ndarray:
 def describe(name: str) -> str:
     if name == "rgba":
         return describe("rgb") + ", its L crop as alpha"
+    if name == "rgb-opaque":
+        return describe("rgb") + ", with an opaque alpha"
     (rows, cols), mode = SOURCES[name]
     return f"{SAMPLE}[{rows.start}:{rows.stop}, {cols.start}:{cols.stop}] as {mode}"
 
@@ -103,7 +108,7 @@ ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, *
 # the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
 # a subpixel one level apart; these entries also keep the decoded pixels (NAME.npy) and allow
 # that difference (``tolerance``)
-LOSSY_MODELS = ("lossy-0.4", "lossy-0.5", "lossy")
+LOSSY_MODELS = ("lossy-0.4", "lossy-0.5", "lossy-0.7", "lossy")
 LOSSY_KINDS = [
     ("beta64-rgb", "lossy", "encode_lossy", ["rgb"], {"beta": 64.0}),
     ("beta200-grey", "lossy", "encode_lossy", ["grey"], {"beta": 200.0}),
@@ -115,9 +120,14 @@ ENTRIES += [(f"lossy-{suffix}.vlae", "lossy-0.4", mode, fn, srcs, {"model": "los
 # 0.5's lossy model (``lossy`` in 0.5 and 0.6, ``lossy-0.5`` since)
 ENTRIES += [(f"lossy-0.5-{suffix}.vlae", "lossy-0.5", mode, fn, srcs, {"model": "lossy-0.5", **opts})
             for suffix, mode, fn, srcs, opts in LOSSY_KINDS]
-# 0.7's lossy model (256 latent channels)
-ENTRIES += [(f"lossy-0.7-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
+# 0.7's lossy model (256 latent channels; ``lossy`` in 0.7, ``lossy-0.7`` since)
+ENTRIES += [(f"lossy-0.7-{suffix}.vlae", "lossy-0.7", mode, fn, srcs, {"model": "lossy-0.7", **opts})
             for suffix, mode, fn, srcs, opts in LOSSY_KINDS]
+# 0.8's lossy model (0.7's, trained longer), with an opaque alpha and a profile in one file
+ENTRIES += [(f"lossy-0.8-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
+            for suffix, mode, fn, srcs, opts in LOSSY_KINDS]
+ENTRIES += [("lossy-0.8-beta64-opaque-icc.vlae", "lossy", "lossy", "encode_lossy", ["rgb-opaque"],
+             {"model": "lossy", "beta": 64.0, "metadata": [{"icc_profile": b"an ICC profile"}]})]
 TOLERANCE = 1
 
 
