@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vlaecodec.errors import VlaeError, describe
 from vlaecodec.fileformat import MAX_SIDE, max_pixels
+from vlaecodec.pillow_plugin import PNG_XMP, image_metadata
 
 STDIO = "-"
 
@@ -41,7 +42,7 @@ def read_picture(path: str) -> tuple[np.ndarray, dict[str, bytes]]:
     has transparency): same pixels, no loss.
     Stored pixels are coded as they are: EXIF orientation is not applied.  The metadata are
     what the file carries beside its pixels that a viewer needs or a photographer keeps: the
-    ICC profile, EXIF and XMP (:func:`picture_metadata`)."""
+    ICC profile, EXIF and XMP (:func:`vlaecodec.pillow_plugin.image_metadata`)."""
     if path != STDIO and Path(path).is_dir():
         raise VlaeError(f"{path}: is a directory")
     source = sys.stdin.buffer if path == STDIO else path
@@ -63,7 +64,7 @@ def read_picture(path: str) -> tuple[np.ndarray, dict[str, bytes]]:
             if mode not in ("L", "RGB", "1", "P", "LA", "RGBA", "PA"):
                 raise VlaeError(f"{path}: {mode} images are not supported; 8-bit grey or RGB, with or without alpha")
             im.load()
-            meta = picture_metadata(im)
+            meta = image_metadata(im)
             if mode in ("P", "PA"):
                 alpha = mode == "PA" or "transparency" in im.info
                 rgb = np.asarray(im.convert("RGBA" if alpha else "RGB"))
@@ -80,22 +81,6 @@ def read_picture(path: str) -> tuple[np.ndarray, dict[str, bytes]]:
     if arr.size == 0:
         raise VlaeError(f"{path}: image has no pixels")
     return np.ascontiguousarray(arr[..., None] if arr.ndim == 2 else arr), meta
-
-
-PNG_XMP = "XML:com.adobe.xmp"    # the iTXt keyword that holds XMP in a PNG
-
-
-def picture_metadata(im: Image.Image) -> dict[str, bytes]:
-    """The ICC profile, EXIF and XMP of an open image, as bytes (absent ones left out)."""
-    meta = {}
-    if im.info.get("icc_profile"):
-        meta["icc_profile"] = bytes(im.info["icc_profile"])
-    if im.info.get("exif"):
-        meta["exif"] = bytes(im.info["exif"])
-    xmp = im.info.get(PNG_XMP) or im.info.get("xmp")
-    if xmp:
-        meta["xmp"] = xmp.encode() if isinstance(xmp, str) else bytes(xmp)
-    return meta
 
 
 def png_bytes(img: np.ndarray, meta: dict[str, bytes] | None = None) -> bytes:

@@ -58,6 +58,7 @@ EXTENSION = ".vlae"
 _MAGIC = b"VLAE"
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}     # by the decoded array's channels
 _METADATA = ("icc_profile", "exif", "xmp")           # Pillow's info keys, the file's too
+PNG_XMP = "XML:com.adobe.xmp"                        # the iTXt keyword that holds XMP in a PNG
 
 
 class VlaeImageError(VlaeError, OSError):
@@ -209,11 +210,16 @@ def _array(im: Image.Image):
     return np.ascontiguousarray(arr[..., None] if arr.ndim == 2 else arr)
 
 
-def _metadata(im: Image.Image, params: dict) -> dict:
-    """The ICC profile, EXIF and XMP to keep: the save parameters', else the image's own."""
+def image_metadata(im: Image.Image, params: dict | None = None) -> dict[str, bytes]:
+    """The ICC profile, EXIF and XMP to keep, as bytes (absent ones left out): the save
+    parameters' (``params``), else the image's own ``info`` (a PNG's XMP also under its iTXt
+    keyword).  The command line reads its inputs' metadata with this too."""
+    params = params or {}
     out = {}
     for key in _METADATA:
         value = params.get(key, im.info.get(key))
+        if key == "xmp" and not value:
+            value = im.info.get(PNG_XMP)
         if isinstance(value, Image.Exif):
             value = value.tobytes()
         if value:
@@ -245,7 +251,7 @@ def _save(im: Image.Image, fp, filename, save_all: bool = False) -> None:
         for frame in (ImageSequence.Iterator(source) if save_all else [source]):
             images.append(_array(frame))
             # the first frame takes the save parameters' metadata; the others keep their own
-            metadata.append(_metadata(frame, im.encoderinfo if not metadata else {}))
+            metadata.append(image_metadata(frame, im.encoderinfo if not metadata else {}))
     fp.write(_encode(images, opts, metadata))
 
 
