@@ -96,10 +96,11 @@ def near_lossless_rows(images, max_errors, model: str) -> list[dict]:
     return rows
 
 
-def hyperprior_rows(images, model: str, betas, threads: int) -> list[dict]:
-    """One row per beta: the lossy (hyperprior) model's real files, decoded and measured."""
+def hyperprior_rows(images, model: str, betas, threads: int, loop_filter: bool = True) -> list[dict]:
+    """One row per beta: the lossy (hyperprior) model's real files, decoded and measured
+    (``loop_filter=False``: files without the per-image loop filter, labelled so)."""
     from vlaecodec.lossy_coder import load_lossy_coder
-    coder, rows = load_lossy_coder(model, threads=threads), []
+    coder, rows = load_lossy_coder(model, threads=threads, loop_filter=loop_filter), []
     for beta in betas:
         pairs, enc_t, dec_t = [], 0.0, 0.0
         for a in images:
@@ -109,7 +110,7 @@ def hyperprior_rows(images, model: str, betas, threads: int) -> list[dict]:
             t = time.perf_counter()
             pairs.append((a, len(data), coder.decode(data)[0]))
             dec_t += time.perf_counter() - t
-        rows.append(measure(label(model), f"beta={beta:g}", "lossy", pairs, beta=beta,
+        rows.append(measure(label(model) + ("" if loop_filter else " unfiltered"), f"beta={beta:g}", "lossy", pairs, beta=beta,
                             enc_s_per_image=enc_t / len(images), dec_s_per_image=dec_t / len(images)))
         print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
@@ -309,6 +310,8 @@ def main(argv=None) -> None:
     ap.add_argument("--near-model", default="default", help="model for near-lossless")
     ap.add_argument("--z-only", action="store_true", help="also the 0.3 z-only lossy files of the beta family")
     ap.add_argument("--no-classical", action="store_true")
+    ap.add_argument("--unfiltered", action="store_true",
+                    help="also the model's files without the loop filter (what the filter buys)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="rd", help="results file name")
     ap.add_argument("--out", default="bench/results")
@@ -328,9 +331,13 @@ def main(argv=None) -> None:
         args.betas = list(load_lossy_coder(args.model).model.cfg.betas)
     if args.betas:
         rows += hyperprior_rows(images, args.model, args.betas, args.threads)
+        if args.unfiltered:
+            rows += hyperprior_rows(images, args.model, args.betas, args.threads, loop_filter=False)
     if args.targets:
         rows += target_rows(images, args.model, args.targets, args.threads)
     bd = bd_rates(rows, label(args.model)) if args.betas and not args.no_classical else []
+    if bd and args.unfiltered:
+        bd += bd_rates(rows, label(args.model) + " unfiltered")
     meta = {"command": "python -m bench.rd " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
             "date": time.strftime("%Y-%m-%d"),

@@ -17,7 +17,9 @@ element as the encoder did.  So every number that picks a table comes from integ
 The picture itself, ``g_s(y_hat)``, runs in float32: on another CPU or BLAS it may differ in
 the last bits, so a decoded pixel may differ by one level between machines (never more
 than rounding of a float32 sum can move it); the same machine and build always give the
-same pixels.
+same pixels.  New files then correct the picture with a loop filter fitted to it by the
+encoder (:mod:`vlaecodec.loop_filter`, the header's *filtered* flag; its coefficients close
+each image's part of the stream); the filter is integer arithmetic on the picture.
 
 >>> import torch
 >>> from vlaecodec.lossy_model import LossyConfig, LossyModel
@@ -42,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import loop_filter
 from .alpha import join, split_opaque
 from .codec import check_image
 from .errors import VlaeError
@@ -164,13 +167,17 @@ class _Models:
             r = int(tables.y_radius[k])
             self.y.append(cat(f[Y_RADIUS_MAX - r:Y_RADIUS_MAX + r + 1]))
         self.radius = tables.y_radius
+        self.filter_classes = cat(np.ones(len(loop_filter.CLASS_CHOICES), np.int64))
+        self.coefficient = cat(loop_filter.coefficient_frequencies())
 
 
 class LossyCoder:
     """Encode and decode images with one lossy model at any beta in its trained range."""
 
-    def __init__(self, model: LossyModel, tables: LossyTables, model_id: str, threads: int = 1):
+    def __init__(self, model: LossyModel, tables: LossyTables, model_id: str, threads: int = 1,
+                 loop_filter: bool = True):
         self.model, self.tables, self.model_id, self.threads = model.eval(), tables, model_id, threads
+        self.loop_filter = loop_filter   # new files carry per-image filters (loop_filter.py)
         self.models = _Models(tables)
 
     @property
@@ -200,9 +207,14 @@ class LossyCoder:
         for k in np.unique(flat_i):
             sel = flat_i == k
             enc.encode((flat_s[sel] + flat_r[sel]).astype(np.int32), self.models.y[k])
+        if self.loop_filter:   # fitted to the very picture the decoder will make
+            pic = self._picture(sym, mean, beta, img.shape[0], img.shape[1], img.shape[2])
+            choice, q = loop_filter.choose(pic, img, beta)
+            enc.encode(np.array([choice], np.int32), self.models.filter_classes)
+            enc.encode((q.ravel() + loop_filter.RADIUS).astype(np.int32), self.models.coefficient)
 
     @torch.no_grad()
-    def _decode_image(self, dec, info: ImageInfo, beta: float) -> np.ndarray:
+    def _decode_image(self, dec, info: ImageInfo, beta: float, filtered: bool) -> np.ndarray:
         n = self.model.cfg.n
         hp, wp = _padded(info.height), _padded(info.width)
         zh, zw = hp // 64, wp // 64
@@ -216,9 +228,20 @@ class LossyCoder:
         for k in np.unique(flat_i):
             sel = flat_i == k
             sym[sel] = dec.decode(self.models.y[k], int(sel.sum())).astype(np.int64) - int(self.models.radius[k])
-        y_hat = torch.from_numpy(sym.reshape(mean.shape) + mean / 2 ** ACT_BITS).float()[None]
-        x_hat = self.model.synthesis(y_hat, self.model.level(beta))[0, :, :info.height, :info.width]
-        if info.channels == 1:   # coded as R = G = B
+        pic = self._picture(sym.reshape(mean.shape), mean, beta, info.height, info.width, info.channels)
+        if not filtered:
+            return pic
+        ka, kb = loop_filter.CLASS_CHOICES[int(dec.decode(self.models.filter_classes, 1)[0])]
+        shape = (ka * kb, loop_filter.n_features(info.channels), info.channels)
+        q = dec.decode(self.models.coefficient, int(np.prod(shape))).astype(np.int64) - loop_filter.RADIUS
+        return loop_filter.apply(pic, q.reshape(shape), (ka, kb)) if ka else pic
+
+    def _picture(self, sym: np.ndarray, mean: np.ndarray, beta: float, height: int, width: int,
+                 channels: int) -> np.ndarray:
+        """The decoded picture, uint8 [height, width, channels], of y's symbols and means."""
+        y_hat = torch.from_numpy(sym + mean / 2 ** ACT_BITS).float()[None]
+        x_hat = self.model.synthesis(y_hat, self.model.level(beta))[0, :, :height, :width]
+        if channels == 1:   # coded as R = G = B
             x_hat = x_hat.mean(0, keepdim=True)
         return np.ascontiguousarray(x_hat.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
 
@@ -236,7 +259,7 @@ class LossyCoder:
                 self._encode_image(enc, img, beta)
             words = enc.get_compressed()
         return pack(Header(model_id=self.model_id, z_bits=1, active=[], images=infos, mode=MODE_LATENT,
-                           beta=beta), words)
+                           beta=beta, filtered=self.loop_filter), words)
 
     def encode_to_rate(self, images: list[np.ndarray], bpp: float, tolerance: float = 0.03) -> tuple[bytes, float]:
         """(file, beta) whose size is closest to ``bpp`` bits per pixel (whole file, header
@@ -276,7 +299,7 @@ class LossyCoder:
         try:
             with torch.inference_mode(), _threads(self.threads):
                 dec = constriction.stream.queue.RangeDecoder(words)
-                colour = [self._decode_image(dec, info, header.beta) for info in header.images]
+                colour = [self._decode_image(dec, info, header.beta, header.filtered) for info in header.images]
         except (ValueError, RuntimeError, AssertionError) as e:   # constriction on a corrupt stream
             raise VlaeError(f"corrupt lossy payload ({e})") from None
         return join(colour, header.images)   # an opaque alpha comes back as 255
@@ -319,10 +342,11 @@ def load_tables_and_model(weights) -> tuple[LossyModel, LossyTables]:
     return model.eval(), LossyTables.from_tensors({k: v for k, v in t.items() if k.startswith("tables.")})
 
 
-def load_lossy_coder(name_or_path: str = DEFAULT_LOSSY_MODEL, threads: int = 1) -> LossyCoder:
+def load_lossy_coder(name_or_path: str = DEFAULT_LOSSY_MODEL, threads: int = 1,
+                     loop_filter: bool = True) -> LossyCoder:
     """A zoo name (``lossy``) or a weights path -> its coder; the file id is the weights' hash."""
     from .zoo import file_sha256, resolve
     weights = resolve(name_or_path)
     model, tables = load_tables_and_model(weights)
-    return LossyCoder(model, tables, model_id=file_sha256(weights)[:16], threads=threads)
+    return LossyCoder(model, tables, model_id=file_sha256(weights)[:16], threads=threads, loop_filter=loop_filter)
 

@@ -1,0 +1,188 @@
+"""A per-image loop filter for lossy pictures: small linear filters fitted by the encoder
+to the picture the decoder will see, sent in the file, applied in exact integer arithmetic.
+
+The synthesis transform is the same for every image; each decoded picture is off in its own
+way (a little blur, a colour cast, ringing at one kind of edge).  As the adaptive loop
+filter of video codecs does, the encoder fits, by least squares, a correction of each
+decoded subpixel from its neighbourhood and sends the coefficients:
+
+    out[p, c] = clip(pic[p, c] + round(sum_j F[p, j] * q[class(p), j, c] / 2**SHIFT), 0, 255)
+
+F holds, for every channel i of the picture, the point-symmetric second differences
+pic[p + d, i] + pic[p - d, i] - 2 pic[p, i] along the four directions d (a symmetric filter
+moves no edge), the centred value pic[p, i] - 128, and a constant 128.  Pixels fall into
+``k`` classes by their local activity (ranks in the picture, so the classes hold about the
+same number of pixels).  Everything the decoder computes is an integer function of the
+decoded picture and the sent integers q, so it is exact on every machine.
+
+The encoder tries 0 (no filter), 1, 2, 4 and 8 classes and keeps the one that lowers the
+model's own objective, MSE / beta + bits per pixel, the most, the coefficients' bits
+counted.  Fitted on 8 Kodak images, filters of 4 classes gained about 0.36 dB at 0.55 bpp
+for 0.8% more bits (a throwaway simulation, not a claim; ``python -m bench.rd`` measures
+the codec with and without it).
+
+>>> rng = np.random.default_rng(0)
+>>> target = rng.integers(0, 256, (24, 32, 3)).astype(np.uint8)
+>>> pic = np.clip(target.astype(int) + 6, 0, 255).astype(np.uint8)   # a cast of +6
+>>> q = fit(pic, target, (1, 1))
+>>> bool(np.abs(apply(pic, q, (1, 1)).astype(int) - target).mean() < np.abs(pic.astype(int) - target).mean())
+True
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SHIFT = 8                       # coefficients are integers at 2**-8
+RADIUS = 4095                   # ... within +-4095 (the encoder clamps)
+BAND_PIXELS = 1 << 14           # pixels per band of work (not a format constant)
+# the classes a file may use, by index: (activity groups, brightness groups); (0, 0): no filter
+CLASS_CHOICES = ((0, 0), (1, 1), (2, 1), (4, 1), (8, 1), (2, 2), (4, 2), (8, 2))
+DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
+
+
+def n_features(channels: int) -> int:
+    return (len(DIRECTIONS) + 1) * channels + 1
+
+
+def features(pic: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """F [pixels, n_features] of a uint8 picture [H, W, C] (or of its rows [y0, y1)); edges
+    repeat.  Integers (|F| <= 1020) held in float64, for BLAS."""
+    H, W, C = pic.shape
+    y0, y1 = rows or (0, H)
+    r = max(max(abs(dy), abs(dx)) for dy, dx in DIRECTIONS)
+    lo, hi = max(y0 - r, 0), min(y1 + r, H)
+    p = np.pad(pic[lo:hi], ((r - (y0 - lo), r - (hi - y1)), (r, r), (0, 0)), mode="edge").astype(np.float64)
+    h = y1 - y0
+    centre = p[r:r + h, r:r + W]
+    F = np.empty((h, W, n_features(C)), np.float64)
+    for j, (dy, dx) in enumerate(DIRECTIONS):
+        np.add(p[r + dy:r + dy + h, r + dx:r + dx + W], p[r - dy:r - dy + h, r - dx:r - dx + W],
+               out=F[:, :, j * C:(j + 1) * C])
+        F[:, :, j * C:(j + 1) * C] -= 2 * centre
+    F[:, :, len(DIRECTIONS) * C:-1] = centre - 128
+    F[:, :, -1] = 128
+    return F.reshape(h * W, -1)
+
+
+def _bands(H: int, W: int):
+    """Rows [y0, y1) of about BAND_PIXELS pixels each: the features of one band stay in cache."""
+    step = max(1, BAND_PIXELS // max(W, 1))
+    return [(y, min(H, y + step)) for y in range(0, H, step)]
+
+
+def _ranks(values: np.ndarray, k: int) -> np.ndarray:
+    """Each value's group 0..k-1 among k groups of about equal size: the number of bounds at
+    or below it, the bounds being the values at ranks n*j/k (integers: exact everywhere).
+    For k dividing K, the groups are those of K divided by K/k (the bounds are a subset)."""
+    if k <= 1:
+        return np.zeros(values.size, np.int64)
+    ranks = [values.size * j // k for j in range(1, k)]
+    bounds = np.partition(values, ranks)[ranks]
+    return np.searchsorted(bounds, values, side="right").astype(np.int64)
+
+
+def classes(pic: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Each pixel's class [H*W] for ``shape`` = (activity groups, brightness groups):
+    activity * brightness groups + brightness, where a pixel's activity is the absolute
+    horizontal plus vertical second difference of its channels' sum, and its brightness that
+    sum (the synthesis errs differently on edges and flat areas, in shadows and highlights)."""
+    g = pic.astype(np.int64).sum(axis=2)
+    p = np.pad(g, 1, mode="edge")
+    act = np.abs(2 * g - p[1:-1, :-2] - p[1:-1, 2:]) + np.abs(2 * g - p[:-2, 1:-1] - p[2:, 1:-1])
+    return _ranks(act.ravel(), shape[0]) * shape[1] + _ranks(g.ravel(), shape[1])
+
+
+def _gram(pic: np.ndarray, target: np.ndarray, cls: np.ndarray, k: int):
+    """Per class: (F'F, F'err, err'err) [k, ...], float64 sums over the picture, band by band."""
+    H, W, C = pic.shape
+    nf = n_features(C)
+    G, R, E = np.zeros((k, nf, nf)), np.zeros((k, nf, C)), np.zeros((k, C))
+    err = (target.astype(np.float64) - pic).reshape(H * W, C)
+    for y0, y1 in _bands(H, W):
+        F, e, c = features(pic, (y0, y1)), err[y0 * W:y1 * W], cls[y0 * W:y1 * W]
+        order = np.argsort(c, kind="stable")
+        ends = np.searchsorted(c[order], np.arange(k + 1))
+        F, e = F[order], e[order]
+        for j in range(k):
+            f, ej = F[ends[j]:ends[j + 1]], e[ends[j]:ends[j + 1]]
+            if len(f):
+                G[j] += f.T @ f
+                R[j] += f.T @ ej
+                E[j] += (ej * ej).sum(axis=0)
+    return G, R, E
+
+
+def _solve(G: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Coefficients q [n_features, C] (rounded, clamped) of one class's normal equations."""
+    try:
+        a = np.linalg.solve(G + 1e-6 * np.eye(len(G)) * max(np.trace(G), 1.0), r)
+    except np.linalg.LinAlgError:
+        return np.zeros(r.shape, np.int64)
+    return np.clip(np.round(a * 2 ** SHIFT), -RADIUS, RADIUS).astype(np.int64)
+
+
+def fit(pic: np.ndarray, target: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Integer coefficients q [classes, n_features, C] that bring ``pic`` closest to
+    ``target`` (both uint8 [H, W, C]) in the mean square, per class of ``shape`` (least
+    squares, rounded)."""
+    k = shape[0] * shape[1]
+    G, R, _ = _gram(pic, target, classes(pic, shape), k)
+    return np.stack([_solve(G[j], R[j]) for j in range(k)])
+
+
+def apply(pic: np.ndarray, q: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The filtered picture (uint8, the shape of ``pic``) for coefficients q [classes,
+    n_features, C] of classes ``shape``."""
+    H, W, C = pic.shape
+    k = q.shape[0]
+    cls = classes(pic, shape)
+    Q = q.transpose(1, 0, 2).reshape(q.shape[1], k * C).astype(np.float64)
+    out = np.empty((H * W, C), np.uint8)
+    for y0, y1 in _bands(H, W):
+        # float64 products: |F| <= 1020 and |q| <= 4095, so every sum of n_features products
+        # is an integer below 2**53, exact in any order; BLAS then does the work, every class
+        # at once (cheaper than sorting the pixels by class)
+        every = (features(pic, (y0, y1)) @ Q).reshape(-1, k, C)
+        n = every.shape[0]
+        corr = every[np.arange(n), cls[y0 * W:y1 * W]].astype(np.int64)
+        band = pic[y0:y1].reshape(n, C).astype(np.int64) + ((corr + (1 << (SHIFT - 1))) >> SHIFT)
+        out[y0 * W:y1 * W] = np.clip(band, 0, 255)
+    return out.reshape(H, W, C)
+
+
+def coefficient_frequencies() -> np.ndarray:
+    """The fixed table of a coefficient over -RADIUS..RADIUS: integer frequencies falling as
+    1 / ((|v| + 1)(|v| + 2)) (about 2 log2|v| bits for a coefficient v), at least 1."""
+    v = np.abs(np.arange(-RADIUS, RADIUS + 1, dtype=np.int64))
+    return np.maximum((1 << 30) // ((v + 1) * (v + 2)), 1)
+
+
+def choose(pic: np.ndarray, target: np.ndarray, beta: float) -> tuple[int, np.ndarray]:
+    """(index into :data:`CLASS_CHOICES`, coefficients q [classes, n_features, C]) that
+    minimise MSE / beta plus the coefficients' bits per pixel.  The MSE of each choice comes
+    from the normal equations (plus 1/12 for rounding the correction), not by filtering: the
+    sums over the finest classes, added up, serve every choice."""
+    H, W, C = pic.shape
+    n = H * W * C
+    freqs = coefficient_frequencies()
+    bits = -np.log2(freqs / freqs.sum())
+    fa, fb = max(a for a, _ in CLASS_CHOICES), max(b for _, b in CLASS_CHOICES)
+    fine = _gram(pic, target, classes(pic, (fa, fb)), fa * fb)
+    best = (fine[2].sum() / n / beta, 0, np.zeros((0, n_features(C), C), np.int64))
+    for index, (ka, kb) in enumerate(CLASS_CHOICES):
+        if not ka:
+            continue
+        members = [[] for _ in range(ka * kb)]
+        for i in range(fa * fb):   # fine class i = a * fb + b lies in class (a // (fa/ka)) * kb + b // (fb/kb)
+            members[(i // fb) // (fa // ka) * kb + (i % fb) // (fb // kb)].append(i)
+        q = np.zeros((ka * kb, n_features(C), C), np.int64)
+        sq = 0.0
+        for j, group in enumerate(members):
+            G, r, e = (fine[t][group].sum(axis=0) for t in range(3))
+            q[j] = _solve(G, r)
+            a = q[j] / 2 ** SHIFT
+            sq += e.sum() - 2 * (a * r).sum() + np.einsum("fc,fg,gc->", a, G, a)
+        cost = (sq / n + 1 / 12) / beta + bits[q.ravel() + RADIUS].sum() / (H * W)
+        if cost < best[0]:
+            best = (cost, index, q)
+    return best[1], best[2]
