@@ -34,12 +34,22 @@ def test_the_filter_is_integer_arithmetic(pair):
     _, pic = pair
     rng = np.random.default_rng(1)
     shape = (4, 2)
-    q = rng.integers(-lf.RADIUS, lf.RADIUS + 1, (8, lf.n_features(3), 3))
+    q = rng.integers(-lf.LIMIT, lf.LIMIT + 1, (8, lf.n_features(3), 3))
     F = lf.features(pic).astype(np.int64)
     cls = lf.classes(pic, shape)
     corr = np.einsum("nf,nfc->nc", F, q[cls])
     want = np.clip(pic.reshape(-1, 3) + ((corr + (1 << (lf.SHIFT - 1))) >> lf.SHIFT), 0, 255)
     assert np.array_equal(lf.apply(pic, q, shape).reshape(-1, 3), want)
+
+
+def test_coefficients_survive_their_coding():
+    rng = np.random.default_rng(2)
+    for ka, kb in lf.CLASS_CHOICES[1:]:
+        for C in (1, 3):
+            q = rng.integers(-lf.LIMIT, lf.LIMIT + 1, (ka * kb, lf.n_features(C), C))
+            symbols = lf.to_symbols(q, (ka, kb))
+            assert np.abs(symbols).max() <= lf.RADIUS
+            assert np.array_equal(lf.from_symbols(symbols, (ka, kb), C), q)
 
 
 def test_banded_features_equal_the_whole_pictures(pair):

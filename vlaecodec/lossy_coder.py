@@ -211,7 +211,8 @@ class LossyCoder:
             pic = self._picture(sym, mean, beta, img.shape[0], img.shape[1], img.shape[2])
             choice, q = loop_filter.choose(pic, img, beta)
             enc.encode(np.array([choice], np.int32), self.models.filter_classes)
-            enc.encode((q.ravel() + loop_filter.RADIUS).astype(np.int32), self.models.coefficient)
+            symbols = loop_filter.to_symbols(q, loop_filter.CLASS_CHOICES[choice])
+            enc.encode((symbols + loop_filter.RADIUS).astype(np.int32), self.models.coefficient)
 
     @torch.no_grad()
     def _decode_image(self, dec, info: ImageInfo, beta: float, filtered: bool) -> np.ndarray:
@@ -232,9 +233,10 @@ class LossyCoder:
         if not filtered:
             return pic
         ka, kb = loop_filter.CLASS_CHOICES[int(dec.decode(self.models.filter_classes, 1)[0])]
-        shape = (ka * kb, loop_filter.n_features(info.channels), info.channels)
-        q = dec.decode(self.models.coefficient, int(np.prod(shape))).astype(np.int64) - loop_filter.RADIUS
-        return loop_filter.apply(pic, q.reshape(shape), (ka, kb)) if ka else pic
+        count = ka * kb * loop_filter.n_features(info.channels) * info.channels
+        symbols = dec.decode(self.models.coefficient, count).astype(np.int64) - loop_filter.RADIUS
+        q = loop_filter.from_symbols(symbols, (ka, kb), info.channels)
+        return loop_filter.apply(pic, q, (ka, kb)) if ka else pic
 
     def _picture(self, sym: np.ndarray, mean: np.ndarray, beta: float, height: int, width: int,
                  channels: int) -> np.ndarray:
