@@ -102,3 +102,23 @@ def test_the_filter_flag_on_a_lossless_file_is_a_corrupt_header():
     data[end - 4:end] = zlib.crc32(bytes(data[:end - 4])).to_bytes(4, "little")
     with pytest.raises(VlaeError, match="flags"):
         unpack(bytes(data))
+
+
+def test_filtered_files_decode_the_same_in_another_process_with_two_threads(tmp_path):
+    import subprocess
+    import sys
+
+    from vlaecodec import data as D
+    from vlaecodec.lossy_coder import load_lossy_coder
+    target = np.ascontiguousarray(D.load_dataset("kodak", 1)[0][128:384, 192:576])
+    coder = load_lossy_coder("lossy")
+    data = coder.encode([target], 100.0)
+    assert len(data) > len(load_lossy_coder("lossy", loop_filter=False).encode([target], 100.0))  # coefficients sent
+    (tmp_path / "a.vlae").write_bytes(data)
+    script = f"""
+import numpy as np
+from vlaecodec.lossy_coder import load_lossy_coder
+np.save(r"{tmp_path / 'out.npy'}", load_lossy_coder("lossy", threads=2).decode(open(r"{tmp_path / 'a.vlae'}", "rb").read())[0])
+"""
+    subprocess.run([sys.executable, "-c", script], check=True)
+    assert np.array_equal(np.load(tmp_path / "out.npy"), coder.decode(data)[0])

@@ -192,7 +192,7 @@ class LossyCoder:
 
     # -- one image ---------------------------------------------------------------------------
     @torch.no_grad()
-    def _encode_image(self, enc, img: np.ndarray, beta: float) -> None:
+    def _encode_image(self, enc, img: np.ndarray, beta: float, filtered: bool) -> None:
         x = torch.from_numpy(np.array(_rgb(img), dtype=np.float32)).permute(2, 0, 1)[None]
         x = _pad(x)
         y, z = self.model.analysis(x, self.model.level(beta))
@@ -207,7 +207,7 @@ class LossyCoder:
         for k in np.unique(flat_i):
             sel = flat_i == k
             enc.encode((flat_s[sel] + flat_r[sel]).astype(np.int32), self.models.y[k])
-        if self.loop_filter:   # fitted to the very picture the decoder will make
+        if filtered:   # fitted to the very picture the decoder will make
             pic = self._picture(sym, mean, beta, img.shape[0], img.shape[1], img.shape[2])
             choice, q = loop_filter.choose(pic, img, beta)
             enc.encode(np.array([choice], np.int32), self.models.filter_classes)
@@ -251,6 +251,9 @@ class LossyCoder:
     def encode(self, images: list[np.ndarray], beta: float) -> bytes:
         """uint8 [H, W, C] images (C = 1 or 3; 2 or 4 with an opaque alpha) -> one .vlae file
         at this beta."""
+        return self._encode(images, beta, self.loop_filter)
+
+    def _encode(self, images: list[np.ndarray], beta: float, filtered: bool) -> bytes:
         beta = self.check_beta(beta)
         for img in images:
             check_image(img, 3)
@@ -258,37 +261,43 @@ class LossyCoder:
         with torch.inference_mode(), _threads(self.threads):
             enc = constriction.stream.queue.RangeEncoder()
             for img in images:
-                self._encode_image(enc, img, beta)
+                self._encode_image(enc, img, beta, filtered)
             words = enc.get_compressed()
         return pack(Header(model_id=self.model_id, z_bits=1, active=[], images=infos, mode=MODE_LATENT,
-                           beta=beta, filtered=self.loop_filter), words)
+                           beta=beta, filtered=filtered), words)
 
     def encode_to_rate(self, images: list[np.ndarray], bpp: float, tolerance: float = 0.03) -> tuple[bytes, float]:
         """(file, beta) whose size is closest to ``bpp`` bits per pixel (whole file, header
         included): bisection on log beta, since the rate falls as beta grows.  Stops within
         ``tolerance`` of the target, or after 14 encodes; a target outside the model's range
-        gets the nearest end."""
+        gets the nearest end.  The loop filter's coefficients make the rate jump where the
+        encoder starts sending them (a few percent of a small image's bits): if the search
+        ends on such a jump, the unfiltered file at the closest beta may land nearer."""
         if not (isinstance(bpp, (int, float)) and math.isfinite(bpp) and bpp > 0):
             raise VlaeError(f"target bits per pixel must be a positive number (got {bpp!r})")
         pixels = sum(im.shape[0] * im.shape[1] for im in images)
         lo, hi = (math.log(b) for b in self.beta_range)
         best = None
-        for _ in range(14):
-            mid = (lo + hi) / 2
-            beta = math.exp(mid)
-            data = self.encode(images, beta)
+
+        def consider(beta: float, filtered: bool) -> float:
+            nonlocal best
+            data = self._encode(images, beta, filtered)
             rate = len(data) * 8 / pixels
             if best is None or abs(rate - bpp) < abs(best[2] - bpp):
                 best = (data, self.check_beta(beta), rate)
+            return rate
+
+        for _ in range(14):
+            mid = (lo + hi) / 2
+            rate = consider(math.exp(mid), self.loop_filter)
             if abs(rate - bpp) <= tolerance * bpp:
                 break
             lo, hi = (mid, hi) if rate > bpp else (lo, mid)
         for beta in self.beta_range:   # the ends, where bisection only approaches them
-            if best is not None and abs(best[2] - bpp) > tolerance * bpp:
-                data = self.encode(images, beta)
-                rate = len(data) * 8 / pixels
-                if abs(rate - bpp) < abs(best[2] - bpp):
-                    best = (data, self.check_beta(beta), rate)
+            if abs(best[2] - bpp) > tolerance * bpp:
+                consider(beta, self.loop_filter)
+        if self.loop_filter and abs(best[2] - bpp) > tolerance * bpp:
+            consider(best[1], False)
         return best[0], best[1]
 
     def decode(self, data: bytes) -> list[np.ndarray]:
