@@ -42,6 +42,23 @@ def test_the_filter_is_integer_arithmetic(pair):
     assert np.array_equal(lf.apply(pic, q, shape).reshape(-1, 3), want)
 
 
+def test_features_are_what_the_format_says():
+    """docs/FORMAT.md's definition, pixel by pixel, on a small picture with strong edges."""
+    pic = np.random.default_rng(3).integers(0, 256, (5, 6, 3)).astype(np.uint8)
+    H, W, C = pic.shape
+    P = pic.astype(int)
+    at = lambda y, x: P[min(max(y, 0), H - 1), min(max(x, 0), W - 1)]  # noqa: E731 (edges repeat)
+    k = lambda v: np.clip(v, -8, 8)  # noqa: E731
+    want = []
+    for y in range(H):
+        for x in range(W):
+            row = []
+            for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+                row += list(k(at(y + dy, x + dx) - P[y, x]) + k(at(y - dy, x - dx) - P[y, x]))
+            want.append(row + list(P[y, x] - 128) + [128])
+    assert np.array_equal(lf.features(pic), np.array(want))
+
+
 def test_coefficients_survive_their_coding():
     rng = np.random.default_rng(2)
     for ka, kb in lf.CLASS_CHOICES[1:]:

@@ -8,18 +8,20 @@ decoded subpixel from its neighbourhood and sends the coefficients:
 
     out[p, c] = clip(pic[p, c] + round(sum_j F[p, j] * q[class(p), j, c] / 2**SHIFT), 0, 255)
 
-F holds, for every channel i of the picture, the point-symmetric second differences
-pic[p + d, i] + pic[p - d, i] - 2 pic[p, i] along the four directions d (a symmetric filter
-moves no edge), the centred value pic[p, i] - 128, and a constant 128.  Pixels fall into
-``k`` classes by their local activity (ranks in the picture, so the classes hold about the
-same number of pixels).  Everything the decoder computes is an integer function of the
-decoded picture and the sent integers q, so it is exact on every machine.
+F holds, for every channel i of the picture and each of four directions d, the neighbours'
+differences from the pixel, each clipped to +-8, summed over the two sides:
+clip(pic[p + d, i] - pic[p, i]) + clip(pic[p - d, i] - pic[p, i]) (point-symmetric, so the
+filter moves no edge; clipped, as in VVC's adaptive loop filter, so that an edge's far side
+does not smear into it), then the centred value pic[p, i] - 128, and a constant 128.
+Pixels fall into classes by their local activity and their brightness (ranks in the
+picture, so the classes hold about the same number of pixels).  Everything the decoder
+computes is an integer function of the decoded picture and the sent integers q, so it is
+exact on every machine.
 
-The encoder tries 0 (no filter), 1, 2, 4 and 8 classes and keeps the one that lowers the
-model's own objective, MSE / beta + bits per pixel, the most, the coefficients' bits
-counted.  Fitted on 8 Kodak images, filters of 4 classes gained about 0.36 dB at 0.55 bpp
-for 0.8% more bits (a throwaway simulation, not a claim; ``python -m bench.rd`` measures
-the codec with and without it).
+The encoder tries the class layouts of :data:`CLASS_CHOICES` (none, or up to 8 activity
+groups times 2 brightness groups) and keeps the one that lowers the model's own objective,
+MSE / beta + bits per pixel, the most, the coefficients' bits counted.  What it buys on
+Kodak is measured by ``python -m bench.rd --unfiltered`` (README, CHANGELOG).
 
 >>> rng = np.random.default_rng(0)
 >>> target = rng.integers(0, 256, (24, 32, 3)).astype(np.uint8)
@@ -39,6 +41,7 @@ BAND_PIXELS = 1 << 14           # pixels per band of work (not a format constant
 # the classes a file may use, by index: (activity groups, brightness groups); (0, 0): no filter
 CLASS_CHOICES = ((0, 0), (1, 1), (2, 1), (4, 1), (8, 1), (2, 2), (4, 2), (8, 2))
 DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
+CLIP = 8                        # neighbours count at most this far from the centre
 
 
 def n_features(channels: int) -> int:
@@ -47,7 +50,7 @@ def n_features(channels: int) -> int:
 
 def features(pic: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray:
     """F [pixels, n_features] of a uint8 picture [H, W, C] (or of its rows [y0, y1)); edges
-    repeat.  Integers (|F| <= 1020) held in float64, for BLAS."""
+    repeat.  Integers (|F| <= 128) held in float64, for BLAS."""
     H, W, C = pic.shape
     y0, y1 = rows or (0, H)
     r = max(max(abs(dy), abs(dx)) for dy, dx in DIRECTIONS)
@@ -57,9 +60,9 @@ def features(pic: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray
     centre = p[r:r + h, r:r + W]
     F = np.empty((h, W, n_features(C)), np.float64)
     for j, (dy, dx) in enumerate(DIRECTIONS):
-        np.add(p[r + dy:r + dy + h, r + dx:r + dx + W], p[r - dy:r - dy + h, r - dx:r - dx + W],
-               out=F[:, :, j * C:(j + 1) * C])
-        F[:, :, j * C:(j + 1) * C] -= 2 * centre
+        out = F[:, :, j * C:(j + 1) * C]
+        np.clip(p[r + dy:r + dy + h, r + dx:r + dx + W] - centre, -CLIP, CLIP, out=out)
+        out += np.clip(p[r - dy:r - dy + h, r - dx:r - dx + W] - centre, -CLIP, CLIP)
     F[:, :, len(DIRECTIONS) * C:-1] = centre - 128
     F[:, :, -1] = 128
     return F.reshape(h * W, -1)
