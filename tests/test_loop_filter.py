@@ -139,3 +139,12 @@ np.save(r"{tmp_path / 'out.npy'}", load_lossy_coder("lossy", threads=2).decode(o
 """
     subprocess.run([sys.executable, "-c", script], check=True)
     assert np.array_equal(np.load(tmp_path / "out.npy"), coder.decode(data)[0])
+
+
+def test_a_target_rate_gets_a_filtered_file_near_the_target():
+    from vlaecodec import data as D
+    from vlaecodec.lossy_coder import load_lossy_coder
+    target = np.ascontiguousarray(D.load_dataset("kodak", 1)[0][128:384, 192:576])
+    data, _ = load_lossy_coder("lossy").encode_to_rate([target], 0.5)
+    assert unpack(data)[0].filtered
+    assert abs(len(data) * 8 / (256 * 384) / 0.5 - 1) <= 0.1
