@@ -270,38 +270,49 @@ class LossyCoder:
         """(file, beta) whose size is closest to ``bpp`` bits per pixel (whole file, header
         included): bisection on log beta, since the rate falls as beta grows.  Stops within
         ``tolerance`` of the target, or after 14 encodes; a target outside the model's range
-        gets the nearest end.  The search encodes without the loop filter (half the time;
-        the filter's coefficients add about 1% to a Kodak image's bits), then the filtered
-        file at the beta found is taken if it lands within the tolerance or no farther."""
+        gets the nearest end.  The search encodes without the loop filter (half the time),
+        then encodes with it at the beta found; if the filter's coefficients take that file
+        beyond the tolerance, the search runs once more for the target less their bits."""
         if not (isinstance(bpp, (int, float)) and math.isfinite(bpp) and bpp > 0):
             raise VlaeError(f"target bits per pixel must be a positive number (got {bpp!r})")
         pixels = sum(im.shape[0] * im.shape[1] for im in images)
-        lo, hi = (math.log(b) for b in self.beta_range)
-        best = None
 
-        def consider(beta: float, filtered: bool) -> float:
-            nonlocal best
-            data = self._encode(images, beta, filtered)
-            rate = len(data) * 8 / pixels
-            if best is None or abs(rate - bpp) < abs(best[2] - bpp):
-                best = (data, self.check_beta(beta), rate)
-            return rate
+        def rate_of(data: bytes) -> float:
+            return len(data) * 8 / pixels
 
-        for _ in range(14):
-            mid = (lo + hi) / 2
-            rate = consider(math.exp(mid), False)
-            if abs(rate - bpp) <= tolerance * bpp:
-                break
-            lo, hi = (mid, hi) if rate > bpp else (lo, mid)
-        for beta in self.beta_range:   # the ends, where bisection only approaches them
-            if abs(best[2] - bpp) > tolerance * bpp:
-                consider(beta, False)
-        if self.loop_filter:
-            data = self._encode(images, best[1], True)
-            rate = len(data) * 8 / pixels
-            if abs(rate - bpp) <= max(tolerance * bpp, abs(best[2] - bpp)):
-                best = (data, best[1], rate)
-        return best[0], best[1]
+        def search(goal: float) -> tuple[bytes, float]:
+            """The unfiltered (file, beta) closest to ``goal``."""
+            best = None
+
+            def consider(beta: float) -> float:
+                nonlocal best
+                data = self._encode(images, beta, False)
+                if best is None or abs(rate_of(data) - goal) < abs(rate_of(best[0]) - goal):
+                    best = (data, self.check_beta(beta))
+                return rate_of(data)
+
+            lo, hi = (math.log(b) for b in self.beta_range)
+            for _ in range(14):
+                mid = (lo + hi) / 2
+                rate = consider(math.exp(mid))
+                if abs(rate - goal) <= tolerance * goal:
+                    break
+                lo, hi = (mid, hi) if rate > goal else (lo, mid)
+            for beta in self.beta_range:   # the ends, where bisection only approaches them
+                if abs(rate_of(best[0]) - goal) > tolerance * goal:
+                    consider(beta)
+            return best
+
+        plain, beta = search(bpp)
+        if not self.loop_filter:
+            return plain, beta
+        filtered = self._encode(images, beta, True)
+        if abs(rate_of(filtered) - bpp) > tolerance * bpp:
+            _, beta = search(bpp - (rate_of(filtered) - rate_of(plain)))
+            filtered = self._encode(images, beta, True)
+        if abs(rate_of(filtered) - bpp) <= max(tolerance * bpp, abs(rate_of(plain) - bpp)):
+            return filtered, beta
+        return plain, self.check_beta(float(unpack(plain)[0].beta))
 
     def decode(self, data: bytes) -> list[np.ndarray]:
         header, words = unpack(data)
