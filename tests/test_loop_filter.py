@@ -53,7 +53,7 @@ def test_features_are_what_the_format_says():
     for y in range(H):
         for x in range(W):
             row = []
-            for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+            for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0)):
                 row += list(k(at(y + dy, x + dx) - P[y, x]) + k(at(y - dy, x - dx) - P[y, x]))
             want.append(row + list(P[y, x] - 128) + [128])
     assert np.array_equal(lf.features(pic), np.array(want))

@@ -8,8 +8,8 @@ decoded subpixel from its neighbourhood and sends the coefficients:
 
     out[p, c] = clip(pic[p, c] + round(sum_j F[p, j] * q[class(p), j, c] / 2**SHIFT), 0, 255)
 
-F holds, for every channel i of the picture and each of four directions d, the neighbours'
-differences from the pixel, each clipped to +-8, summed over the two sides:
+F holds, for every channel i of the picture and each of six directions d (a 5x5 diamond),
+the neighbours' differences from the pixel, each clipped to +-8, summed over the two sides:
 clip(pic[p + d, i] - pic[p, i]) + clip(pic[p - d, i] - pic[p, i]) (point-symmetric, so the
 filter moves no edge; clipped, as in VVC's adaptive loop filter, so that an edge's far side
 does not smear into it), then the centred value pic[p, i] - 128, and a constant 128.
@@ -33,6 +33,7 @@ True
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 SHIFT = 8                       # coefficients are integers at 2**-8
 LIMIT = 2047                    # ... within +-2047 (the encoder clamps)
@@ -40,7 +41,7 @@ RADIUS = 2 * LIMIT + 1          # the symbols (differences of coefficients) with
 BAND_PIXELS = 1 << 14           # pixels per band of work (not a format constant)
 # the classes a file may use, by index: (activity groups, brightness groups); (0, 0): no filter
 CLASS_CHOICES = ((0, 0), (1, 1), (2, 1), (4, 1), (8, 1), (2, 2), (4, 2), (8, 2))
-DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
+DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0))   # a 5x5 diamond
 CLIP = 8                        # neighbours count at most this far from the centre
 
 
@@ -55,16 +56,17 @@ def features(pic: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray
     y0, y1 = rows or (0, H)
     r = max(max(abs(dy), abs(dx)) for dy, dx in DIRECTIONS)
     lo, hi = max(y0 - r, 0), min(y1 + r, H)
-    p = np.pad(pic[lo:hi], ((r - (y0 - lo), r - (hi - y1)), (r, r), (0, 0)), mode="edge").astype(np.float64)
+    p = np.pad(pic[lo:hi], ((r - (y0 - lo), r - (hi - y1)), (r, r), (0, 0)), mode="edge").astype(np.int16)
     h = y1 - y0
     centre = p[r:r + h, r:r + W]
-    F = np.empty((h, W, n_features(C)), np.float64)
+    G = np.empty((h, W, n_features(C)), np.int16)     # small integers: int16 work, then float64
     for j, (dy, dx) in enumerate(DIRECTIONS):
-        out = F[:, :, j * C:(j + 1) * C]
+        out = G[:, :, j * C:(j + 1) * C]
         np.clip(p[r + dy:r + dy + h, r + dx:r + dx + W] - centre, -CLIP, CLIP, out=out)
         out += np.clip(p[r - dy:r - dy + h, r - dx:r - dx + W] - centre, -CLIP, CLIP)
-    F[:, :, len(DIRECTIONS) * C:-1] = centre - 128
-    F[:, :, -1] = 128
+    G[:, :, len(DIRECTIONS) * C:-1] = centre - 128
+    G[:, :, -1] = 128
+    F = G.astype(np.float64)
     return F.reshape(h * W, -1)
 
 
@@ -136,22 +138,42 @@ def fit(pic: np.ndarray, target: np.ndarray, shape: tuple[int, int]) -> np.ndarr
 
 def apply(pic: np.ndarray, q: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The filtered picture (uint8, the shape of ``pic``) for coefficients q [classes,
-    n_features, C] of classes ``shape``."""
+    n_features, C] of classes ``shape``: one compiled pass over the pixels, int64 sums."""
     H, W, C = pic.shape
-    k = q.shape[0]
-    cls = classes(pic, shape)
-    Q = q.transpose(1, 0, 2).reshape(q.shape[1], k * C).astype(np.float64)
-    out = np.empty((H * W, C), np.uint8)
-    for y0, y1 in _bands(H, W):
-        # float64 products: |F| <= 1020 and |q| <= 4095, so every sum of n_features products
-        # is an integer below 2**53, exact in any order; BLAS then does the work, every class
-        # at once (cheaper than sorting the pixels by class)
-        every = (features(pic, (y0, y1)) @ Q).reshape(-1, k, C)
-        n = every.shape[0]
-        corr = every[np.arange(n), cls[y0 * W:y1 * W]].astype(np.int64)
-        band = pic[y0:y1].reshape(n, C).astype(np.int64) + ((corr + (1 << (SHIFT - 1))) >> SHIFT)
-        out[y0 * W:y1 * W] = np.clip(band, 0, 255)
-    return out.reshape(H, W, C)
+    r = max(max(abs(dy), abs(dx)) for dy, dx in DIRECTIONS)
+    p = np.pad(pic, ((r, r), (r, r), (0, 0)), mode="edge").astype(np.int64)
+    out = np.empty((H, W, C), np.uint8)
+    _apply(p, r, classes(pic, shape).reshape(H, W), np.ascontiguousarray(q, np.int64),
+           np.array(DIRECTIONS, np.int64), CLIP, SHIFT, out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _apply(p, r, cls, q, dirs, clip, shift, out):
+    """out[y, x] of :func:`apply` from the padded picture p, pixel by pixel: the features of
+    :func:`features` and their sums with the pixel's class's coefficients, in int64."""
+    H, W, C = out.shape
+    nd = dirs.shape[0]
+    f = np.empty(q.shape[1], np.int64)
+    for y in range(H):
+        for x in range(W):
+            for j in range(nd):
+                dy, dx = dirs[j, 0], dirs[j, 1]
+                for i in range(C):
+                    c = p[y + r, x + r, i]
+                    a = min(max(p[y + r + dy, x + r + dx, i] - c, -clip), clip)
+                    b = min(max(p[y + r - dy, x + r - dx, i] - c, -clip), clip)
+                    f[j * C + i] = a + b
+            for i in range(C):
+                f[nd * C + i] = p[y + r, x + r, i] - 128
+            f[nd * C + C] = 128
+            k = cls[y, x]
+            for c in range(C):
+                acc = 0
+                for j in range(f.shape[0]):
+                    acc += f[j] * q[k, j, c]
+                v = p[y + r, x + r, c] + ((acc + (1 << (shift - 1))) >> shift)
+                out[y, x, c] = min(max(v, 0), 255)
 
 
 def to_symbols(q: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
