@@ -49,7 +49,7 @@ def test_cli_round_trip_reports_what_a_user_needs(tmp_path, img):
     assert rec["psnr"] == pytest.approx(psnr(img, decoded))
     assert np.array_equal(decoded, api.decode(out.read_bytes()))          # another process, same pixels
     info = json.loads(run_cli("info", str(out), "--json").stdout)
-    assert info["mode"] == "lossy" and info["beta"] == 100.0
+    assert info["mode"] == "lossy" and info["beta"] == 100.0 and info["loop_filter"] is True
 
 
 def test_decoding_with_two_threads_gives_the_same_pixels(tmp_path, img):

@@ -246,6 +246,7 @@ def info(data: bytes) -> dict:
     if header.mode == MODE_LATENT:
         rec["beta"] = round(float(header.beta), 6)
         rec["bpp"] = len(data) * 8 / sum(i.width * i.height for i in header.images)
+        rec["loop_filter"] = header.filtered   # a per-image loop filter follows each picture
     return rec
 
 
