@@ -29,7 +29,7 @@ class CleanErrors(click.Group):
 @click.group(cls=CleanErrors)
 @click.version_option(package_name="vlaecodec")
 def cli():
-    """vlaecodec: a learned lossless image codec built on the Variational Lossy Autoencoder."""
+    """vlaecodec: a learned image codec (lossless, near-lossless, lossy) built on the Variational Lossy Autoencoder."""
 
 
 @cli.command()
@@ -141,12 +141,14 @@ def eval_cmd(model_name, dataset, limit, iw_samples, batch_size, seed, as_json, 
 @click.option("--target-bpp", type=float, help="With --lossy: find the beta whose file is closest to this many bits per pixel.")
 @click.option("--max-error", type=click.IntRange(0, 64), default=0, show_default=True,
               help="Near-lossless: every decoded subpixel within this of the original (0 = lossless).")
-@click.option("--lossy", is_flag=True, help="Keep z only: a small file, decoded to the model's picture of the image.")
+@click.option("--lossy", is_flag=True,
+              help="Lossy: the lossy model's latent and loop filter, at --beta or --target-bpp (with a VLAE "
+                   "--model such as default or beta-0.5: 0.3's file holding z only).")
 @click.option("--recon", type=click.Choice(["mean", "mode", "sample"]), default="mean", show_default=True,
-              help="Lossy: how the decoder picks each subpixel from the PixelCNN.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Lossy: seed of --recon sample.")
+              help="Lossy with a VLAE model (z only): how the decoder picks each subpixel from the PixelCNN.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Lossy with a VLAE model: seed of --recon sample.")
 @click.option("--z-extra-bits", type=click.IntRange(-8, 8), default=0, show_default=True,
-              help="Lossy: finer (positive) or coarser latent bins than the posterior's width asks.")
+              help="Lossy with a VLAE model: finer (positive) or coarser latent bins than the posterior's width asks.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Parallel processes for many inputs.")

@@ -1,4 +1,5 @@
-"""vlaecodec: a learned lossless image codec built on the Variational Lossy Autoencoder.
+"""vlaecodec: a learned image codec (lossless, near-lossless, lossy) built on the Variational Lossy
+Autoencoder.
 
 Importing the package is cheap (no torch, no numpy): it registers the .vlae Pillow plugin
 (:mod:`vlaecodec.pillow_plugin`), whose opener and saver load the codec when first used.
