@@ -85,8 +85,9 @@ def plot_training(card: dict, path: Path) -> bool:
             ax.plot([r["step"] for r in part], [r[key] for r in part], "o-", color=colour,
                     label=label if k == 0 else None)
     for seg in segments:
-        first = next(r for r in rows if r["segment"] == seg)
-        ax.annotate(f"({seg}) lr {first['lr']:g}", (first["step"], first["psnr_beta10"]),
+        part = [r for r in rows if r["segment"] == seg]
+        lr = f"{part[0]['lr']:g}" + (f"..{part[-1]['lr']:g}" if part[-1]["lr"] != part[0]["lr"] else "")
+        ax.annotate(f"({seg}) lr {lr}", (part[0]["step"], part[0]["psnr_beta10"]),
                     textcoords="offset points", xytext=(0, 8), fontsize=7)
     ax.set_xlabel("training steps (8 x 128x128 crops; about 130 a minute on one CPU thread)")
     ax.set_ylabel("held-out PSNR dB")
