@@ -4,7 +4,9 @@ The header cap on declared pixels (VLAECODEC_MAX_PIXELS) is set to 2**14 here, s
 time limit of 5 s per input separates hangs from honest decodes of large declared images.
 
 Seeds are valid .vlae files (random and flat images, single and archive; lossless,
-near-lossless and lossy; with alpha and with metadata) made with a tiny model; each input is a mutation of a seed (byte flips, insertions, deletions, truncation,
+near-lossless and lossy; with alpha and with metadata) made with a tiny model, and lossy
+files of a tiny lossy model, with and without loop-filter coefficients; each input is a
+mutation of a seed (byte flips, insertions, deletions, truncation,
 random bytes), half of them with the header and payload CRCs recomputed so that the mutation
 reaches the ANS decoder and the pixel check.  Every input is decoded in full and as a
 preview; each must end in a clean ``VlaeError`` or in a decode (whose pixels verify, where the
@@ -33,6 +35,38 @@ def tiny_codec() -> Codec:
     model = VLAE(VLAEConfig(hidden=8, pixel_hidden=8, z_channels=2, res_blocks=1, pixel_blocks=1,
                             likelihood="logistic")).eval()
     return Codec(model, "ab" * 32, z_bits=6)
+
+
+def tiny_lossy():
+    """A random lossy (hyperprior) coder, with the loop filter."""
+    from vlaecodec.lossy_coder import LossyCoder, LossyTables
+    from vlaecodec.lossy_model import LossyConfig, LossyModel
+    torch.manual_seed(0)
+    model = LossyModel(LossyConfig(n=8, m=12)).eval()
+    return LossyCoder(model, LossyTables.from_model(model), "cd" * 8)
+
+
+def lossy_seeds(coder, rng: np.random.Generator) -> list[bytes]:
+    """Files whose pictures a random model draws badly: a loop filter is worth sending for
+    some (a test in tests/test_fuzz.py checks that one carries coefficients)."""
+    yy, xx = np.mgrid[0:48, 0:64]
+    smooth = np.clip(np.stack([xx * 4, yy * 5, xx + yy], -1), 0, 255).astype(np.uint8)
+    noisy = rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)
+    return [coder.encode([smooth], 800.0), coder.encode([smooth, noisy[..., :1]], 100.0),
+            coder.encode([noisy], 20.0)]
+
+
+class Decoder:
+    """Decodes a file with the tiny codec or, for lossy-model files, the tiny lossy coder."""
+
+    def __init__(self, codec: Codec, lossy):
+        self.codec, self.lossy = codec, lossy
+
+    def __call__(self, data: bytes, preview: bool = False):
+        from vlaecodec.fileformat import MODE_LATENT, unpack_header
+        if unpack_header(data)[0].mode == MODE_LATENT:
+            return self.lossy.decode(data)
+        return self.codec.decode_many(data, preview=preview)
 
 
 def seeds(codec: Codec, rng: np.random.Generator) -> list[bytes]:
@@ -93,9 +127,10 @@ def run(n: int, seed: int = 0, time_limit: float = 5.0) -> dict:
 
 def _run(n: int, seed: int, time_limit: float) -> dict:
     rng = np.random.default_rng(seed)
-    codec = tiny_codec()
-    pool = seeds(codec, rng)
-    originals = [codec.decode_many(s) for s in pool]
+    codec, lossy = tiny_codec(), tiny_lossy()
+    pool = seeds(codec, rng) + lossy_seeds(lossy, rng)
+    decode = Decoder(codec, lossy)
+    originals = [decode(s) for s in pool]
     counts = {"inputs": 0, "clean_errors": 0, "decodes": 0, "failures": 0}
     failures = []
 
@@ -109,7 +144,7 @@ def _run(n: int, seed: int, time_limit: float) -> dict:
         counts["inputs"] += 1
         signal.setitimer(signal.ITIMER_REAL, time_limit)
         try:
-            codec.decode_many(data, preview=bool(rng.integers(0, 2)))
+            decode(data, preview=bool(rng.integers(0, 2)))
             counts["decodes"] += 1  # where the file has a pixel digest, it matched
         except VlaeError:
             counts["clean_errors"] += 1
