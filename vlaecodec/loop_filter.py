@@ -43,6 +43,7 @@ BAND_PIXELS = 1 << 14           # pixels per band of work (not a format constant
 CLASS_CHOICES = ((0, 0), (1, 1), (2, 1), (4, 1), (8, 1), (2, 2), (4, 2), (8, 2))
 DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0))   # a 5x5 diamond
 CLIP = 8                        # neighbours count at most this far from the centre
+REACH = max(max(abs(dy), abs(dx)) for dy, dx in DIRECTIONS)   # rows and columns of padding
 
 
 def n_features(channels: int) -> int:
@@ -54,7 +55,7 @@ def features(pic: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray
     repeat.  Integers (|F| <= 128) held in float64, for BLAS."""
     H, W, C = pic.shape
     y0, y1 = rows or (0, H)
-    r = max(max(abs(dy), abs(dx)) for dy, dx in DIRECTIONS)
+    r = REACH
     lo, hi = max(y0 - r, 0), min(y1 + r, H)
     p = np.pad(pic[lo:hi], ((r - (y0 - lo), r - (hi - y1)), (r, r), (0, 0)), mode="edge").astype(np.int16)
     h = y1 - y0
@@ -140,7 +141,7 @@ def apply(pic: np.ndarray, q: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The filtered picture (uint8, the shape of ``pic``) for coefficients q [classes,
     n_features, C] of classes ``shape``: one compiled pass over the pixels, int64 sums."""
     H, W, C = pic.shape
-    r = max(max(abs(dy), abs(dx)) for dy, dx in DIRECTIONS)
+    r = REACH
     p = np.pad(pic, ((r, r), (r, r), (0, 0)), mode="edge").astype(np.int64)
     out = np.empty((H, W, C), np.uint8)
     _apply(p, r, classes(pic, shape).reshape(H, W), np.ascontiguousarray(q, np.int64),
