@@ -36,6 +36,7 @@ SOURCES = {
     "rgb": ((slice(40, 56), slice(50, 74)), "RGB"),
     "grey": ((slice(60, 76), slice(30, 46)), "L"),
     "rgb64": ((slice(0, 64), slice(0, 64)), "RGB"),   # large enough for the residual histograms to be used
+    "rgb128": ((slice(0, 128), slice(0, 128)), "RGB"),   # the whole sample: large enough for a loop filter
 }
 
 
@@ -108,7 +109,7 @@ ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, *
 # the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
 # a subpixel one level apart; these entries also keep the decoded pixels (NAME.npy) and allow
 # that difference (``tolerance``)
-LOSSY_MODELS = ("lossy-0.4", "lossy-0.5", "lossy-0.7", "lossy")
+LOSSY_MODELS = ("lossy-0.4", "lossy-0.5", "lossy-0.7", "lossy-0.8", "lossy")
 LOSSY_KINDS = [
     ("beta64-rgb", "lossy", "encode_lossy", ["rgb"], {"beta": 64.0}),
     ("beta200-grey", "lossy", "encode_lossy", ["grey"], {"beta": 200.0}),
@@ -123,12 +124,21 @@ ENTRIES += [(f"lossy-0.5-{suffix}.vlae", "lossy-0.5", mode, fn, srcs, {"model": 
 # 0.7's lossy model (256 latent channels; ``lossy`` in 0.7, ``lossy-0.7`` since)
 ENTRIES += [(f"lossy-0.7-{suffix}.vlae", "lossy-0.7", mode, fn, srcs, {"model": "lossy-0.7", **opts})
             for suffix, mode, fn, srcs, opts in LOSSY_KINDS]
-# 0.8's lossy model (0.7's, trained longer), with an opaque alpha and a profile in one file
-ENTRIES += [(f"lossy-0.8-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
+# 0.8's lossy model (0.7's, trained longer; ``lossy`` in 0.8, ``lossy-0.8`` since), with an
+# opaque alpha and a profile in one file
+ENTRIES += [(f"lossy-0.8-{suffix}.vlae", "lossy-0.8", mode, fn, srcs, {"model": "lossy-0.8", **opts})
             for suffix, mode, fn, srcs, opts in LOSSY_KINDS]
-ENTRIES += [("lossy-0.8-beta64-opaque-icc.vlae", "lossy", "lossy", "encode_lossy", ["rgb-opaque"],
-             {"model": "lossy", "beta": 64.0, "metadata": [{"icc_profile": b"an ICC profile"}]})]
+ENTRIES += [("lossy-0.8-beta64-opaque-icc.vlae", "lossy-0.8", "lossy", "encode_lossy", ["rgb-opaque"],
+             {"model": "lossy-0.8", "beta": 64.0, "metadata": [{"icc_profile": b"an ICC profile"}]})]
+# 0.9's lossy model (0.8's, trained longer) and the loop filter (every new lossy file has the
+# flag; on the whole 128x128 sample the coefficients are worth sending, on smaller crops not)
+ENTRIES += [(f"lossy-0.9-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
+            for suffix, mode, fn, srcs, opts in LOSSY_KINDS + [
+                ("beta15-rgb128", "lossy", "encode_lossy", ["rgb128"], {"beta": 15.0})]]
 TOLERANCE = 1
+# a filtered picture: the loop filter is exact on its input, but may carry a one-level
+# difference of the float32 synthesis a few levels further (docs/FORMAT.md)
+TOLERANCE_FILTERED = 4
 
 
 def made_by(fn: str, srcs: list[str], opts: dict) -> str:
@@ -155,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     import vlaecodec
     import vlaecodec.api as api
+    import vlaecodec.fileformat
 
     old = {e["file"]: e for e in json.loads(MANIFEST.read_text())} if MANIFEST.exists() else {}
     manifest = []
@@ -179,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
             "images": [{"shape": list(d.shape), "sha256": pixels_sha256(d)} for d in decoded]}
         if model in LOSSY_MODELS:
             np.save(path.with_suffix(".npy"), np.concatenate([d.ravel() for d in decoded]))
-            entry.update(reference=path.with_suffix(".npy").name, tolerance=TOLERANCE)
+            filtered = vlaecodec.fileformat.unpack(data)[0].filtered
+            entry.update(reference=path.with_suffix(".npy").name,
+                         tolerance=TOLERANCE_FILTERED if filtered else TOLERANCE)
         manifest.append(entry)
         print(f"made   {file} ({len(data)} bytes)")
     manifest += old.values()  # entries made elsewhere (another mode's files) stay as they are
