@@ -62,10 +62,11 @@ def test_beta_is_a_dial(coder):
     assert sizes[0] > sizes[1]
 
 
-def test_decoding_is_the_same_in_another_process_with_other_threads(coder, tmp_path):
-    coder = LossyCoder(coder.model, coder.tables, "00" * 8)    # with the loop filter, as files are
-    img = _image()
-    data = coder.encode([img], beta=100.0)
+def _same_in_another_process(coder, img, beta, tmp_path):
+    """The file and picture of ``coder`` (a tiny model, with the loop filter as files are)
+    are those another process makes with two threads."""
+    coder = LossyCoder(coder.model, coder.tables, "00" * 8)
+    data = coder.encode([img], beta=beta)
     out = coder.decode(data)[0]
     torch.save(coder.model.state_dict(), tmp_path / "m.pt")
     np.save(tmp_path / "img.npy", img)
@@ -73,15 +74,21 @@ def test_decoding_is_the_same_in_another_process_with_other_threads(coder, tmp_p
 import sys, numpy as np, torch
 from vlaecodec.lossy_coder import LossyCoder, LossyTables
 from vlaecodec.lossy_model import LossyConfig, LossyModel
-model = LossyModel(LossyConfig(n=8, m=12)).eval(); model.load_state_dict(torch.load(r"{tmp_path / 'm.pt'}"))
+model = LossyModel(LossyConfig(**{coder.model.cfg.to_dict()!r})).eval()
+model.load_state_dict(torch.load(r"{tmp_path / 'm.pt'}"))
 coder = LossyCoder(model.eval(), LossyTables.from_model(model), "00" * 8, threads=2)
-data = coder.encode([np.load(r"{tmp_path / 'img.npy'}")], beta=100.0)
+data = coder.encode([np.load(r"{tmp_path / 'img.npy'}")], beta={beta!r})
 sys.stdout.buffer.write(data)
 np.save(r"{tmp_path / 'out.npy'}", coder.decode(data)[0])
 """
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True)
     assert res.stdout == data
     assert np.array_equal(np.load(tmp_path / "out.npy"), out)
+    return out
+
+
+def test_decoding_is_the_same_in_another_process_with_other_threads(coder, tmp_path):
+    _same_in_another_process(coder, _image(), 100.0, tmp_path)
 
 
 def test_target_rate_lands_near_the_target(coder):
@@ -120,3 +127,46 @@ def test_an_opaque_alpha_survives_lossy_and_any_other_is_refused(coder):
     img[5, 5, 3] = 0
     with pytest.raises(VlaeError, match="alpha"):
         coder.encode([img], beta=100.0)
+
+
+@pytest.fixture(scope="module")
+def context_coder():
+    """A tiny random model with a checkerboard context network that does something."""
+    torch.manual_seed(2)
+    model = LossyModel(LossyConfig(n=8, m=12, context=6)).eval()
+    with torch.no_grad():
+        model.log_gain_y.copy_(torch.linspace(-1.5, 1.5, 8)[:, None].expand(8, 12))
+        model.log_gain_y_inv.copy_(-model.log_gain_y)
+        model.ctx[2].weight.normal_(0, 0.3)
+        model.ctx[2].bias.normal_(0, 0.3)
+    return LossyCoder(model, LossyTables.from_model(model), model_id="00" * 8, loop_filter=False)
+
+
+def test_integer_context_network_matches_the_float_one(context_coder):
+    from vlaecodec.lossy_coder import black_squares, context_exact, hyper_synthesis_raw
+    coder = context_coder
+    rng = np.random.default_rng(3)
+    z = rng.integers(-3, 4, (8, 2, 3))
+    y = torch.from_numpy(rng.normal(0, 3, (1, 12, 8, 12))).float()
+    with torch.no_grad():
+        y_hat, mean, scale = coder.model.quantized(y, torch.from_numpy(z).float()[None])
+        hs_mean = coder.model.h_s(torch.from_numpy(z).float()[None]).chunk(2, dim=1)[0]
+    mean_int, raw_int = hyper_synthesis_raw(coder.tables, z)
+    black = black_squares(8, 12)
+    sym = torch.round(y - hs_mean)[0].double().numpy()     # the black squares' symbols, as the float model rounds them
+    m2, r2 = context_exact(coder.tables, mean_int, raw_int, np.where(black, sym * 2 ** ACT_BITS + mean_int, 0))
+    assert np.array_equal(m2[:, black], mean_int[:, black])          # black squares: h_s alone
+    assert not np.allclose(m2[:, ~black], mean_int[:, ~black])       # white ones: corrected...
+    assert np.abs(m2 / 2 ** ACT_BITS - mean[0].numpy()).max() < 0.05  # ...as the float network does
+    assert np.abs(np.log(np.logaddexp(0, r2 / 2 ** ACT_BITS)) - np.log(scale[0].numpy())).max() < 0.05
+
+
+def test_context_model_decodes_the_same_in_another_process(context_coder, tmp_path):
+    img = _image(70, 130)
+    out = _same_in_another_process(context_coder, img, 64.0, tmp_path)
+    assert out.shape == img.shape and 10 * np.log10(255 ** 2 / np.mean((out - img.astype(float)) ** 2)) > 12
+
+
+def test_tables_with_a_context_network_survive_saving(context_coder):
+    t = LossyTables.from_tensors(context_coder.tables.to_tensors())
+    assert len(t.ctx_weights) == 2 and all(np.array_equal(a, b) for a, b in zip(t.ctx_weights, context_coder.tables.ctx_weights))

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import constriction
 import numpy as np
@@ -49,7 +49,7 @@ from .alpha import join, split_opaque
 from .codec import check_image
 from .errors import VlaeError
 from .fileformat import MODE_LATENT, Header, ImageInfo, pack, unpack
-from .lossy_model import SCALE_MIN, LossyConfig, LossyModel
+from .lossy_model import SCALE_MIN, LossyConfig, LossyModel, anchors
 from .zoo import DEFAULT_LOSSY_MODEL, is_lossy_model  # noqa: F401 - also named here, as before
 
 ACT_BITS = 8            # fixed-point fraction bits of h_s's activations
@@ -81,16 +81,18 @@ class LossyTables:
     y_freqs: np.ndarray              # int [SCALES, 2 * Y_RADIUS_MAX + 1]
     y_radius: np.ndarray             # int [SCALES]
     z_freqs: np.ndarray              # int [n, 2 * Z_RADIUS + 1]
+    ctx_weights: list[np.ndarray] = field(default_factory=list)   # the context network's convs,
+    ctx_biases: list[np.ndarray] = field(default_factory=list)    # as h_s's (none: no context)
 
     @classmethod
     def from_model(cls, model: LossyModel) -> "LossyTables":
         """Quantize h_s and tabulate the densities (run once, at export)."""
-        convs = [m for m in model.h_s.modules() if isinstance(m, torch.nn.Conv2d)]
-        ws = [np.round(c.weight.detach().double().numpy() * 2 ** WEIGHT_BITS).astype(np.int64) for c in convs]
-        bs = [np.round(c.bias.detach().double().numpy() * 2 ** (WEIGHT_BITS + ACT_BITS)).astype(np.int64)
-              for c in convs]
-        for w in ws:  # the bound that makes every float64 sum exact
-            assert w[0].size * np.abs(w).max() * ACT_LIMIT < 2 ** 52, "h_s weights too large for exact sums"
+        ws, bs = _integer_convs(model.h_s)
+        cws, cbs = _integer_convs(model.ctx) if model.cfg.context else ([], [])
+        if cws:   # taps at an even offset read only white squares (zero) from a white square:
+            k = cws[0].shape[2]     # dropped, they change only the black squares' outputs,
+            even = (np.arange(k)[:, None] + np.arange(k)[None, :]) % 2 == 0   # never used
+            cws[0][:, :, even] = 0
         s = scale_table()
         mids = np.sqrt(s[:-1] * s[1:])
         raw = np.log(np.expm1(mids))            # softplus^-1: the raw output at each midpoint
@@ -109,49 +111,103 @@ class LossyTables:
             n = model.cfg.n
             pz = model.z_density.likelihood(zk[None, None, None, :].expand(1, n, 1, -1)).double().numpy()[0, :, 0]
         z_freqs = np.stack([_freqs(row) for row in pz])
-        return cls(ws, bs, thresholds, y_freqs, radius, z_freqs)
+        return cls(ws, bs, thresholds, y_freqs, radius, z_freqs, cws, cbs)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         out = {"tables.thresholds": self.thresholds, "tables.y_freqs": self.y_freqs,
                "tables.y_radius": self.y_radius, "tables.z_freqs": self.z_freqs}
         for i, (w, b) in enumerate(zip(self.hs_weights, self.hs_biases)):
             out[f"tables.hs{i}.weight"], out[f"tables.hs{i}.bias"] = w, b
+        for i, (w, b) in enumerate(zip(self.ctx_weights, self.ctx_biases)):
+            out[f"tables.ctx{i}.weight"], out[f"tables.ctx{i}.bias"] = w, b
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor]) -> "LossyTables":
-        n = sum(1 for k in t if k.startswith("tables.hs") and k.endswith(".weight"))
         g = lambda k: t[k].numpy().astype(np.int64)  # noqa: E731
-        return cls([g(f"tables.hs{i}.weight") for i in range(n)], [g(f"tables.hs{i}.bias") for i in range(n)],
-                   g("tables.thresholds"), g("tables.y_freqs"), g("tables.y_radius"), g("tables.z_freqs"))
+
+        def convs(name):
+            n = sum(1 for k in t if k.startswith(f"tables.{name}") and k.endswith(".weight"))
+            return [g(f"tables.{name}{i}.weight") for i in range(n)], [g(f"tables.{name}{i}.bias") for i in range(n)]
+        return cls(*convs("hs"), g("tables.thresholds"), g("tables.y_freqs"), g("tables.y_radius"),
+                   g("tables.z_freqs"), *convs("ctx"))
 
 
-def _conv3x3_exact(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Integer 3x3 convolution (zero padding) of a [C, H, W] at 2^ACT_BITS, exact: the
+def _integer_convs(net: torch.nn.Module) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The convolutions of ``net`` as integers: weights at 2^WEIGHT_BITS, biases at
+    2^(WEIGHT_BITS + ACT_BITS), checked against the bound that keeps every float64 sum exact
+    (inputs are clamped to +-ACT_LIMIT)."""
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    ws = [np.round(c.weight.detach().double().numpy() * 2 ** WEIGHT_BITS).astype(np.int64) for c in convs]
+    bs = [np.round(c.bias.detach().double().numpy() * 2 ** (WEIGHT_BITS + ACT_BITS)).astype(np.int64)
+          for c in convs]
+    for w in ws:
+        assert w[0].size * np.abs(w).max() * ACT_LIMIT < 2 ** 52, "weights too large for exact sums"
+    return ws, bs
+
+
+def _conv_exact(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer k x k convolution (zero padding) of a [C, H, W] at 2^ACT_BITS, exact: the
     products and sums are integers below 2^53, held in float64, so BLAS's summation order
-    cannot change them.  Returns floor(sum / 2^WEIGHT_BITS), again at 2^ACT_BITS."""
+    cannot change them.  Returns floor(sum / 2^WEIGHT_BITS), again at 2^ACT_BITS.  One
+    product per tap, so the memory is a few copies of the input, whatever k."""
     c, h, wd = a.shape
-    p = np.pad(a, ((0, 0), (1, 1), (1, 1)))
-    cols = np.stack([p[:, dy:dy + h, dx:dx + wd] for dy in range(3) for dx in range(3)], axis=1)
-    acc = w.reshape(len(w), c, 9).astype(np.float64).reshape(len(w), -1) @ cols.reshape(c * 9, h * wd)
-    acc += b.astype(np.float64)[:, None]
+    k = w.shape[2]
+    p = np.pad(a.astype(np.float64), ((0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+    acc = np.repeat(b.astype(np.float64)[:, None], h * wd, axis=1)
+    for dy in range(k):
+        for dx in range(k):
+            tap = w[:, :, dy, dx].astype(np.float64)
+            if tap.any():
+                acc += tap @ p[:, dy:dy + h, dx:dx + wd].reshape(c, h * wd)
     return np.floor(acc / 2 ** WEIGHT_BITS).reshape(len(w), h, wd)
 
 
-def hyper_synthesis_exact(tables: LossyTables, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Integer z_hat [n, h, w] -> (mean of y at 2^ACT_BITS, table index of y), both [m, 4h, 4w];
-    the integer twin of ``LossyModel.h_s`` (upsample, conv, ReLU, upsample, conv, ReLU, conv)."""
+def hyper_synthesis_raw(tables: LossyTables, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer z_hat [n, h, w] -> (mean, raw width) of y at 2^ACT_BITS, both [m, 4h, 4w]; the
+    integer twin of ``LossyModel.h_s`` (upsample, conv, ReLU, upsample, conv, ReLU, conv)."""
     a = z_hat.astype(np.float64) * 2 ** ACT_BITS
     last = len(tables.hs_weights) - 1
     for i, (w, b) in enumerate(zip(tables.hs_weights, tables.hs_biases)):
         if i < last:
             a = a.repeat(2, axis=1).repeat(2, axis=2)
-        a = _conv3x3_exact(a, w, b)
+        a = _conv_exact(a, w, b)
         if i < last:
             a = np.clip(a, 0, ACT_LIMIT)
     mean, raw = np.split(np.clip(a, -ACT_LIMIT, ACT_LIMIT), 2)
-    index = np.searchsorted(tables.thresholds, raw.astype(np.int64), side="left")
-    return mean, index
+    return mean, raw
+
+
+def table_index(tables: LossyTables, raw: np.ndarray) -> np.ndarray:
+    """Integer raw widths -> indices of y's tables: integer comparisons with the thresholds."""
+    return np.searchsorted(tables.thresholds, raw.astype(np.int64), side="left")
+
+
+def hyper_synthesis_exact(tables: LossyTables, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer z_hat [n, h, w] -> (mean of y at 2^ACT_BITS, table index of y), both [m, 4h, 4w]."""
+    mean, raw = hyper_synthesis_raw(tables, z_hat)
+    return mean, table_index(tables, raw)
+
+
+def context_exact(tables: LossyTables, mean: np.ndarray, raw: np.ndarray, black_hat: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The integer twin of the context network (``LossyModel.quantized``): h_s's (mean, raw)
+    [m, h, w] at 2^ACT_BITS, corrected on the white squares by the network's reading of the
+    decoded black squares ``black_hat`` (y_hat at 2^ACT_BITS, zero on the white squares)."""
+    a = np.clip(black_hat, -ACT_LIMIT, ACT_LIMIT)
+    last = len(tables.ctx_weights) - 1
+    for i, (w, b) in enumerate(zip(tables.ctx_weights, tables.ctx_biases)):
+        a = _conv_exact(a, w, b)
+        a = np.clip(a, 0, ACT_LIMIT) if i < last else a
+    d_mean, d_raw = np.split(a, 2)
+    white = ~black_squares(*mean.shape[1:])
+    return (np.clip(np.where(white, mean + d_mean, mean), -ACT_LIMIT, ACT_LIMIT),
+            np.clip(np.where(white, raw + d_raw, raw), -ACT_LIMIT, ACT_LIMIT))
+
+
+def black_squares(h: int, w: int) -> np.ndarray:
+    """[h, w] bool: the half of y coded first where the model has a context network."""
+    return anchors(h, w)[0, 0].numpy()
 
 
 class _Models:
@@ -199,14 +255,16 @@ class LossyCoder:
         z_hat = torch.round(z[0]).clamp(-Z_RADIUS, Z_RADIUS).numpy().astype(np.int64)
         for c, m in enumerate(self.models.z):
             enc.encode((z_hat[c].ravel() + Z_RADIUS).astype(np.int32), m)
-        mean, index = hyper_synthesis_exact(self.tables, z_hat)
-        sym = np.round(y[0].double().numpy() - mean / 2 ** ACT_BITS).astype(np.int64)
-        radius = self.models.radius[index]
-        sym = np.clip(sym, -radius, radius)
-        flat_i, flat_s, flat_r = index.ravel(), sym.ravel(), radius.ravel()
-        for k in np.unique(flat_i):
-            sel = flat_i == k
-            enc.encode((flat_s[sel] + flat_r[sel]).astype(np.int32), self.models.y[k])
+        mean, raw = hyper_synthesis_raw(self.tables, z_hat)
+        y0 = y[0].double().numpy()
+        sym = np.zeros(mean.shape, np.int64)
+        for k, part in enumerate(self._parts(mean.shape[1:])):
+            if k:   # the white squares' parameters read the black squares' y_hat
+                mean, raw = self._white(mean, raw, sym)
+            index = table_index(self.tables, raw)
+            radius = self.models.radius[index]
+            sym = np.where(part, np.clip(np.round(y0 - mean / 2 ** ACT_BITS).astype(np.int64), -radius, radius), sym)
+            self._encode_symbols(enc, sym[:, part], index[:, part])
         if filtered:   # fitted to the very picture the decoder will make
             pic = self._picture(sym, mean, beta, img.shape[0], img.shape[1], img.shape[2])
             choice, q = loop_filter.choose(pic, img, beta)
@@ -223,13 +281,13 @@ class LossyCoder:
         for c, m in enumerate(self.models.z):
             z_hat[c] = dec.decode(m, zh * zw).astype(np.int64) - Z_RADIUS
         z_hat = z_hat.reshape(n, zh, zw)
-        mean, index = hyper_synthesis_exact(self.tables, z_hat)
-        flat_i = index.ravel()
-        sym = np.empty(flat_i.shape, np.int64)
-        for k in np.unique(flat_i):
-            sel = flat_i == k
-            sym[sel] = dec.decode(self.models.y[k], int(sel.sum())).astype(np.int64) - int(self.models.radius[k])
-        pic = self._picture(sym.reshape(mean.shape), mean, beta, info.height, info.width, info.channels)
+        mean, raw = hyper_synthesis_raw(self.tables, z_hat)
+        sym = np.zeros(mean.shape, np.int64)
+        for k, part in enumerate(self._parts(mean.shape[1:])):
+            if k:
+                mean, raw = self._white(mean, raw, sym)
+            sym[:, part] = self._decode_symbols(dec, table_index(self.tables, raw)[:, part])
+        pic = self._picture(sym, mean, beta, info.height, info.width, info.channels)
         if not filtered:
             return pic
         ka, kb = loop_filter.CLASS_CHOICES[int(dec.decode(self.models.filter_classes, 1)[0])]
@@ -237,6 +295,36 @@ class LossyCoder:
         symbols = dec.decode(self.models.coefficient, count).astype(np.int64) - loop_filter.RADIUS
         q = loop_filter.from_symbols(symbols, (ka, kb), info.channels)
         return loop_filter.apply(pic, q, (ka, kb)) if ka else pic
+
+    def _parts(self, shape: tuple[int, int]) -> list[np.ndarray]:
+        """The parts of y's grid [h, w] in coding order: all of it, or, with a context
+        network, the black squares and then the white ones."""
+        if not self.tables.ctx_weights:
+            return [np.ones(shape, bool)]
+        black = black_squares(*shape)
+        return [black, ~black]
+
+    def _white(self, mean: np.ndarray, raw: np.ndarray, sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, raw) with the white squares' corrected from the black squares' symbols."""
+        black = black_squares(*mean.shape[1:])
+        return context_exact(self.tables, mean, raw, np.where(black, sym * 2 ** ACT_BITS + mean, 0))
+
+    def _encode_symbols(self, enc, sym: np.ndarray, index: np.ndarray) -> None:
+        """y's symbols, grouped by table (ascending), each group in the given order."""
+        flat_i, flat_s = index.ravel(), sym.ravel()
+        radius = self.models.radius[flat_i]
+        for k in np.unique(flat_i):
+            sel = flat_i == k
+            enc.encode((flat_s[sel] + radius[sel]).astype(np.int32), self.models.y[k])
+
+    def _decode_symbols(self, dec, index: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`_encode_symbols`: symbols shaped as ``index``."""
+        flat_i = index.ravel()
+        sym = np.empty(flat_i.shape, np.int64)
+        for k in np.unique(flat_i):
+            sel = flat_i == k
+            sym[sel] = dec.decode(self.models.y[k], int(sel.sum())).astype(np.int64) - int(self.models.radius[k])
+        return sym.reshape(index.shape)
 
     def _picture(self, sym: np.ndarray, mean: np.ndarray, beta: float, height: int, width: int,
                  channels: int) -> np.ndarray:

@@ -43,6 +43,7 @@ class LossyConfig:
     m: int = 128                       # channels of y
     betas: list[float] = field(default_factory=lambda: list(BETAS))
     hs_mid: int = 0                    # width inside the hyper-synthesis (0: 3m/2)
+    context: int = 0                   # width of the checkerboard context network (0: none)
 
     @property
     def hs_width(self) -> int:
@@ -135,6 +136,17 @@ def gaussian_likelihood(y, mean, scale):
     return p.clamp_min(LIKELIHOOD_MIN)
 
 
+def anchors(h: int, w: int) -> torch.Tensor:
+    """[1, 1, h, w]: True on the checkerboard's black squares ((row + column) even), the half
+    of y coded first.
+
+    >>> anchors(2, 3).int().tolist()
+    [[[[1, 0, 1], [0, 1, 0]]]]
+    """
+    i = torch.arange(h)[:, None] + torch.arange(w)[None, :]
+    return (i % 2 == 0)[None, None]
+
+
 class LossyModel(nn.Module):
     def __init__(self, cfg: LossyConfig):
         super().__init__()
@@ -148,6 +160,15 @@ class LossyModel(nn.Module):
         self.h_s = nn.Sequential(UpConv(n, n), nn.ReLU(), UpConv(n, mid), nn.ReLU(),
                                  nn.Conv2d(mid, 2 * m, 3, padding=1))
         self.z_density = FactorizedDensity(n)
+        if cfg.context:
+            # y's second half (the checkerboard's white squares) is coded after the first, so
+            # its means and widths may also depend on the decoded first half (He et al.,
+            # "Checkerboard context model", CVPR 2021).  Added to h_s's output: the last layer
+            # starts at zero, so a model grown from one without context starts where it was.
+            self.ctx = nn.Sequential(nn.Conv2d(m, cfg.context, 5, padding=2), nn.ReLU(),
+                                     nn.Conv2d(cfg.context, 2 * m, 1))
+            nn.init.zeros_(self.ctx[2].weight)
+            nn.init.zeros_(self.ctx[2].bias)
         # log-gains per trained beta: on y before quantization (encoder), on y_hat before the
         # synthesis (decoder), and on z before its quantization (encoder only)
         # Started apart, so that every beta has its own rate from the first step: distortion
@@ -198,6 +219,20 @@ class LossyModel(nn.Module):
         mean, scale = self.h_s(z_hat).chunk(2, dim=1)
         return mean, F.softplus(scale)
 
+    def quantized(self, y, z_hat):
+        """(y_hat, mean, scale): y rounded around its means (straight-through gradient), with
+        the widths the entropy coder uses.  With a context network the anchors (black squares)
+        are rounded first and the other half's means and widths see them."""
+        mean, raw = self.h_s(z_hat).chunk(2, dim=1)
+        y_hat = mean + (torch.round(y - mean) - (y - mean)).detach() + (y - mean)
+        if self.cfg.context:
+            black = anchors(y.shape[2], y.shape[3]).to(y.dtype)
+            d_mean, d_raw = self.ctx(y_hat * black).chunk(2, dim=1)
+            mean = mean + d_mean * (1 - black)
+            raw = raw + d_raw * (1 - black)
+            y_hat = mean + (torch.round(y - mean) - (y - mean)).detach() + (y - mean)
+        return y_hat, mean, F.softplus(raw)
+
     def synthesis(self, y_hat, level):
         _, gy_inv, _ = self.gains(level)
         return (self.g_s(y_hat * gy_inv) + 1.0) * 127.5
@@ -210,9 +245,8 @@ class LossyModel(nn.Module):
         y, z = self.analysis(x, level)
         z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
         z_for_hs = z + (torch.round(z) - z).detach()
-        mean, scale = self.hyper_synthesis(z_for_hs)
+        y_hat, mean, scale = self.quantized(y, z_for_hs)
         y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
-        y_hat = mean + (torch.round(y - mean) - (y - mean)).detach() + (y - mean)
         x_hat = self.synthesis(y_hat, level)
         pixels = x.shape[2] * x.shape[3]
         bits_y = -torch.log2(gaussian_likelihood(y_noisy, mean, scale)).sum((1, 2, 3))
