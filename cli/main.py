@@ -285,14 +285,24 @@ def train_lossy(out, n, m, lr, steps, minutes, val_minutes, threads, init, betas
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Replace a zoo model of that name.")
-def export_lossy(run_dir, name, force):
+@click.option("--notes", default="", help="The card's notes.")
+@click.option("--continues", "continues", default=None, metavar="MODEL",
+              help="The zoo model the run started from: its card's training curve goes on with this run's.")
+@click.option("--segment", default="", help="With --continues: this run's name in the training curve.")
+@click.option("--segment-note", default="", help="With --continues: what this run did (lr, command).")
+def export_lossy(run_dir, name, force, notes, continues, segment, segment_note):
     """Copy a lossy run's best weights into the zoo, with its integer tables and card."""
     from vlaecodec.lossy_train import export
-    from vlaecodec.zoo import models_dir
+    from vlaecodec.zoo import models_dir, read_card, resolve
     weights = models_dir() / f"{name}.safetensors"
     if weights.exists() and not force:
         raise click.UsageError(f"{weights} exists (use --force to replace it)")
-    card = export(run_dir, weights, name)
+    previous = None
+    if continues:
+        previous = read_card(resolve(continues))
+        if "training_curve" not in previous or not segment:
+            raise click.UsageError("--continues needs a model whose card has a training_curve, and --segment")
+    card = export(run_dir, weights, name, notes, previous, segment, segment_note)
     click.echo(json.dumps({k: card[k] for k in ("name", "betas", "parameters", "training", "sha256")}))
 
 

@@ -52,6 +52,7 @@ class LossyTrainSettings:
     betas: str = ""                 # trained betas, comma-separated (empty: the model's default)
     context: int = 0                # width of a checkerboard context network (0: none)
     ctx_lr: float = 10.0            # the context network's learning rate, as a multiple of lr
+    warmup: int = 0                 # rates ramp up from 0 over this invocation's first steps (for a fresh Adam)
 
 
 def training_images() -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -242,10 +243,9 @@ def train(s: LossyTrainSettings) -> None:
         last_val = time.time()
 
     start = last_ckpt = last_val = time.time()
-    losses = []
+    losses, first = [], step
     while (not s.steps or step < s.steps) and (not s.minutes or time.time() - start < s.minutes * 60):
-        if s.lr_final > 0 and s.minutes:
-            _anneal(opt, s, (time.time() - start) / (s.minutes * 60))
+        _set_rates(opt, s, (time.time() - start) / (s.minutes * 60) if s.minutes else 0.0, step - first)
         x, lev = source.batch(step)
         out_ = model(x, lev)
         loss = model.loss(out_, lev)
@@ -265,11 +265,20 @@ def train(s: LossyTrainSettings) -> None:
     checkpoint()
 
 
-def _anneal(opt, s: LossyTrainSettings, frac: float) -> None:
-    """Cosine decay of every group's rate from lr to lr_final over the invocation's wall time:
-    an annealed model validates far better than one held at a constant rate (a drop from
-    1e-4 to 3e-5 for 20 minutes took the held-out loss from 1.528 to 1.406)."""
-    lr = s.lr_final + (s.lr - s.lr_final) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+def _set_rates(opt, s: LossyTrainSettings, frac: float, done: int) -> None:
+    """Every group's rate for this step, as a multiple of lr (:func:`_multipliers`).
+
+    With lr_final (and --minutes), a cosine decay from lr to lr_final over the invocation's
+    wall time: an annealed model validates far better than one held at a constant rate (a
+    drop from 1e-4 to 3e-5 for 20 minutes took the held-out loss from 1.528 to 1.406).
+    With --warmup N, a linear ramp from 0 over the invocation's first N steps: a fresh Adam's
+    first steps move every weight by about lr whatever its gradient, which undoes a trained
+    model (see :func:`_restore`) unless its second-moment estimates settle first."""
+    lr = s.lr
+    if s.lr_final > 0 and s.minutes:
+        lr = s.lr_final + (s.lr - s.lr_final) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+    if s.warmup:
+        lr *= min(1.0, (done + 1) / s.warmup)
     for group, mult in zip(opt.param_groups, _multipliers(s)):
         group["lr"] = lr * mult
 
@@ -299,9 +308,42 @@ def _seconds_from_history(history: list[dict], val_minutes: float) -> float:
     return history[-1]["time"] - history[0]["time"] + val_minutes * 60
 
 
-def export(run: str | Path, weights: str | Path, name: str, notes: str = "") -> dict:
+def _rate_at(settings: dict, seconds: float) -> float:
+    """The learning rate of the run's main group after ``seconds`` of its invocation (the
+    schedule of :func:`_set_rates`, warmup aside), to two significant figures."""
+    lr, final, minutes = settings["lr"], settings.get("lr_final", 0.0), settings.get("minutes", 0.0)
+    if final > 0 and minutes:
+        frac = min(seconds / (minutes * 60), 1.0)
+        lr = final + (lr - final) * 0.5 * (1 + math.cos(math.pi * frac))
+    return float(f"{lr:.2g}")
+
+
+def continued_curve(previous: dict, history: list[dict], settings: dict, segment: str, note: str) -> dict:
+    """The ``training_curve`` of a card whose run started from ``previous``'s weights: the
+    previous card's curve plus this run's validations as segment ``segment``, its steps counted
+    on from where the previous model stood (its best validation in its own last segment)."""
+    curve = json.loads(json.dumps(previous["training_curve"]))
+    last = [r for r in curve["rows"] if r["segment"] == curve["rows"][-1]["segment"]]
+    start = min(last, key=lambda r: r["val_loss"])["step"]
+
+    def at(rows, beta):
+        return next(r for r in rows if r["beta"] == beta)
+    for h in history:
+        lo, hi = at(h["rows"], 800.0), at(h["rows"], 10.0)
+        curve["rows"].append({"segment": segment, "lr": _rate_at(settings, h["seconds"]),
+                              "step": start + h["step"], "val_loss": round(h["val_loss"], 4),
+                              "bpp_beta800": round(lo["bpp"], 3), "psnr_beta800": round(lo["psnr"], 2),
+                              "bpp_beta10": round(hi["bpp"], 3), "psnr_beta10": round(hi["psnr"], 2)})
+    curve["segments"][segment] = note
+    return curve
+
+
+def export(run: str | Path, weights: str | Path, name: str, notes: str = "",
+           continues: dict | None = None, segment: str = "", segment_note: str = "") -> dict:
     """A run's best weights -> a zoo model: float weights plus the integer tables
-    (:class:`~vlaecodec.lossy_coder.LossyTables`), and a card with the training record."""
+    (:class:`~vlaecodec.lossy_coder.LossyTables`), and a card with the training record.
+    ``continues``: the card of the model the run started from; its ``training_curve`` goes on
+    with this run's validations as ``segment`` (:func:`continued_curve`)."""
     from safetensors import safe_open
     from .lossy_coder import LossyTables
     from .zoo import file_sha256, write_card
@@ -339,6 +381,11 @@ def export(run: str | Path, weights: str | Path, name: str, notes: str = "") -> 
         "notes": notes,
         "sha256": file_sha256(weights),
     }
+    if continues is not None:
+        with safe_open(str(Path(run) / "checkpoint.safetensors"), "pt") as f:
+            run_meta = json.loads(f.metadata()["json"])   # every validation, not only the best's
+        card["training_curve"] = continued_curve(continues, run_meta["history"], run_meta["settings"],
+                                                 segment, segment_note)
     write_card(weights, card)
     return card
 
