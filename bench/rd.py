@@ -196,7 +196,9 @@ def lossy_rows(images, models: dict[str, float], extra_bits) -> list[dict]:
 PUBLISHED = {"Balle 2018 hyperprior (published)": ([0.25, 0.5, 1.0], [30.0, 33.1, 37.1])}
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, main: str | None = None) -> None:
+    """PSNR and MS-SSIM against rate (and near-lossless rate against the bound); ``main``: the
+    vlaecodec model the run is about, drawn in black (other vlaecodec models in grey)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -212,7 +214,7 @@ def plot(rows: list[dict], path: Path) -> None:
             keep = r <= 3.0
             mine = name.startswith("vlaecodec")
             ax.plot(r[keep], q[keep], "s-" if mine else "o-", ms=3, label=name, lw=2 if mine else 1,
-                    color="black" if mine else None)
+                    color=("black" if main in (None, name) else "0.6") if mine else None)
         if metric == "psnr":
             for name, (r, q) in PUBLISHED.items():
                 ax.plot(r, q, "k*", ms=8, label=name)
@@ -254,7 +256,8 @@ def beta_strip(image: np.ndarray, model: str, betas, path: Path) -> None:
     sheet.save(path)
 
 
-def write(rows: list[dict], out: Path, meta: dict, name: str = "rd", bd: list[dict] | None = None) -> None:
+def write(rows: list[dict], out: Path, meta: dict, name: str = "rd", bd: list[dict] | None = None,
+          main: str | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("codec", "family", "setting", "bpp"), k))
     with (out / f"{name}.csv").open("w", newline="") as f:
@@ -293,7 +296,7 @@ def write(rows: list[dict], out: Path, meta: dict, name: str = "rd", bd: list[di
         lines.append(f"| {r['family']} | {r['codec']} | {r['setting']} | {r['bpp']:.4f} | {r['psnr']:.2f} | "
                      f"{r['ms_ssim']:.4f} | {r['max_abs_error']} | {t('enc_s_per_image')} | {t('dec_s_per_image')} |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
-    plot(rows, out / f"{name}.png")
+    plot(rows, out / f"{name}.png", main)
 
 
 def main(argv=None) -> None:
@@ -312,6 +315,9 @@ def main(argv=None) -> None:
     ap.add_argument("--no-classical", action="store_true")
     ap.add_argument("--unfiltered", action="store_true",
                     help="also the model's files without the loop filter (what the filter buys)")
+    ap.add_argument("--also", nargs="*", default=[], metavar="MODEL",
+                    help="other lossy models measured in the same run, at the betas they were trained at "
+                         "(the previous release's, say)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="rd", help="results file name")
     ap.add_argument("--out", default="bench/results")
@@ -333,16 +339,22 @@ def main(argv=None) -> None:
         rows += hyperprior_rows(images, args.model, args.betas, args.threads)
         if args.unfiltered:
             rows += hyperprior_rows(images, args.model, args.betas, args.threads, loop_filter=False)
+    for other in args.also:
+        from vlaecodec.lossy_coder import load_lossy_coder
+        rows += hyperprior_rows(images, other, list(load_lossy_coder(other).model.cfg.betas), args.threads)
     if args.targets:
         rows += target_rows(images, args.model, args.targets, args.threads)
     bd = bd_rates(rows, label(args.model)) if args.betas and not args.no_classical else []
     if bd and args.unfiltered:
         bd += bd_rates(rows, label(args.model) + " unfiltered")
+    if bd:
+        for other in args.also:
+            bd += bd_rates(rows, label(other))
     meta = {"command": "python -m bench.rd " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
             "date": time.strftime("%Y-%m-%d"),
             "images": f"Kodak, first {len(images)} images" + (f", centre {args.crop}x{args.crop} crops" if args.crop else ", full size")}
-    write(rows, Path(args.out), meta, args.name, bd)
+    write(rows, Path(args.out), meta, args.name, bd, label(args.model))
     if args.betas:
         crop = kodak(23, 0)[22][128:384, 192:576]  # kodim23, the parrots: colour, texture and a plain background
         lo, hi = np.log(min(args.betas)), np.log(max(args.betas))   # four across the range
