@@ -274,11 +274,19 @@ def _is_lossy(model_name: str) -> bool:
 @click.option("--init", default="", help="Start from these weights (.safetensors), fresh optimiser; a model "
               "with fewer latent channels than --m, or other betas, is widened to them.")
 @click.option("--betas", default="", help="Trained betas, comma-separated (default: the model's).")
-def train_lossy(out, n, m, lr, steps, minutes, val_minutes, threads, init, betas):
+@click.option("--lr-final", type=float, default=0.0, help="With --minutes: lr falls to this along a cosine.")
+@click.option("--warmup", type=int, default=0, help="Rates ramp up from 0 over this many steps (a fresh optimiser).")
+@click.option("--context", type=int, default=0, help="Width of a checkerboard context network (grown at zero "
+              "on a model without one).")
+@click.option("--ctx-lr", type=float, default=10.0, show_default=True, help="The context network's rate, times lr.")
+@click.option("--ckpt-minutes", type=float, default=5.0, show_default=True, help="Checkpoint this often.")
+def train_lossy(out, n, m, lr, steps, minutes, val_minutes, threads, init, betas, lr_final, warmup, context,
+                ctx_lr, ckpt_minutes):
     """Train the lossy (hyperprior) model: resumable, keeps the best held-out weights."""
     from vlaecodec.lossy_train import LossyTrainSettings, train
     train(LossyTrainSettings(out=out, n=n, m=m, lr=lr, steps=steps, minutes=minutes, val_minutes=val_minutes,
-                             threads=threads, init=init, betas=betas))
+                             threads=threads, init=init, betas=betas, lr_final=lr_final, warmup=warmup,
+                             context=context, ctx_lr=ctx_lr, ckpt_minutes=ckpt_minutes))
 
 
 @cli.command("export-lossy")

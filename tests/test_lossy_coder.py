@@ -170,3 +170,6 @@ def test_context_model_decodes_the_same_in_another_process(context_coder, tmp_pa
 def test_tables_with_a_context_network_survive_saving(context_coder):
     t = LossyTables.from_tensors(context_coder.tables.to_tensors())
     assert len(t.ctx_weights) == 2 and all(np.array_equal(a, b) for a, b in zip(t.ctx_weights, context_coder.tables.ctx_weights))
+    saved = context_coder.tables.to_tensors()     # narrow integers on disk, int64 in memory
+    assert saved["tables.ctx0.weight"].dtype in (torch.int16, torch.int32)
+    assert all(w.dtype == np.int64 for w in t.ctx_weights)

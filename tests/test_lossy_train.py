@@ -60,3 +60,29 @@ def test_a_continued_curve_counts_steps_on_from_the_previous_models_best():
     assert curve["segments"] == {"a": "first", "b": "second"}
     assert len(previous["training_curve"]["rows"]) == 3            # the previous card is untouched
     json.dumps(curve)
+
+
+def test_the_command_line_grows_a_context_network_and_carries_the_curve_on(weights, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    def cli(*args):
+        env = {**os.environ, "VLAECODEC_MODELS": str(tmp_path / "zoo")}
+        r = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True,
+                           cwd=ROOT, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r
+    (tmp_path / "zoo").mkdir()
+    cli("train-lossy", "--out", str(tmp_path / "run"), "--n", "8", "--m", "8", "--betas", "800,10",
+        "--init", str(weights), "--context", "4", "--warmup", "10", "--lr-final", "1e-5", "--minutes", "5",
+        "--steps", "2")
+    cli("export-lossy", str(tmp_path / "run"), "grown", "--continues", "lossy-0.9", "--segment", "z",
+        "--segment-note", "a test")
+    card = json.loads((tmp_path / "zoo" / "grown.json").read_text())
+    previous = json.loads((ROOT / "models" / "lossy-0.9.json").read_text())["training_curve"]
+    assert card["config"]["context"] == 4 and "context" in card["description"]
+    assert card["training_curve"]["rows"][:-1] == previous["rows"]
+    assert card["training_curve"]["rows"][-1]["segment"] == "z"

@@ -120,7 +120,7 @@ class LossyTables:
             out[f"tables.hs{i}.weight"], out[f"tables.hs{i}.bias"] = w, b
         for i, (w, b) in enumerate(zip(self.ctx_weights, self.ctx_biases)):
             out[f"tables.ctx{i}.weight"], out[f"tables.ctx{i}.bias"] = w, b
-        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
+        return {k: torch.from_numpy(np.ascontiguousarray(_narrowest(v))) for k, v in out.items()}
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor]) -> "LossyTables":
@@ -131,6 +131,22 @@ class LossyTables:
             return [g(f"tables.{name}{i}.weight") for i in range(n)], [g(f"tables.{name}{i}.bias") for i in range(n)]
         return cls(*convs("hs"), g("tables.thresholds"), g("tables.y_freqs"), g("tables.y_radius"),
                    g("tables.z_freqs"), *convs("ctx"))
+
+
+def _narrowest(a: np.ndarray) -> np.ndarray:
+    """Integers in the narrowest of int16, int32, int64 that holds them: the weight tables fit
+    in 16 bits, and at int64 a context model's file would be 7 MB larger (they are read back
+    as int64, so the dtype changes nothing else).
+
+    >>> _narrowest(np.array([-32768, 32767])).dtype, _narrowest(np.array([1 << 20])).dtype
+    (dtype('int16'), dtype('int32'))
+    """
+    a = np.asarray(a)
+    for dtype in (np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if a.size == 0 or (a.min() >= info.min and a.max() <= info.max):
+            return a.astype(dtype)
+    return a.astype(np.int64)
 
 
 def _integer_convs(net: torch.nn.Module) -> tuple[list[np.ndarray], list[np.ndarray]]:

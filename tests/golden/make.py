@@ -109,7 +109,7 @@ ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, *
 # the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
 # a subpixel one level apart; these entries also keep the decoded pixels (NAME.npy) and allow
 # that difference (``tolerance``)
-LOSSY_MODELS = ("lossy-0.4", "lossy-0.5", "lossy-0.7", "lossy-0.8", "lossy")
+LOSSY_MODELS = ("lossy-0.4", "lossy-0.5", "lossy-0.7", "lossy-0.8", "lossy-0.9", "lossy")
 LOSSY_KINDS = [
     ("beta64-rgb", "lossy", "encode_lossy", ["rgb"], {"beta": 64.0}),
     ("beta200-grey", "lossy", "encode_lossy", ["grey"], {"beta": 200.0}),
@@ -130,11 +130,15 @@ ENTRIES += [(f"lossy-0.8-{suffix}.vlae", "lossy-0.8", mode, fn, srcs, {"model": 
             for suffix, mode, fn, srcs, opts in LOSSY_KINDS]
 ENTRIES += [("lossy-0.8-beta64-opaque-icc.vlae", "lossy-0.8", "lossy", "encode_lossy", ["rgb-opaque"],
              {"model": "lossy-0.8", "beta": 64.0, "metadata": [{"icc_profile": b"an ICC profile"}]})]
-# 0.9's lossy model (0.8's, trained longer) and the loop filter (every new lossy file has the
-# flag; on the whole 128x128 sample the coefficients are worth sending, on smaller crops not)
-ENTRIES += [(f"lossy-0.9-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
-            for suffix, mode, fn, srcs, opts in LOSSY_KINDS + [
-                ("beta15-rgb128", "lossy", "encode_lossy", ["rgb128"], {"beta": 15.0})]]
+# 0.9's lossy model (0.8's, trained longer; ``lossy`` in 0.9, ``lossy-0.9`` since) and the
+# loop filter (every new lossy file has the flag; on the whole 128x128 sample the coefficients
+# are worth sending, on smaller crops not)
+FILTERED_KINDS = LOSSY_KINDS + [("beta15-rgb128", "lossy", "encode_lossy", ["rgb128"], {"beta": 15.0})]
+ENTRIES += [(f"lossy-0.9-{suffix}.vlae", "lossy-0.9", mode, fn, srcs, {"model": "lossy-0.9", **opts})
+            for suffix, mode, fn, srcs, opts in FILTERED_KINDS]
+# 0.10's lossy model: 0.9's with a checkerboard context network grown on it, trained on
+ENTRIES += [(f"lossy-0.10-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
+            for suffix, mode, fn, srcs, opts in FILTERED_KINDS]
 TOLERANCE = 1
 # a filtered picture: the loop filter is exact on its input, but may carry a one-level
 # difference of the float32 synthesis a few levels further (docs/FORMAT.md)
