@@ -131,8 +131,8 @@ def section() -> str:
         card = json.loads((ROOT / "models" / "lossy.json").read_text())
         if plot_training(card, RESULTS / "lossy_training.png"):
             lines += ["What more training bought the lossy model (`models/lossy.json`, `training_curve`: "
-                      "held-out PSNR at every validation of its last four training segments, each from "
-                      "an earlier one's best weights):", "",
+                      "held-out PSNR at every validation of its training segments since its betas "
+                      "settled, each from an earlier one's best weights):", "",
                       "![lossy quality against training steps](bench/results/lossy_training.png)", ""]
     if (RESULTS / "near_lossless.md").exists():
         lines += ["### Near-lossless on Kodak crops, beside JPEG-LS", "",
