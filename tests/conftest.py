@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,8 @@ def model_path(tmp_path_factory):
     return str(p)
 
 
-def run_cli(*args, stdin=None):
-    """Run ``vlaecodec ARGS`` in a fresh process from the repository root."""
+def run_cli(*args, stdin=None, env=None):
+    """Run ``vlaecodec ARGS`` in a fresh process from the repository root (``env``: variables
+    added to this process's environment)."""
     return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, cwd=ROOT,
-                          input=stdin)
+                          input=stdin, env={**os.environ, **env} if env else None)

@@ -40,7 +40,7 @@ def test_a_context_network_grown_on_a_model_starts_at_zero(weights, tmp_path):
     after, _ = _largest_move(weights, tmp_path / "ctx", context=4, warmup=10)
     last = [k for k in after if k.startswith("ctx.") and k.endswith("weight")][-1]
     assert after["ctx.0.weight"].shape[:2] == (4, 8)
-    # one step at lr/10 from zero: still tiny, so the grown model codes almost as before
+    # one step from zero at lr / warmup * ctx_lr: still tiny, so the grown model codes almost as before
     assert 0 < float(after[last].abs().max()) <= 1e-3 / 10 * 10 * 1.05
 
 
@@ -63,16 +63,10 @@ def test_a_continued_curve_counts_steps_on_from_the_previous_models_best():
 
 
 def test_the_command_line_grows_a_context_network_and_carries_the_curve_on(weights, tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
+    from conftest import ROOT, run_cli
 
     def cli(*args):
-        env = {**os.environ, "VLAECODEC_MODELS": str(tmp_path / "zoo")}
-        r = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True,
-                           cwd=ROOT, env=env)
+        r = run_cli(*args, env={"VLAECODEC_MODELS": str(tmp_path / "zoo")})
         assert r.returncode == 0, r.stderr[-2000:]
         return r
     (tmp_path / "zoo").mkdir()

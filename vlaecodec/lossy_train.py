@@ -274,9 +274,7 @@ def _set_rates(opt, s: LossyTrainSettings, frac: float, done: int) -> None:
     With --warmup N, a linear ramp from 0 over the invocation's first N steps: a fresh Adam's
     first steps move every weight by about lr whatever its gradient, which undoes a trained
     model (see :func:`_restore`) unless its second-moment estimates settle first."""
-    lr = s.lr
-    if s.lr_final > 0 and s.minutes:
-        lr = s.lr_final + (s.lr - s.lr_final) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+    lr = _cosine(s.lr, s.lr_final, s.minutes, frac)
     if s.warmup:
         lr *= min(1.0, (done + 1) / s.warmup)
     for group, mult in zip(opt.param_groups, _multipliers(s)):
@@ -308,14 +306,20 @@ def _seconds_from_history(history: list[dict], val_minutes: float) -> float:
     return history[-1]["time"] - history[0]["time"] + val_minutes * 60
 
 
+def _cosine(lr: float, lr_final: float, minutes: float, frac: float) -> float:
+    """The main group's rate at ``frac`` of an invocation: lr, or with lr_final (and a length
+    in minutes) a cosine from lr down to lr_final."""
+    if lr_final > 0 and minutes:
+        return lr_final + (lr - lr_final) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+    return lr
+
+
 def _rate_at(settings: dict, seconds: float) -> float:
     """The learning rate of the run's main group after ``seconds`` of its invocation (the
     schedule of :func:`_set_rates`, warmup aside), to two significant figures."""
-    lr, final, minutes = settings["lr"], settings.get("lr_final", 0.0), settings.get("minutes", 0.0)
-    if final > 0 and minutes:
-        frac = min(seconds / (minutes * 60), 1.0)
-        lr = final + (lr - final) * 0.5 * (1 + math.cos(math.pi * frac))
-    return float(f"{lr:.2g}")
+    minutes = settings.get("minutes", 0.0)
+    frac = seconds / (minutes * 60) if minutes else 0.0
+    return float(f"{_cosine(settings['lr'], settings.get('lr_final', 0.0), minutes, frac):.2g}")
 
 
 def continued_curve(previous: dict, history: list[dict], settings: dict, segment: str, note: str) -> dict:

@@ -8,18 +8,18 @@
 # INIT: start from these weights with a fresh optimiser (the rates ramp up over the first
 # 1000 steps, so that it does not undo them): models/lossy.safetensors continues the shipped
 # model on another machine; models/lossy-0.9.safetensors (no context network) grows one that
-# starts at zero, as 0.10's model was made (110 minutes, --lr 3e-5 --lr-final 3e-6; its card
-# holds the command); models/lossy-0.5.safetensors (96 channels, 8 betas) is widened to 256
+# starts at zero, as 0.10's model was made (98 minutes with these settings; its card holds
+# the command); models/lossy-0.5.safetensors (96 channels, 8 betas) is widened to 256
 # channels and 11 betas first, as 0.7's was. A start from nothing wants a higher rate:
 # LR=1e-4 LR_FINAL=1e-5 (0.4-0.9 trained at 3e-4 .. 1e-5).
 set -euo pipefail
 RUN=${1:-runs/lossy}
 MINUTES=${2:-60}
 INIT=${3:-}
-LR=${LR:-3e-5}
+LR=${LR:-5e-5}
 LR_FINAL=${LR_FINAL:-3e-6}
-vlaecodec train-lossy --out "$RUN" --n 64 --m 256 --context 128 --lr "$LR" --lr-final "$LR_FINAL" --warmup 1000 \
-  --threads 1 --val-minutes 10 --betas 3200,1600,800,428,229,122,65.4,35,18.7,10,5 --minutes "$MINUTES" \
+vlaecodec train-lossy --out "$RUN" --n 64 --m 256 --context 128 --lr "$LR" --lr-final "$LR_FINAL" --ctx-lr 6 \
+  --warmup 1000 --threads 1 --val-minutes 10 --betas 3200,1600,800,428,229,122,65.4,35,18.7,10,5 --minutes "$MINUTES" \
   ${INIT:+--init "$INIT"}
 vlaecodec export-lossy "$RUN" lossy --force
 python -m bench.rd
