@@ -123,6 +123,13 @@ def training_sets() -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray
             rgb(load_folder(_need(root / "graphics"))[:-HOLDOUT]))
 
 
+def heldout_sets() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(photos-wall, graphics) images that :func:`training_sets` leaves out, RGB only."""
+    root = data_root()
+    return tuple([im for im in load_folder(_need(root / name))[-HOLDOUT:] if im.shape[2] == 3]
+                 for name in ("photos-wall", "graphics"))
+
+
 def random_crops(images: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` random ``size`` x ``size`` crops from a list of images (edge-padded if smaller)."""
     out = []
