@@ -177,13 +177,14 @@ class EncodeOptions:
         return "lossy" if self.lossy else "near-lossless" if self.max_error else "lossless"
 
     def encode(self, images: list[np.ndarray], model: str, threads: int,
-               metadata: list[dict[str, bytes]] | None = None) -> bytes:
+               metadata: list[dict[str, bytes]] | None = None, pictures: bool = False):
+        """The file; with ``pictures`` (lossy only), (file, the pictures it decodes to)."""
         from vlaecodec import api
         metadata = None if self.strip else metadata
         if self.lossy:
             return api.encode_lossy(images, model, self.recon, self.seed, self.extra_bits, beta=self.beta,
                                     target_bpp=self.target_bpp, threads=threads, progress=self.progress,
-                                    metadata=metadata)
+                                    metadata=metadata, return_pictures=pictures)
         return api.encode_many(images, model, max_error=self.max_error, threads=threads, progress=self.progress,
                                effort=self.effort, metadata=metadata)
 
@@ -215,16 +216,20 @@ def _encode_one(args) -> dict:
     from vlaecodec import api
     from vlaecodec.quality import psnr
     img, meta = read_picture(inp)
-    data = opts.encode([img], model_name, threads, [meta])
+    # a lossy file's picture is what the user gets: its PSNR is reported
+    drawn = opts.lossy and api.is_lossy(model_name)
+    data = opts.encode([img], model_name, threads, [meta], pictures=drawn)
+    if drawn:
+        data, (picture,) = data
     write_atomic(out, data)
     rec = {"input": inp, "output": out, "width": img.shape[1], "height": img.shape[0],
            "channels": img.shape[2], "bytes": len(data), "bpd": len(data) * 8 / img.size,
            "bpp": len(data) * 8 / (img.shape[0] * img.shape[1]), **opts.describe()}
     if opts.effort > 1:   # the model that won
         rec["model"] = api.info(data).get("model_name")
-    if opts.lossy and api.is_lossy(model_name):   # what the user gets: the rate dial and the picture
+    if drawn:
         rec["beta"] = api.info(data)["beta"]
-        rec["psnr"] = psnr(img, api.decode_many(data, threads=threads)[0])
+        rec["psnr"] = psnr(img, picture)
     elif with_elbo:
         _float_threads(threads)
         distortion, rate = api.elbo_parts(img, model_name)

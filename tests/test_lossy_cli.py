@@ -52,6 +52,16 @@ def test_cli_round_trip_reports_what_a_user_needs(tmp_path, img):
     assert info["mode"] == "lossy" and info["beta"] == 100.0 and info["loop_filter"] is True
 
 
+def test_the_encoders_picture_is_the_decoded_one_loop_filter_and_all(img):
+    from vlaecodec.lossy_coder import load_lossy_coder
+    data, (picture,) = api.encode_lossy([img], beta=5.0, return_pictures=True)
+    assert np.array_equal(picture, api.decode(data))
+    unfiltered = load_lossy_coder("lossy", loop_filter=False).encode_and_draw([img], 5.0)[1][0]
+    assert not np.array_equal(picture, unfiltered)    # the filter was chosen and is in the picture
+    data, (picture,) = api.encode_lossy([img], target_bpp=0.5, return_pictures=True)
+    assert np.array_equal(picture, api.decode(data))
+
+
 def test_decoding_with_two_threads_gives_the_same_pixels(tmp_path, img):
     data = api.encode_lossy([img], beta=64.0)
     (tmp_path / "a.vlae").write_bytes(data)

@@ -173,3 +173,12 @@ def test_tables_with_a_context_network_survive_saving(context_coder):
     saved = context_coder.tables.to_tensors()     # narrow integers on disk, int64 in memory
     assert saved["tables.ctx0.weight"].dtype in (torch.int16, torch.int32)
     assert all(w.dtype == np.int64 for w in t.ctx_weights)
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_the_encoders_pictures_are_the_decoders(coder, filtered):
+    c = LossyCoder(coder.model, coder.tables, model_id="00" * 8, loop_filter=filtered)
+    images = [_image(), _image(33, 47, 1, seed=1), np.dstack([_image(20, 30), np.full((20, 30), 255, np.uint8)])]
+    data, pictures = c.encode_and_draw(images, beta=64.0)
+    assert data == c.encode(images, beta=64.0)
+    assert all(np.array_equal(p, d) for p, d in zip(pictures, c.decode(data), strict=True))

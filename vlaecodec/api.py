@@ -141,30 +141,43 @@ def is_lossy(model: str) -> bool:
 def encode_lossy(images: list[np.ndarray], model: str = DEFAULT_LOSSY_MODEL, recon: str = "mean",
                  seed: int = 0, extra_bits: int = 0, beta: float | None = None,
                  target_bpp: float | None = None, threads: int = 1, progress: bool = False,
-                 metadata: list[dict[str, bytes]] | None = None) -> bytes:
+                 metadata: list[dict[str, bytes]] | None = None,
+                 return_pictures: bool = False) -> bytes | tuple[bytes, list[np.ndarray]]:
     """A lossy file.  With a lossy model (the default, ``lossy``): the picture's latent at
     rate weight ``beta`` (higher: smaller file; default :data:`DEFAULT_BETA`), or at the beta
     whose file is closest to ``target_bpp`` bits per pixel.  With a VLAE model (``default``,
     ``beta-0.5``, ...): the 0.3 file holding z only (``recon``, ``seed``, ``extra_bits``).
-    ``metadata``: one dict per image, as for :func:`encode`.
+    ``metadata``: one dict per image, as for :func:`encode`.  ``return_pictures``: also the
+    pictures the file decodes to, as :func:`decode_many` gives them (at a given beta, drawn
+    by the encoder on its way, which saves decoding the file).
 
     >>> img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     >>> out = decode(encode_lossy([img], beta=100.0))
     >>> out.shape
     (16, 16, 3)
+    >>> data, pictures = encode_lossy([img], beta=100.0, return_pictures=True)
+    >>> np.array_equal(pictures[0], out)
+    True
     """
     images = [_hwc(i) for i in images]
+    pictures = None
     if not is_lossy(model):
         if beta is not None or target_bpp is not None:
             raise VlaeError(f"model {model!r} holds z only: it has no beta dial (use a lossy model)")
-        return _attach(load_codec(model, threads, progress).encode_lossy(images, recon, seed, extra_bits),
-                       metadata)
-    if beta is not None and target_bpp is not None:
+        data = load_codec(model, threads, progress).encode_lossy(images, recon, seed, extra_bits)
+    elif beta is not None and target_bpp is not None:
         raise VlaeError("give a beta or a target rate, not both")
-    coder = load_lossy(model, threads)
-    if target_bpp is not None:
-        return _attach(coder.encode_to_rate(images, target_bpp)[0], metadata)
-    return _attach(coder.encode(images, DEFAULT_BETA if beta is None else beta), metadata)
+    elif target_bpp is not None:
+        data = load_lossy(model, threads).encode_to_rate(images, target_bpp)[0]
+    elif return_pictures:
+        data, pictures = load_lossy(model, threads).encode_and_draw(images, DEFAULT_BETA if beta is None else beta)
+    else:
+        data = load_lossy(model, threads).encode(images, DEFAULT_BETA if beta is None else beta)
+    if not return_pictures:
+        return _attach(data, metadata)
+    if pictures is None:   # a searched rate or a z-only file: the file is decoded
+        pictures = decode_many(data, model, threads=threads)
+    return _attach(data, metadata), pictures
 
 
 def _card_for(header) -> dict:

@@ -264,7 +264,8 @@ class LossyCoder:
 
     # -- one image ---------------------------------------------------------------------------
     @torch.no_grad()
-    def _encode_image(self, enc, img: np.ndarray, beta: float, filtered: bool) -> None:
+    def _encode_image(self, enc, img: np.ndarray, beta: float, filtered: bool, draw: bool) -> np.ndarray | None:
+        """Codes one image; with ``draw``, returns the picture the decoder will draw."""
         x = torch.from_numpy(np.array(_rgb(img), dtype=np.float32)).permute(2, 0, 1)[None]
         x = _pad(x)
         y, z = self.model.analysis(x, self.model.level(beta))
@@ -281,12 +282,22 @@ class LossyCoder:
             radius = self.models.radius[index]
             sym = np.where(part, np.clip(np.round(y0 - mean / 2 ** ACT_BITS).astype(np.int64), -radius, radius), sym)
             self._encode_symbols(enc, sym[:, part], index[:, part])
-        if filtered:   # fitted to the very picture the decoder will make
-            pic = self._picture(sym, mean, beta, img.shape[0], img.shape[1], img.shape[2])
-            choice, q = loop_filter.choose(pic, img, beta)
-            enc.encode(np.array([choice], np.int32), self.models.filter_classes)
-            symbols = loop_filter.to_symbols(q, loop_filter.CLASS_CHOICES[choice])
-            enc.encode((symbols + loop_filter.RADIUS).astype(np.int32), self.models.coefficient)
+        if not (filtered or draw):
+            return None
+        pic = self._picture(sym, mean, beta, img.shape[0], img.shape[1], img.shape[2])
+        if not filtered:
+            return pic
+        # the filter is fitted to the very picture the decoder will make
+        choice, q = loop_filter.choose(pic, img, beta)
+        enc.encode(np.array([choice], np.int32), self.models.filter_classes)
+        shape = loop_filter.CLASS_CHOICES[choice]
+        symbols = loop_filter.to_symbols(q, shape)
+        enc.encode((symbols + loop_filter.RADIUS).astype(np.int32), self.models.coefficient)
+        if not draw:
+            return None
+        # the decoder's own steps: coefficients from their symbols, then the filter
+        q = loop_filter.from_symbols(symbols, shape, img.shape[2])
+        return loop_filter.apply(pic, q, shape) if shape[0] else pic
 
     @torch.no_grad()
     def _decode_image(self, dec, info: ImageInfo, beta: float, filtered: bool) -> np.ndarray:
@@ -355,20 +366,26 @@ class LossyCoder:
     def encode(self, images: list[np.ndarray], beta: float) -> bytes:
         """uint8 [H, W, C] images (C = 1 or 3; 2 or 4 with an opaque alpha) -> one .vlae file
         at this beta."""
-        return self._encode(images, beta, self.loop_filter)
+        return self._encode(images, beta, self.loop_filter)[0]
 
-    def _encode(self, images: list[np.ndarray], beta: float, filtered: bool) -> bytes:
+    def encode_and_draw(self, images: list[np.ndarray], beta: float) -> tuple[bytes, list[np.ndarray]]:
+        """(:meth:`encode`'s file, the pictures :meth:`decode` draws from it), without decoding
+        the file: the encoder has made every step of the picture already but the last."""
+        return self._encode(images, beta, self.loop_filter, draw=True)
+
+    def _encode(self, images: list[np.ndarray], beta: float, filtered: bool,
+                draw: bool = False) -> tuple[bytes, list[np.ndarray] | None]:
         beta = self.check_beta(beta)
         for img in images:
             check_image(img, 3)
         images, infos = split_opaque(images, "lossy coding")
         with torch.inference_mode(), _threads(self.threads):
             enc = constriction.stream.queue.RangeEncoder()
-            for img in images:
-                self._encode_image(enc, img, beta, filtered)
+            pictures = [self._encode_image(enc, img, beta, filtered, draw) for img in images]
             words = enc.get_compressed()
-        return pack(Header(model_id=self.model_id, z_bits=1, active=[], images=infos, mode=MODE_LATENT,
+        data = pack(Header(model_id=self.model_id, z_bits=1, active=[], images=infos, mode=MODE_LATENT,
                            beta=beta, filtered=filtered), words)
+        return data, join(pictures, infos) if draw else None
 
     def encode_to_rate(self, images: list[np.ndarray], bpp: float, tolerance: float = 0.03) -> tuple[bytes, float]:
         """(file, beta) whose size is closest to ``bpp`` bits per pixel (whole file, header
@@ -387,7 +404,7 @@ class LossyCoder:
 
             def consider(beta: float) -> float:
                 nonlocal best
-                data = self._encode(images, beta, filtered)
+                data = self._encode(images, beta, filtered)[0]
                 rate = len(data) * 8 / pixels
                 if best is None or abs(rate - bpp) < abs(best[2] - bpp):
                     best = (data, self.check_beta(beta), rate)
