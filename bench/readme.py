@@ -111,8 +111,9 @@ def section() -> str:
                   "and keeps the smaller file; the others through their libraries in the same process):", "",
                   "![bits against encode time](bench/results/lossless_effort.png)", ""]
     if (RESULTS / "speed.md").exists():
-        lines += ["### Lossless speed: whole processes, beside JPEG-XL and WebP", "",
-                  (RESULTS / "speed.md").read_text().strip(), ""]
+        text = (RESULTS / "speed.md").read_text().strip()
+        title = "Speed" if "| bits/pixel | PSNR dB |" in text else "Lossless speed"
+        lines += [f"### {title}: whole processes, beside JPEG-XL and WebP", "", text, ""]
     if (RESULTS / "lossless_zoo.md").exists():
         lines += ["### Every model of the zoo: file bits against the -ELBO (small slices)", "",
                   (RESULTS / "lossless_zoo.md").read_text().strip(), ""]

@@ -8,6 +8,10 @@ unfavourable to vlaecodec).  Peak memory is each vlaecodec process's own max RSS
 
 Writes bench/results/speed.{json,csv,md} (``--out`` elsewhere).  Ratios to JPEG-XL e9 hold
 across machines better than seconds do; both are reported.
+
+``--lossy-beta B`` adds lossy coding at that beta the same way (whole processes, with the
+lossy model), beside WebP and JPEG-XL lossy library calls, in a table of its own: lossy
+speed is what a user waits for too, start-up (torch) included.
 """
 from __future__ import annotations
 
@@ -23,10 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 from PIL import Image
 
 from vlaecodec import data as D
+from vlaecodec.quality import psnr
 
 from .classical import CODECS, timed_roundtrip
 
@@ -75,6 +81,51 @@ def bench_image(img: np.ndarray, name: str, work: Path, models: list[str], threa
     return rows
 
 
+LOSSY_CLASSICAL = {   # settings near the lossy model's middle rates on Kodak
+    "webp-q80-m6": (lambda a: imagecodecs.webp_encode(a, level=80, lossless=False, method=6), "webp_decode"),
+    "jpegxl-d1-e7": (lambda a: imagecodecs.jpegxl_encode(a, distance=1.0, effort=7), "jpegxl_decode"),
+}
+
+
+def bench_lossy(img: np.ndarray, name: str, work: Path, beta: float, threads: list[int]) -> list[dict]:
+    """Lossy rows of one image: vlaecodec as whole processes, the others as library calls."""
+    src, vl, back = work / f"{name}.png", work / f"{name}.lossy.vlae", work / f"{name}.lossy.png"
+    Image.fromarray(img).save(src)
+    rows, pixels = [], img.shape[0] * img.shape[1]
+    for t in threads:
+        for p in (vl, back):
+            p.unlink(missing_ok=True)
+        cmd = vlaecodec_command()
+        enc, enc_rss = timed_process(cmd + ["encode", str(src), "-o", str(vl), "--lossy", "--beta", str(beta),
+                                            "--threads", str(t)])
+        dec, dec_rss = timed_process(cmd + ["decode", str(vl), "-o", str(back), "--threads", str(t)])
+        rows.append({"image": name, "codec": f"vlaecodec:lossy@{beta:g}", "threads": t,
+                     "bpp": vl.stat().st_size * 8 / pixels, "psnr": psnr(img, np.asarray(Image.open(back))),
+                     "encode_s": enc, "decode_s": dec, "peak_rss_mb": max(enc_rss, dec_rss)})
+    for codec, (enc_fn, dec_name) in LOSSY_CLASSICAL.items():
+        t0 = time.perf_counter()
+        data = enc_fn(img)
+        t1 = time.perf_counter()
+        out = getattr(imagecodecs, dec_name)(data)
+        t2 = time.perf_counter()
+        rows.append({"image": name, "codec": codec, "threads": 1, "bpp": len(data) * 8 / pixels,
+                     "psnr": psnr(img, out), "encode_s": t1 - t0, "decode_s": t2 - t1, "peak_rss_mb": None})
+    return rows
+
+
+def summarize_lossy(rows: list[dict]) -> list[dict]:
+    """Per (codec, threads): mean seconds, bits per pixel and PSNR over the images."""
+    keys = sorted({(r["codec"], r["threads"]) for r in rows}, key=lambda k: (not k[0].startswith("vl"), k))
+    out = []
+    for codec, t in keys:
+        rs = [r for r in rows if r["codec"] == codec and r["threads"] == t]
+        rss = [r["peak_rss_mb"] for r in rs if r["peak_rss_mb"] is not None]
+        out.append({"codec": codec, "threads": t, "images": len(rs),
+                    **{k: float(np.mean([r[k] for r in rs])) for k in ("bpp", "psnr", "encode_s", "decode_s")},
+                    "peak_rss_mb": max(rss) if rss else None})
+    return out
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     """Per (codec, threads): mean seconds, bits/dim over all pixels, peak memory, and the
     ratios of the mean times to JPEG-XL e9's (measured on the same images in the same run)."""
@@ -107,6 +158,18 @@ def markdown(summary: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_lossy(summary: list[dict]) -> str:
+    lines = ["", "Lossy on the same images: vlaecodec as whole processes (start-up and model loading "
+             "included), the others as library calls in the bench's process.", "",
+             "| codec | threads | bits/pixel | PSNR dB | encode s | decode s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|"]
+    for s in summary:
+        rss = "" if s["peak_rss_mb"] is None else f"{s['peak_rss_mb']:.0f}"
+        lines.append(f"| {s['codec']} | {s['threads']} | {s['bpp']:.3f} | {s['psnr']:.2f} | {s['encode_s']:.3f} | "
+                     f"{s['decode_s']:.3f} | {rss} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["default"])
@@ -115,16 +178,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="bench/results", help="Folder for speed.{json,csv,md}.")
     ap.add_argument("--name", default="speed", help="Base name of the result files.")
     ap.add_argument("--crop", type=int, default=0, help="Centre crops of this side (0: whole images; for tests).")
+    ap.add_argument("--lossy-beta", type=float, default=None,
+                    help="Also time lossy coding at this beta (whole processes), beside WebP and JPEG-XL lossy.")
     a = ap.parse_args(argv)
     threads = [int(t) for t in a.threads.split(",")]
     images = D.load_kodak(a.images)
     if a.crop:
         images = [D.centre_crop(i, a.crop) for i in images]
-    rows = []
+    rows, lossy = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i, img in enumerate(images):
-            rows += bench_image(img, f"kodim{i + 1:02d}", Path(tmp), a.models, threads)
-            last = [r for r in rows if r["image"] == f"kodim{i + 1:02d}"]
+            name = f"kodim{i + 1:02d}"
+            rows += bench_image(img, name, Path(tmp), a.models, threads)
+            if a.lossy_beta is not None:
+                lossy += bench_lossy(img, name, Path(tmp), a.lossy_beta, threads)
+            last = [r for r in rows + lossy if r["image"] == name]
             print(" ".join(f"{r['codec']}/{r['threads']}: {r['encode_s']:.2f}+{r['decode_s']:.2f}s" for r in last),
                   file=sys.stderr)
     summary = summarize(rows)
@@ -133,12 +201,15 @@ def main(argv: list[str] | None = None) -> None:
             "date": time.strftime("%Y-%m-%d")}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{a.name}.json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=1))
+    record = {"meta": meta, "summary": summary, "rows": rows}
+    if lossy:
+        record.update(lossy_summary=summarize_lossy(lossy), lossy_rows=lossy)
+    (out / f"{a.name}.json").write_text(json.dumps(record, indent=1))
     with (out / f"{a.name}.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    md = markdown(summary, meta)
+    md = markdown(summary, meta) + (markdown_lossy(record["lossy_summary"]) if lossy else "")
     (out / f"{a.name}.md").write_text(md)
     print(md)
 

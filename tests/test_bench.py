@@ -121,6 +121,19 @@ def test_speed_bench_times_whole_processes_and_checks_round_trips(model_path, tm
     assert "| codec | threads |" in (tmp_path / "s.md").read_text()
 
 
+def test_speed_bench_times_lossy_processes_beside_webp_and_jpegxl(model_path, tmp_path):
+    from bench import speed
+    speed.main(["--images", "1", "--crop", "64", "--threads", "1", "--models", model_path,
+                "--lossy-beta", "100", "--out", str(tmp_path), "--name", "s"])
+    out = json.loads((tmp_path / "s.json").read_text())
+    rows = out["lossy_rows"]
+    assert {r["codec"] for r in rows} == {"vlaecodec:lossy@100", "webp-q80-m6", "jpegxl-d1-e7"}
+    assert all(r["bpp"] > 0 and r["psnr"] > 20 and r["encode_s"] > 0 and r["decode_s"] > 0 for r in rows)
+    ours = next(s for s in out["lossy_summary"] if s["codec"].startswith("vlaecodec"))
+    assert ours["peak_rss_mb"] > 10
+    assert "| bits/pixel | PSNR dB |" in (tmp_path / "s.md").read_text()
+
+
 def test_effort_rows_name_the_chosen_models(rng):
     from bench.__main__ import bench_effort
     images = [rng.integers(0, 256, (12, 10, 3), dtype=np.uint8), np.full((9, 8, 3), 7, np.uint8)]
