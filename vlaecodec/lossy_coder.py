@@ -61,6 +61,8 @@ SCALES = 64             # Gaussian widths of y, log-spaced from SCALE_MIN to SCA
 SCALE_MAX = 48.0
 Y_RADIUS_MAX = 383      # y symbols within +-min(383, 8 * width + 2) of their mean
 PAD = 64                # images are padded to a multiple of 64 (the transforms' stride)
+TILE = 64               # the transforms run on tiles of 64 latent units (1024 pixels) a side,
+                        # so memory is bounded on large photos (tiles.py); smaller images whole
 
 
 def _freqs(p: np.ndarray) -> np.ndarray:
@@ -268,7 +270,7 @@ class LossyCoder:
         """Codes one image; with ``draw``, returns the picture the decoder will draw."""
         x = torch.from_numpy(np.array(_rgb(img), dtype=np.float32)).permute(2, 0, 1)[None]
         x = _pad(x)
-        y, z = self.model.analysis(x, self.model.level(beta))
+        y, z = self.model.analysis(x, self.model.level(beta), tile=TILE)
         z_hat = torch.round(z[0]).clamp(-Z_RADIUS, Z_RADIUS).numpy().astype(np.int64)
         for c, m in enumerate(self.models.z):
             enc.encode((z_hat[c].ravel() + Z_RADIUS).astype(np.int32), m)
@@ -357,7 +359,7 @@ class LossyCoder:
                  channels: int) -> np.ndarray:
         """The decoded picture, uint8 [height, width, channels], of y's symbols and means."""
         y_hat = torch.from_numpy(sym + mean / 2 ** ACT_BITS).float()[None]
-        x_hat = self.model.synthesis(y_hat, self.model.level(beta))[0, :, :height, :width]
+        x_hat = self.model.synthesis(y_hat, self.model.level(beta), tile=TILE)[0, :, :height, :width]
         if channels == 1:   # coded as R = G = B
             x_hat = x_hat.mean(0, keepdim=True)
         return np.ascontiguousarray(x_hat.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy())

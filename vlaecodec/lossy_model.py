@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .tiles import on_tiles
+
 # Betas the network is trained at (D + beta*R; D = MSE on 0..255, R = bits/pixel), spaced
 # evenly in log from 800 to 10.  A beta is 1 / lambda of the usual lambda * 255^2 * MSE + R
 # (MSE on 0..1): the span of the published hyperprior families (lambda 0.0018 to 0.0932, about
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 BETAS = [800.0, 428.0, 229.0, 122.0, 65.4, 35.0, 18.7, 10.0]
 SCALE_MIN = 0.11                      # smallest Gaussian width of y (CompressAI's bound)
 LIKELIHOOD_MIN = 1e-9
+TILE_HALO = 3                         # latent units around a tile: more than g_a's and g_s's reach
 
 
 @dataclass
@@ -207,10 +210,12 @@ class LossyModel(nn.Module):
         return tuple(out)
 
     # -- the pieces the coder uses -----------------------------------------------------------
-    def analysis(self, x, level):
-        """Pixels 0..255 [B,3,H,W] (H, W multiples of 64) -> (y, z) before quantization."""
+    def analysis(self, x, level, tile: int = 0):
+        """Pixels 0..255 [B,3,H,W] (H, W multiples of 64) -> (y, z) before quantization;
+        ``tile``: g_a on tiles of that many latent units (one image; see tiles.py)."""
         gy, _, gz = self.gains(level)
-        y = self.g_a(x / 127.5 - 1.0) * gy
+        x = x / 127.5 - 1.0
+        y = (on_tiles(self.g_a, x, 16, 1, tile, TILE_HALO) if tile else self.g_a(x)) * gy
         z = self.h_a(y) * gz
         return y, z
 
@@ -233,9 +238,11 @@ class LossyModel(nn.Module):
             y_hat = mean + (torch.round(y - mean) - (y - mean)).detach() + (y - mean)
         return y_hat, mean, F.softplus(raw)
 
-    def synthesis(self, y_hat, level):
+    def synthesis(self, y_hat, level, tile: int = 0):
+        """y_hat -> pixels 0..255 (not rounded); ``tile``: as for :meth:`analysis`."""
         _, gy_inv, _ = self.gains(level)
-        return (self.g_s(y_hat * gy_inv) + 1.0) * 127.5
+        y = y_hat * gy_inv
+        return ((on_tiles(self.g_s, y, 1, 16, tile, TILE_HALO) if tile else self.g_s(y)) + 1.0) * 127.5
 
     # -- training ----------------------------------------------------------------------------
     def forward(self, x, level):
