@@ -1,12 +1,16 @@
 """The bench's plumbing on tiny inputs (not its timings): rows, files, tables and figures."""
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from bench import large, rd, seed
 from bench.__main__ import bench_classical, bench_vlaecodec, write
 from bench.quality import ms_ssim, psnr
+
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "kodim23_crop.png"
 
 
 def test_lossless_rows_and_files(model_path, rng, tmp_path):
@@ -95,6 +99,15 @@ def test_large_image_row_and_table(model_path, rng, tmp_path):
     row["command"] = "test"
     large.write([row], tmp_path, {"machine": "test", "date": "today"})
     assert "| mosaic 20x20 grey |" in (tmp_path / "large.md").read_text()
+
+
+def test_large_image_lossy_row(tmp_path):
+    img = large.mosaic([np.asarray(Image.open(SAMPLE).convert("RGB"))], 160)
+    row = large.measure(img, "mosaic 160x160 RGB", "lossy", beta=100.0)
+    assert row["model"] == "lossy@100" and not row["exact"] and row["psnr"] > 25
+    row["command"] = "test"
+    large.write([row], tmp_path, {"machine": "test", "date": "today"})
+    assert "| lossy@100 |" in (tmp_path / "large.md").read_text() and " dB |" in (tmp_path / "large.md").read_text()
 
 
 def test_merge_keeps_the_rows_a_run_does_not_remake():

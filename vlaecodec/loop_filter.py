@@ -82,10 +82,10 @@ def _ranks(values: np.ndarray, k: int) -> np.ndarray:
     or below it, the bounds being the values at ranks n*j/k (integers: exact everywhere).
     For k dividing K, the groups are those of K divided by K/k (the bounds are a subset)."""
     if k <= 1:
-        return np.zeros(values.size, np.int64)
+        return np.zeros(values.size, np.int32)
     ranks = [values.size * j // k for j in range(1, k)]
     bounds = np.partition(values, ranks)[ranks]
-    return np.searchsorted(bounds, values, side="right").astype(np.int64)
+    return np.searchsorted(bounds, values, side="right").astype(np.int32)
 
 
 def classes(pic: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -93,7 +93,7 @@ def classes(pic: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     activity * brightness groups + brightness, where a pixel's activity is the absolute
     horizontal plus vertical second difference of its channels' sum, and its brightness that
     sum (the synthesis errs differently on edges and flat areas, in shadows and highlights)."""
-    g = pic.astype(np.int64).sum(axis=2)
+    g = pic.sum(axis=2, dtype=np.int32)     # small integers: int32 keeps a large photo's memory down
     p = np.pad(g, 1, mode="edge")
     act = np.abs(2 * g - p[1:-1, :-2] - p[1:-1, 2:]) + np.abs(2 * g - p[:-2, 1:-1] - p[2:, 1:-1])
     return _ranks(act.ravel(), shape[0]) * shape[1] + _ranks(g.ravel(), shape[1])
@@ -104,9 +104,9 @@ def _gram(pic: np.ndarray, target: np.ndarray, cls: np.ndarray, k: int):
     H, W, C = pic.shape
     nf = n_features(C)
     G, R, E = np.zeros((k, nf, nf)), np.zeros((k, nf, C)), np.zeros((k, C))
-    err = (target.astype(np.float64) - pic).reshape(H * W, C)
     for y0, y1 in _bands(H, W):
-        F, e, c = features(pic, (y0, y1)), err[y0 * W:y1 * W], cls[y0 * W:y1 * W]
+        e = (target[y0:y1].astype(np.float64) - pic[y0:y1]).reshape(-1, C)
+        F, c = features(pic, (y0, y1)), cls[y0 * W:y1 * W]
         order = np.argsort(c, kind="stable")
         ends = np.searchsorted(c[order], np.arange(k + 1))
         F, e = F[order], e[order]
@@ -142,7 +142,7 @@ def apply(pic: np.ndarray, q: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     n_features, C] of classes ``shape``: one compiled pass over the pixels, int64 sums."""
     H, W, C = pic.shape
     r = REACH
-    p = np.pad(pic, ((r, r), (r, r), (0, 0)), mode="edge").astype(np.int64)
+    p = np.pad(pic, ((r, r), (r, r), (0, 0)), mode="edge").astype(np.int16)   # the sums are int64
     out = np.empty((H, W, C), np.uint8)
     _apply(p, r, classes(pic, shape).reshape(H, W), np.ascontiguousarray(q, np.int64),
            np.array(DIRECTIONS, np.int64), CLIP, SHIFT, out)

@@ -60,6 +60,7 @@ Z_RADIUS = 48           # z symbols in [-48, 48] (clamped by the encoder)
 SCALES = 64             # Gaussian widths of y, log-spaced from SCALE_MIN to SCALE_MAX
 SCALE_MAX = 48.0
 Y_RADIUS_MAX = 383      # y symbols within +-min(383, 8 * width + 2) of their mean
+CONV_BLOCK = 4096        # latent positions per block of the integer convolutions
 PAD = 64                # images are padded to a multiple of 64 (the transforms' stride)
 TILE = 64               # the transforms run on tiles of 64 latent units (1024 pixels) a side,
                         # so memory is bounded on large photos (tiles.py); smaller images whole
@@ -168,17 +169,22 @@ def _conv_exact(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Integer k x k convolution (zero padding) of a [C, H, W] at 2^ACT_BITS, exact: the
     products and sums are integers below 2^53, held in float64, so BLAS's summation order
     cannot change them.  Returns floor(sum / 2^WEIGHT_BITS), again at 2^ACT_BITS.  One
-    product per tap, so the memory is a few copies of the input, whatever k."""
+    product per tap, a block of rows at a time, so the memory is the input and the output
+    and a block's products, whatever k and the image's size."""
     c, h, wd = a.shape
     k = w.shape[2]
     p = np.pad(a.astype(np.float64), ((0, 0), (k // 2, k // 2), (k // 2, k // 2)))
-    acc = np.repeat(b.astype(np.float64)[:, None], h * wd, axis=1)
-    for dy in range(k):
-        for dx in range(k):
-            tap = w[:, :, dy, dx].astype(np.float64)
-            if tap.any():
-                acc += tap @ p[:, dy:dy + h, dx:dx + wd].reshape(c, h * wd)
-    return np.floor(acc / 2 ** WEIGHT_BITS).reshape(len(w), h, wd)
+    out = np.empty((len(w), h, wd))
+    taps = [(dy, dx, w[:, :, dy, dx].astype(np.float64)) for dy in range(k) for dx in range(k)]
+    taps = [t for t in taps if t[2].any()]
+    step = max(1, CONV_BLOCK // max(wd, 1))   # rows at a time: the sums are exact in any order
+    for r in range(0, h, step):
+        n = min(step, h - r)
+        acc = np.repeat(b.astype(np.float64)[:, None], n * wd, axis=1)
+        for dy, dx, tap in taps:
+            acc += tap @ p[:, r + dy:r + dy + n, dx:dx + wd].reshape(c, n * wd)
+        out[:, r:r + n] = np.floor(acc / 2 ** WEIGHT_BITS).reshape(len(w), n, wd)
+    return out
 
 
 def hyper_synthesis_raw(tables: LossyTables, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -362,7 +368,7 @@ class LossyCoder:
         x_hat = self.model.synthesis(y_hat, self.model.level(beta), tile=TILE)[0, :, :height, :width]
         if channels == 1:   # coded as R = G = B
             x_hat = x_hat.mean(0, keepdim=True)
-        return np.ascontiguousarray(x_hat.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+        return np.ascontiguousarray(x_hat.clamp_(0, 255).round_().to(torch.uint8).permute(1, 2, 0).numpy())
 
     # -- files -------------------------------------------------------------------------------
     def encode(self, images: list[np.ndarray], beta: float) -> bytes:
