@@ -47,11 +47,40 @@ print("torch-free")
 """
 
 
-def test_lossless_and_near_lossless_coding_never_import_torch(tmp_path):
-    r = subprocess.run([sys.executable, "-c", CODING_SCRIPT, str(tmp_path)], capture_output=True, text=True,
-                       cwd=ROOT)
+def _passes_in_a_fresh_process(script: str, folder, last_line: str) -> None:
+    r = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().endswith("torch-free")
+    assert r.stdout.strip().endswith(last_line)
+
+
+def test_lossless_and_near_lossless_coding_never_import_torch(tmp_path):
+    _passes_in_a_fresh_process(CODING_SCRIPT, tmp_path, "torch-free")
+
+
+# The lossy mode's mirror image: its transforms need torch, but nothing of it needs numba
+# (whose start costs a process about half a second).
+LOSSY_SCRIPT = r"""
+import os
+import sys
+import numpy as np
+from PIL import Image
+from cli.main import cli
+
+os.chdir(sys.argv[1])
+img = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+Image.fromarray(img).save("a.png")
+for args in (["encode", "a.png", "-o", "a.vlae", "--lossy", "--beta", "10", "--json"],
+             ["decode", "a.vlae", "-o", "a2.png"], ["info", "a.vlae"]):
+    cli.main(args, standalone_mode=False)
+assert np.asarray(Image.open("a2.png")).shape == img.shape
+loaded = sorted(m for m in sys.modules if m == "numba" or m.startswith("numba."))
+assert not loaded, f"lossy coding imported numba ({loaded[:5]})"
+print("numba-free")
+"""
+
+
+def test_lossy_coding_never_imports_numba(tmp_path):
+    _passes_in_a_fresh_process(LOSSY_SCRIPT, tmp_path, "numba-free")
 
 
 def _integers(net: ExactVLAE) -> list[np.ndarray]:

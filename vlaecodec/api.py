@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .codec import Codec, CodingStats
 from .errors import VlaeError
-from .exact import ExactVLAE
 from .fileformat import ALPHA_NAMES, MODE_LATENT, MODE_NAMES, unpack_header, with_metadata
 from .zoo import DEFAULT_LOSSY_MODEL, DEFAULT_MODEL, is_lossy_model, load_model, load_weights, resolve
 
 if TYPE_CHECKING:
+    from .codec import Codec, CodingStats
+    from .exact import ExactVLAE
     from .lossy_coder import LossyCoder
 
 
@@ -42,6 +42,7 @@ def _loaded(name: str):
 @lru_cache(maxsize=4)
 def _exact(name: str) -> tuple[ExactVLAE, dict]:
     """(exact network, card), made from the weights file once per process for the codecs."""
+    from .exact import ExactVLAE   # numba's kernels: imported by the modes that need them only
     weights, cfg, card = load_weights(name)
     return ExactVLAE(weights, cfg), card
 
@@ -51,6 +52,7 @@ def load_codec(name: str = DEFAULT_MODEL, threads: int = 1, progress: bool = Fal
     """The codec of a zoo model (the model is cached per process); ``threads``: BLAS threads
     for its whole-image convolutions (the results do not depend on it); ``progress``: a bar
     on stderr for large images (the CLI asks for it on a terminal; a library stays quiet)."""
+    from .codec import Codec
     net, card = _exact(name)
     return Codec(net, card["model_id"], active_channels=card.get("active_channels"),
                  threads=max(1, threads), progress=progress)

@@ -27,7 +27,8 @@ from .alpha import join, split, split_opaque
 from .bands import DEFAULT_TAIL, BandChain, CodingStats, pixel_digest
 from .errors import VlaeError
 from .exact import ExactVLAE
-from .fileformat import MAX_ERROR, MODE_LOSSY, MODEL_ID_BYTES, RANS_VERSION, RECON_NAMES, ImageInfo, max_pixels, unpack
+from .fileformat import MAX_ERROR, MODE_LOSSY, MODEL_ID_BYTES, RANS_VERSION, RECON_NAMES, ImageInfo, unpack
+from .images import check_image
 from .latents import Latents
 from .pixels import PixelCoder, one_blas_thread
 from .posterior import Posterior
@@ -145,15 +146,3 @@ def _guard(fn, *args):
     except (ValueError, RuntimeError, AssertionError, IndexError) as e:
         # a payload that passes its CRC but is not ours (or a coder error): never a traceback
         raise VlaeError(f"corrupt file: payload does not decode ({type(e).__name__})") from None
-
-
-def check_image(img: np.ndarray, model_channels: int) -> None:
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or not 1 <= img.shape[2] <= 4:
-        raise VlaeError("image must be a uint8 array [H, W, 1] (grey), [H, W, 3] (RGB), "
-                        "or either with alpha last ([H, W, 2], [H, W, 4])")
-    if img.shape[0] < 1 or img.shape[1] < 1:
-        raise VlaeError("image is empty (0 pixels)")
-    if img.shape[0] * img.shape[1] > max_pixels():
-        raise VlaeError(f"image has {img.shape[0] * img.shape[1]} pixels, over the limit {max_pixels()}")
-    if (3 if img.shape[2] >= 3 else 1) > model_channels:
-        raise VlaeError("this model codes grey images only")

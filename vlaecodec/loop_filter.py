@@ -33,7 +33,6 @@ True
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 SHIFT = 8                       # coefficients are integers at 2**-8
 LIMIT = 2047                    # ... within +-2047 (the encoder clamps)
@@ -53,6 +52,11 @@ def n_features(channels: int) -> int:
 def features(pic: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray:
     """F [pixels, n_features] of a uint8 picture [H, W, C] (or of its rows [y0, y1)); edges
     repeat.  Integers (|F| <= 128) held in float64, for BLAS."""
+    return feature_ints(pic, rows).astype(np.float64)
+
+
+def feature_ints(pic: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """:func:`features` as int16."""
     H, W, C = pic.shape
     y0, y1 = rows or (0, H)
     r = REACH
@@ -67,8 +71,7 @@ def features(pic: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray
         out += np.clip(p[r - dy:r - dy + h, r - dx:r - dx + W] - centre, -CLIP, CLIP)
     G[:, :, len(DIRECTIONS) * C:-1] = centre - 128
     G[:, :, -1] = 128
-    F = G.astype(np.float64)
-    return F.reshape(h * W, -1)
+    return G.reshape(h * W, -1)
 
 
 def _bands(H: int, W: int):
@@ -139,42 +142,31 @@ def fit(pic: np.ndarray, target: np.ndarray, shape: tuple[int, int]) -> np.ndarr
 
 def apply(pic: np.ndarray, q: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The filtered picture (uint8, the shape of ``pic``) for coefficients q [classes,
-    n_features, C] of classes ``shape``: one compiled pass over the pixels, int64 sums."""
+    n_features, C] of classes ``shape``: band by band, class by class, exact (no compiled
+    kernel, so a lossy process never starts numba).
+
+    >>> pic = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3)
+    >>> q = np.zeros((1, n_features(3), 3), np.int64); q[0, -1] = 2 ** SHIFT // 128   # +1 everywhere
+    >>> bool((apply(pic, q, (1, 1)) == pic + 1).all())
+    True
+    """
     H, W, C = pic.shape
-    r = REACH
-    p = np.pad(pic, ((r, r), (r, r), (0, 0)), mode="edge").astype(np.int16)   # the sums are int64
+    cls = classes(pic, shape)
+    # integers in float64, for BLAS: |F| <= 128 and a file's |q| < 2**15, so every sum of
+    # n_features products is an integer below 2**53, exact in any order
+    q = np.asarray(q, np.float64)
     out = np.empty((H, W, C), np.uint8)
-    _apply(p, r, classes(pic, shape).reshape(H, W), np.ascontiguousarray(q, np.int64),
-           np.array(DIRECTIONS, np.int64), CLIP, SHIFT, out)
+    for y0, y1 in _bands(H, W):
+        F, c = features(pic, (y0, y1)), cls[y0 * W:y1 * W]
+        order = np.argsort(c, kind="stable")      # the band's pixels grouped by class
+        ends = np.searchsorted(c[order], np.arange(len(q) + 1))
+        F = F[order]
+        acc = np.empty((len(F), C))
+        for k in range(len(q)):
+            acc[order[ends[k]:ends[k + 1]]] = F[ends[k]:ends[k + 1]] @ q[k]
+        v = pic[y0:y1].reshape(-1, C) + ((acc.astype(np.int64) + (1 << (SHIFT - 1))) >> SHIFT)
+        out[y0:y1] = np.clip(v, 0, 255).reshape(y1 - y0, W, C)
     return out
-
-
-@njit(cache=True, nogil=True)
-def _apply(p, r, cls, q, dirs, clip, shift, out):
-    """out[y, x] of :func:`apply` from the padded picture p, pixel by pixel: the features of
-    :func:`features` and their sums with the pixel's class's coefficients, in int64."""
-    H, W, C = out.shape
-    nd = dirs.shape[0]
-    f = np.empty(q.shape[1], np.int64)
-    for y in range(H):
-        for x in range(W):
-            for j in range(nd):
-                dy, dx = dirs[j, 0], dirs[j, 1]
-                for i in range(C):
-                    c = p[y + r, x + r, i]
-                    a = min(max(p[y + r + dy, x + r + dx, i] - c, -clip), clip)
-                    b = min(max(p[y + r - dy, x + r - dx, i] - c, -clip), clip)
-                    f[j * C + i] = a + b
-            for i in range(C):
-                f[nd * C + i] = p[y + r, x + r, i] - 128
-            f[nd * C + C] = 128
-            k = cls[y, x]
-            for c in range(C):
-                acc = 0
-                for j in range(f.shape[0]):
-                    acc += f[j] * q[k, j, c]
-                v = p[y + r, x + r, c] + ((acc + (1 << (shift - 1))) >> shift)
-                out[y, x, c] = min(max(v, 0), 255)
 
 
 def to_symbols(q: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from . import loop_filter
 from .alpha import join, split_opaque
-from .codec import check_image
+from .images import check_image
 from .errors import VlaeError
 from .fileformat import MODE_LATENT, Header, ImageInfo, pack, unpack
 from .lossy_model import SCALE_MIN, LossyConfig, LossyModel, anchors
