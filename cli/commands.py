@@ -204,9 +204,9 @@ def _output_for(inp: str, output: str | None, many: bool, suffix: str) -> str:
 
 
 def _float_threads(threads: int) -> None:
-    """torch's CPU threads, set only where a float model runs (the ELBO): lossless and
-    near-lossless coding run on numpy and never import torch; the lossy model's coder sets
-    its own threads around its transforms."""
+    """torch's CPU threads, set only where a float model runs (the ELBO): coding runs on
+    numpy and never imports torch; the lossy model's coder sets its own BLAS threads around
+    its transforms."""
     import torch
     torch.set_num_threads(threads)
 

@@ -15,15 +15,21 @@ from vlaecodec.lossy_model import LossyConfig, LossyModel
 
 
 @pytest.fixture(scope="module")
-def coder():
+def tiny():
+    """A tiny random torch model (the coder runs its transforms in numpy)."""
     torch.manual_seed(1)
     model = LossyModel(LossyConfig(n=8, m=12)).eval()
     with torch.no_grad():  # a trained model's gains grow as beta falls; give the random one such gains
         model.log_gain_y.copy_(torch.linspace(-1.5, 1.5, 8)[:, None].expand(8, 12))
         model.log_gain_y_inv.copy_(-model.log_gain_y)
+    return model
+
+
+@pytest.fixture(scope="module")
+def coder(tiny):
     # without the loop filter: a random model's picture is so poor that the filter's choice,
     # not beta, would set these small files' rates (test_loop_filter covers the filter)
-    return LossyCoder(model, LossyTables.from_model(model), model_id="00" * 8, loop_filter=False)
+    return LossyCoder(tiny, LossyTables.from_model(tiny), model_id="00" * 8, loop_filter=False)
 
 
 def _image(h=70, w=90, c=3, seed=0):
@@ -34,11 +40,11 @@ def _image(h=70, w=90, c=3, seed=0):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def test_integer_hyper_synthesis_matches_the_float_network(coder):
+def test_integer_hyper_synthesis_matches_the_float_network(tiny, coder):
     z = np.random.default_rng(0).integers(-3, 4, (8, 2, 3))
     mean_int, index = hyper_synthesis_exact(coder.tables, z)
     with torch.no_grad():
-        mean, scale = coder.model.hyper_synthesis(torch.from_numpy(z).float()[None])
+        mean, scale = tiny.hyper_synthesis(torch.from_numpy(z).float()[None])
     assert np.abs(mean_int / 2 ** ACT_BITS - mean[0].numpy()).max() < 0.02
     # the index picks the table whose width is nearest the float width (log scale)
     from vlaecodec.lossy_coder import scale_table
@@ -62,19 +68,19 @@ def test_beta_is_a_dial(coder):
     assert sizes[0] > sizes[1]
 
 
-def _same_in_another_process(coder, img, beta, tmp_path):
-    """The file and picture of ``coder`` (a tiny model, with the loop filter as files are)
-    are those another process makes with two threads."""
-    coder = LossyCoder(coder.model, coder.tables, "00" * 8)
+def _same_in_another_process(model, img, beta, tmp_path):
+    """The file and picture of a tiny torch ``model``'s coder (with the loop filter, as files
+    are) are those another process makes with two threads."""
+    coder = LossyCoder(model, LossyTables.from_model(model), "00" * 8)
     data = coder.encode([img], beta=beta)
     out = coder.decode(data)[0]
-    torch.save(coder.model.state_dict(), tmp_path / "m.pt")
+    torch.save(model.state_dict(), tmp_path / "m.pt")
     np.save(tmp_path / "img.npy", img)
     script = f"""
 import sys, numpy as np, torch
 from vlaecodec.lossy_coder import LossyCoder, LossyTables
 from vlaecodec.lossy_model import LossyConfig, LossyModel
-model = LossyModel(LossyConfig(**{coder.model.cfg.to_dict()!r})).eval()
+model = LossyModel(LossyConfig(**{model.cfg.to_dict()!r})).eval()
 model.load_state_dict(torch.load(r"{tmp_path / 'm.pt'}"))
 coder = LossyCoder(model.eval(), LossyTables.from_model(model), "00" * 8, threads=2)
 data = coder.encode([np.load(r"{tmp_path / 'img.npy'}")], beta={beta!r})
@@ -87,8 +93,8 @@ np.save(r"{tmp_path / 'out.npy'}", coder.decode(data)[0])
     return out
 
 
-def test_decoding_is_the_same_in_another_process_with_other_threads(coder, tmp_path):
-    _same_in_another_process(coder, _image(), 100.0, tmp_path)
+def test_decoding_is_the_same_in_another_process_with_other_threads(tiny, tmp_path):
+    _same_in_another_process(tiny, _image(), 100.0, tmp_path)
 
 
 def test_target_rate_lands_near_the_target(coder):
@@ -130,7 +136,7 @@ def test_an_opaque_alpha_survives_lossy_and_any_other_is_refused(coder):
 
 
 @pytest.fixture(scope="module")
-def context_coder():
+def context_model():
     """A tiny random model with a checkerboard context network that does something."""
     torch.manual_seed(2)
     model = LossyModel(LossyConfig(n=8, m=12, context=6)).eval()
@@ -139,18 +145,23 @@ def context_coder():
         model.log_gain_y_inv.copy_(-model.log_gain_y)
         model.ctx[2].weight.normal_(0, 0.3)
         model.ctx[2].bias.normal_(0, 0.3)
-    return LossyCoder(model, LossyTables.from_model(model), model_id="00" * 8, loop_filter=False)
+    return model
 
 
-def test_integer_context_network_matches_the_float_one(context_coder):
+@pytest.fixture(scope="module")
+def context_coder(context_model):
+    return LossyCoder(context_model, LossyTables.from_model(context_model), model_id="00" * 8, loop_filter=False)
+
+
+def test_integer_context_network_matches_the_float_one(context_model, context_coder):
     from vlaecodec.lossy_coder import black_squares, context_exact, hyper_synthesis_raw
     coder = context_coder
     rng = np.random.default_rng(3)
     z = rng.integers(-3, 4, (8, 2, 3))
     y = torch.from_numpy(rng.normal(0, 3, (1, 12, 8, 12))).float()
     with torch.no_grad():
-        y_hat, mean, scale = coder.model.quantized(y, torch.from_numpy(z).float()[None])
-        hs_mean = coder.model.h_s(torch.from_numpy(z).float()[None]).chunk(2, dim=1)[0]
+        y_hat, mean, scale = context_model.quantized(y, torch.from_numpy(z).float()[None])
+        hs_mean = context_model.h_s(torch.from_numpy(z).float()[None]).chunk(2, dim=1)[0]
     mean_int, raw_int = hyper_synthesis_raw(coder.tables, z)
     black = black_squares(8, 12)
     sym = torch.round(y - hs_mean)[0].double().numpy()     # the black squares' symbols, as the float model rounds them
@@ -161,9 +172,9 @@ def test_integer_context_network_matches_the_float_one(context_coder):
     assert np.abs(np.log(np.logaddexp(0, r2 / 2 ** ACT_BITS)) - np.log(scale[0].numpy())).max() < 0.05
 
 
-def test_context_model_decodes_the_same_in_another_process(context_coder, tmp_path):
+def test_context_model_decodes_the_same_in_another_process(context_model, tmp_path):
     img = _image(70, 130)
-    out = _same_in_another_process(context_coder, img, 64.0, tmp_path)
+    out = _same_in_another_process(context_model, img, 64.0, tmp_path)
     assert out.shape == img.shape and 10 * np.log10(255 ** 2 / np.mean((out - img.astype(float)) ** 2)) > 12
 
 
@@ -184,23 +195,35 @@ def test_the_encoders_pictures_are_the_decoders(coder, filtered):
     assert all(np.array_equal(p, d) for p, d in zip(pictures, c.decode(data), strict=True))
 
 
-def test_transforms_on_tiles_match_the_whole_image():
+def test_transforms_on_tiles_match_the_whole_image(tiny):
     """Tiles with the halo give the whole image's transforms (to float rounding); without
     it they would not, so the halo is what makes tiling safe."""
-    import vlaecodec.lossy_model as lm
-    torch.manual_seed(4)
-    model = LossyModel(LossyConfig(n=8, m=12)).eval()
-    x = torch.from_numpy(_image(192, 256).astype(np.float32)).permute(2, 0, 1)[None]
-    with torch.no_grad():
-        y, _ = model.analysis(x, 2.0)
-        x_hat = model.synthesis(y.round(), 2.0)
-        assert (model.analysis(x, 2.0, tile=4)[0] - y).abs().max() < 1e-4
-        assert (model.synthesis(y.round(), 2.0, tile=4) - x_hat).abs().max() < 1e-3
-        halo, lm.TILE_HALO = lm.TILE_HALO, 0
-        try:
-            assert (model.synthesis(y.round(), 2.0, tile=4) - x_hat).abs().max() > 0.1
-        finally:
-            lm.TILE_HALO = halo
+    import vlaecodec.lossy_transforms as lt
+    t = lt.LossyTransforms.from_module(tiny)
+    x = np.ascontiguousarray(_image(192, 256).transpose(2, 0, 1), dtype=np.float32)
+    y, _ = t.analysis(x, 2.0)
+    x_hat = t.synthesis(np.round(y), 2.0)
+    assert np.abs(t.analysis(x, 2.0, tile=4)[0] - y).max() < 1e-4
+    assert np.abs(t.synthesis(np.round(y), 2.0, tile=4) - x_hat).max() < 1e-3
+    halo, lt.TILE_HALO = lt.TILE_HALO, 0
+    try:
+        assert np.abs(t.synthesis(np.round(y), 2.0, tile=4) - x_hat).max() > 0.1
+    finally:
+        lt.TILE_HALO = halo
+
+
+def test_transforms_in_numpy_are_the_float_models(tiny):
+    """The coder's numpy transforms compute what the trained torch model computes."""
+    from vlaecodec.lossy_transforms import LossyTransforms
+    t = LossyTransforms.from_module(tiny)
+    x = np.ascontiguousarray(_image(64, 128).transpose(2, 0, 1), dtype=np.float32)
+    for level in (0.0, 2.5, 7.0):
+        y, z = t.analysis(x, level)
+        with torch.no_grad():
+            y_t, z_t = tiny.analysis(torch.from_numpy(x)[None], level)
+            x_t = tiny.synthesis(y_t.round(), level)[0].numpy()
+        assert np.abs(y - y_t[0].numpy()).max() < 1e-4 and np.abs(z - z_t[0].numpy()).max() < 1e-4
+        assert np.abs(t.synthesis(np.round(y), level) - x_t).max() < 1e-3
 
 
 def test_an_image_wider_than_a_tile_round_trips(coder):

@@ -1,5 +1,5 @@
-"""Coding with a VLAE never imports torch: the exact network is built from the weights as
-numpy arrays.  These tests check that a coding process stays torch-free, and that the numpy
+"""Coding never imports torch: a VLAE's exact network is built from the weights as numpy
+arrays, and the lossy model's transforms run in numpy.  These tests check that a coding process stays torch-free, and that the numpy
 way of building the network gives the integers the torch way gave (so files do not change)."""
 import importlib.util
 import subprocess
@@ -57,8 +57,8 @@ def test_lossless_and_near_lossless_coding_never_import_torch(tmp_path):
     _passes_in_a_fresh_process(CODING_SCRIPT, tmp_path, "torch-free")
 
 
-# The lossy mode's mirror image: its transforms need torch, but nothing of it needs numba
-# (whose start costs a process about half a second).
+# Lossy coding needs neither: its transforms run in numpy (torch's import costs a process
+# about a second, numba's start about half a second).
 LOSSY_SCRIPT = r"""
 import os
 import sys
@@ -73,14 +73,15 @@ for args in (["encode", "a.png", "-o", "a.vlae", "--lossy", "--beta", "10", "--j
              ["decode", "a.vlae", "-o", "a2.png"], ["info", "a.vlae"]):
     cli.main(args, standalone_mode=False)
 assert np.asarray(Image.open("a2.png")).shape == img.shape
-loaded = sorted(m for m in sys.modules if m == "numba" or m.startswith("numba."))
-assert not loaded, f"lossy coding imported numba ({loaded[:5]})"
-print("numba-free")
+for lib in ("numba", "torch"):
+    loaded = sorted(m for m in sys.modules if m == lib or m.startswith(lib + "."))
+    assert not loaded, f"lossy coding imported {lib} ({loaded[:5]})"
+print("numba-free and torch-free")
 """
 
 
-def test_lossy_coding_never_imports_numba(tmp_path):
-    _passes_in_a_fresh_process(LOSSY_SCRIPT, tmp_path, "numba-free")
+def test_lossy_coding_never_imports_numba_or_torch(tmp_path):
+    _passes_in_a_fresh_process(LOSSY_SCRIPT, tmp_path, "numba-free and torch-free")
 
 
 def _integers(net: ExactVLAE) -> list[np.ndarray]:

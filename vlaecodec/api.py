@@ -10,8 +10,8 @@ True
 True
 
 Lossless, near-lossless and z-only coding run on the exact integer network, built from the
-weights as numpy arrays: they never import torch.  Only what needs the float model does (the
-ELBO, the lossy hyperprior model's transforms).
+weights as numpy arrays; lossy coding runs the lossy model's transforms in numpy: coding never
+imports torch.  Only what needs a float VLAE does (the ELBO).
 """
 from __future__ import annotations
 
@@ -129,8 +129,7 @@ def encode_many(images: list[np.ndarray], model: str = DEFAULT_MODEL,
 
 @lru_cache(maxsize=4)
 def load_lossy(name: str = DEFAULT_LOSSY_MODEL, threads: int = 1) -> LossyCoder:
-    """The coder of a lossy (hyperprior) zoo model, cached per process; its synthesis is a
-    float torch network, so this imports torch."""
+    """The coder of a lossy (hyperprior) zoo model, cached per process (numpy only)."""
     from .lossy_coder import load_lossy_coder
     return load_lossy_coder(name, threads)
 

@@ -14,7 +14,8 @@ element as the encoder did.  So every number that picks a table comes from integ
   that no sum exceeds 2^53, hence exact in any summation order), and a width is turned into a
   table index by comparing the integer pre-activation with integer thresholds.
 
-The picture itself, ``g_s(y_hat)``, runs in float32: on another CPU or BLAS it may differ in
+The picture itself, ``g_s(y_hat)``, runs in float32 (numpy, :mod:`vlaecodec.lossy_transforms`:
+coding never imports torch): on another CPU or BLAS it may differ in
 the last bits, so a decoded pixel may differ by one level between machines (never more
 than rounding of a float32 sum can move it); the same machine and build always give the
 same pixels.  New files then correct the picture with a loop filter fitted to it by the
@@ -36,21 +37,26 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import constriction
 import numpy as np
-import torch
-import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 
 from . import loop_filter
 from .alpha import join, split_opaque
-from .images import check_image
 from .errors import VlaeError
 from .fileformat import MODE_LATENT, Header, ImageInfo, pack, unpack
-from .lossy_model import SCALE_MIN, LossyConfig, LossyModel, anchors
+from .images import check_image
+from .lossy_config import SCALE_MIN, LossyConfig, black_squares  # noqa: F401 - black_squares: also named here
+from .lossy_transforms import LossyTransforms
 from .zoo import DEFAULT_LOSSY_MODEL, is_lossy_model  # noqa: F401 - also named here, as before
+
+if TYPE_CHECKING:
+    import torch
+
+    from .lossy_model import LossyModel
 
 ACT_BITS = 8            # fixed-point fraction bits of h_s's activations
 WEIGHT_BITS = 14        # ... and of its weights
@@ -90,6 +96,7 @@ class LossyTables:
     @classmethod
     def from_model(cls, model: LossyModel) -> "LossyTables":
         """Quantize h_s and tabulate the densities (run once, at export)."""
+        import torch
         ws, bs = _integer_convs(model.h_s)
         cws, cbs = _integer_convs(model.ctx) if model.cfg.context else ([], [])
         if cws:   # taps at an even offset read only white squares (zero) from a white square:
@@ -117,6 +124,7 @@ class LossyTables:
         return cls(ws, bs, thresholds, y_freqs, radius, z_freqs, cws, cbs)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
+        import torch
         out = {"tables.thresholds": self.thresholds, "tables.y_freqs": self.y_freqs,
                "tables.y_radius": self.y_radius, "tables.z_freqs": self.z_freqs}
         for i, (w, b) in enumerate(zip(self.hs_weights, self.hs_biases)):
@@ -127,7 +135,7 @@ class LossyTables:
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor]) -> "LossyTables":
-        g = lambda k: t[k].numpy().astype(np.int64)  # noqa: E731
+        g = lambda k: np.asarray(t[k]).astype(np.int64)  # noqa: E731 - numpy or torch arrays
 
         def convs(name):
             n = sum(1 for k in t if k.startswith(f"tables.{name}") and k.endswith(".weight"))
@@ -156,6 +164,7 @@ def _integer_convs(net: torch.nn.Module) -> tuple[list[np.ndarray], list[np.ndar
     """The convolutions of ``net`` as integers: weights at 2^WEIGHT_BITS, biases at
     2^(WEIGHT_BITS + ACT_BITS), checked against the bound that keeps every float64 sum exact
     (inputs are clamped to +-ACT_LIMIT)."""
+    import torch
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     ws = [np.round(c.weight.detach().double().numpy() * 2 ** WEIGHT_BITS).astype(np.int64) for c in convs]
     bs = [np.round(c.bias.detach().double().numpy() * 2 ** (WEIGHT_BITS + ACT_BITS)).astype(np.int64)
@@ -229,11 +238,6 @@ def context_exact(tables: LossyTables, mean: np.ndarray, raw: np.ndarray, black_
             np.clip(np.where(white, raw + d_raw, raw), -ACT_LIMIT, ACT_LIMIT))
 
 
-def black_squares(h: int, w: int) -> np.ndarray:
-    """[h, w] bool: the half of y coded first where the model has a context network."""
-    return anchors(h, w)[0, 0].numpy()
-
-
 class _Models:
     """constriction's categorical models for every table, built once from the integers
     (float64 division of integers is correctly rounded: the same floats everywhere)."""
@@ -254,9 +258,11 @@ class _Models:
 class LossyCoder:
     """Encode and decode images with one lossy model at any beta in its trained range."""
 
-    def __init__(self, model: LossyModel, tables: LossyTables, model_id: str, threads: int = 1,
+    def __init__(self, model: LossyTransforms | LossyModel, tables: LossyTables, model_id: str, threads: int = 1,
                  loop_filter: bool = True):
-        self.model, self.tables, self.model_id, self.threads = model.eval(), tables, model_id, threads
+        # a torch LossyModel (tests, training) gives its transforms: coding runs on numpy
+        self.model = model if isinstance(model, LossyTransforms) else LossyTransforms.from_module(model)
+        self.tables, self.model_id, self.threads = tables, model_id, threads
         self.loop_filter = loop_filter   # new files carry per-image filters (loop_filter.py)
         self.models = _Models(tables)
 
@@ -271,17 +277,15 @@ class LossyCoder:
         return float(np.float32(beta))
 
     # -- one image ---------------------------------------------------------------------------
-    @torch.no_grad()
     def _encode_image(self, enc, img: np.ndarray, beta: float, filtered: bool, draw: bool) -> np.ndarray | None:
         """Codes one image; with ``draw``, returns the picture the decoder will draw."""
-        x = torch.from_numpy(np.array(_rgb(img), dtype=np.float32)).permute(2, 0, 1)[None]
-        x = _pad(x)
+        x = _pad(np.ascontiguousarray(_rgb(img).transpose(2, 0, 1), dtype=np.float32))
         y, z = self.model.analysis(x, self.model.level(beta), tile=TILE)
-        z_hat = torch.round(z[0]).clamp(-Z_RADIUS, Z_RADIUS).numpy().astype(np.int64)
+        z_hat = np.clip(np.round(z), -Z_RADIUS, Z_RADIUS).astype(np.int64)
         for c, m in enumerate(self.models.z):
             enc.encode((z_hat[c].ravel() + Z_RADIUS).astype(np.int32), m)
         mean, raw = hyper_synthesis_raw(self.tables, z_hat)
-        y0 = y[0].double().numpy()
+        y0 = y.astype(np.float64)
         sym = np.zeros(mean.shape, np.int64)
         for k, part in enumerate(self._parts(mean.shape[1:])):
             if k:   # the white squares' parameters read the black squares' y_hat
@@ -307,7 +311,6 @@ class LossyCoder:
         q = loop_filter.from_symbols(symbols, shape, img.shape[2])
         return loop_filter.apply(pic, q, shape) if shape[0] else pic
 
-    @torch.no_grad()
     def _decode_image(self, dec, info: ImageInfo, beta: float, filtered: bool) -> np.ndarray:
         n = self.model.cfg.n
         hp, wp = _padded(info.height), _padded(info.width)
@@ -364,11 +367,12 @@ class LossyCoder:
     def _picture(self, sym: np.ndarray, mean: np.ndarray, beta: float, height: int, width: int,
                  channels: int) -> np.ndarray:
         """The decoded picture, uint8 [height, width, channels], of y's symbols and means."""
-        y_hat = torch.from_numpy(sym + mean / 2 ** ACT_BITS).float()[None]
-        x_hat = self.model.synthesis(y_hat, self.model.level(beta), tile=TILE)[0, :, :height, :width]
+        y_hat = (sym + mean / 2 ** ACT_BITS).astype(np.float32)
+        x_hat = self.model.synthesis(y_hat, self.model.level(beta), tile=TILE)[:, :height, :width]
         if channels == 1:   # coded as R = G = B
-            x_hat = x_hat.mean(0, keepdim=True)
-        return np.ascontiguousarray(x_hat.clamp_(0, 255).round_().to(torch.uint8).permute(1, 2, 0).numpy())
+            x_hat = x_hat.mean(0, keepdims=True, dtype=np.float32)
+        x_hat = np.round(np.clip(x_hat, 0, 255, out=x_hat), out=x_hat)
+        return np.ascontiguousarray(x_hat.astype(np.uint8).transpose(1, 2, 0))
 
     # -- files -------------------------------------------------------------------------------
     def encode(self, images: list[np.ndarray], beta: float) -> bytes:
@@ -387,7 +391,7 @@ class LossyCoder:
         for img in images:
             check_image(img, 3)
         images, infos = split_opaque(images, "lossy coding")
-        with torch.inference_mode(), _threads(self.threads):
+        with threadpool_limits(self.threads, user_api="blas"):
             enc = constriction.stream.queue.RangeEncoder()
             pictures = [self._encode_image(enc, img, beta, filtered, draw) for img in images]
             words = enc.get_compressed()
@@ -448,7 +452,7 @@ class LossyCoder:
             raise VlaeError(f"file was made with model {header.model_id}, not this model ({self.model_id}); "
                             "decode it with that model")
         try:
-            with torch.inference_mode(), _threads(self.threads):
+            with threadpool_limits(self.threads, user_api="blas"):
                 dec = constriction.stream.queue.RangeDecoder(words)
                 colour = [self._decode_image(dec, info, header.beta, header.filtered) for info in header.images]
         except (ValueError, RuntimeError, AssertionError) as e:   # constriction on a corrupt stream
@@ -464,40 +468,39 @@ def _padded(n: int) -> int:
     return -(-n // PAD) * PAD
 
 
-def _pad(x: torch.Tensor) -> torch.Tensor:
-    """Replicate the edges up to a multiple of 64 (cheaper to code than zeros)."""
-    h, w = x.shape[2:]
-    return F.pad(x, (0, _padded(w) - w, 0, _padded(h) - h), mode="replicate")
-
-
-@contextmanager
-def _threads(n: int):
-    """torch's threads for the float transforms, restored after (the caller's setting stays)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+def _pad(x: np.ndarray) -> np.ndarray:
+    """Replicate the edges of x [C, H, W] up to a multiple of 64 (cheaper to code than zeros)."""
+    h, w = x.shape[1:]
+    return np.pad(x, ((0, 0), (0, _padded(h) - h), (0, _padded(w) - w)), mode="edge")
 
 
 def load_tables_and_model(weights) -> tuple[LossyModel, LossyTables]:
-    """A lossy model file (float weights plus ``tables.*``) -> (model, tables)."""
-    from safetensors import safe_open
+    """A lossy model file (float weights plus ``tables.*``) -> (torch model, tables), for
+    training and export."""
     from safetensors.torch import load_file
+
+    from .lossy_model import LossyModel
     t = load_file(str(weights))
-    with safe_open(str(weights), "pt") as f:
-        cfg = LossyConfig.from_dict(json.loads(f.metadata()["config"]))
-    model = LossyModel(cfg)
+    model = LossyModel(_config(weights))
     model.load_state_dict({k: v for k, v in t.items() if not k.startswith("tables.")})
     return model.eval(), LossyTables.from_tensors({k: v for k, v in t.items() if k.startswith("tables.")})
 
 
+def _config(weights) -> LossyConfig:
+    from safetensors import safe_open
+    with safe_open(str(weights), "np") as f:
+        return LossyConfig.from_dict(json.loads(f.metadata()["config"]))
+
+
 def load_lossy_coder(name_or_path: str = DEFAULT_LOSSY_MODEL, threads: int = 1,
                      loop_filter: bool = True) -> LossyCoder:
-    """A zoo name (``lossy``) or a weights path -> its coder; the file id is the weights' hash."""
+    """A zoo name (``lossy``) or a weights path -> its coder; the file id is the weights'
+    hash.  numpy only: coding never imports torch."""
+    from safetensors.numpy import load_file
+
     from .zoo import file_sha256, resolve
     weights = resolve(name_or_path)
-    model, tables = load_tables_and_model(weights)
-    return LossyCoder(model, tables, model_id=file_sha256(weights)[:16], threads=threads, loop_filter=loop_filter)
-
+    t = load_file(str(weights))
+    transforms = LossyTransforms(_config(weights), {k: v for k, v in t.items() if not k.startswith("tables.")})
+    tables = LossyTables.from_tensors({k: v for k, v in t.items() if k.startswith("tables.")})
+    return LossyCoder(transforms, tables, model_id=file_sha256(weights)[:16], threads=threads, loop_filter=loop_filter)

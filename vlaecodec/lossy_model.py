@@ -22,42 +22,14 @@ in floating point.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tiles import on_tiles
+from .lossy_config import BETAS, SCALE_MIN, LossyConfig, beta_level, black_squares  # noqa: F401 - also named here
 
-# Betas the network is trained at (D + beta*R; D = MSE on 0..255, R = bits/pixel), spaced
-# evenly in log from 800 to 10.  A beta is 1 / lambda of the usual lambda * 255^2 * MSE + R
-# (MSE on 0..1): the span of the published hyperprior families (lambda 0.0018 to 0.0932, about
-# 0.1 to 2 bits per pixel on Kodak), widened a little at both ends.
-BETAS = [800.0, 428.0, 229.0, 122.0, 65.4, 35.0, 18.7, 10.0]
-SCALE_MIN = 0.11                      # smallest Gaussian width of y (CompressAI's bound)
 LIKELIHOOD_MIN = 1e-9
-TILE_HALO = 3                         # latent units around a tile: more than g_a's and g_s's reach
-
-
-@dataclass
-class LossyConfig:
-    n: int = 96                        # width of the transforms
-    m: int = 128                       # channels of y
-    betas: list[float] = field(default_factory=lambda: list(BETAS))
-    hs_mid: int = 0                    # width inside the hyper-synthesis (0: 3m/2)
-    context: int = 0                   # width of the checkerboard context network (0: none)
-
-    @property
-    def hs_width(self) -> int:
-        return self.hs_mid or self.m * 3 // 2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LossyConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 class GDN(nn.Module):
@@ -146,8 +118,7 @@ def anchors(h: int, w: int) -> torch.Tensor:
     >>> anchors(2, 3).int().tolist()
     [[[[1, 0, 1], [0, 1, 0]]]]
     """
-    i = torch.arange(h)[:, None] + torch.arange(w)[None, :]
-    return (i % 2 == 0)[None, None]
+    return torch.from_numpy(black_squares(h, w))[None, None]
 
 
 class LossyModel(nn.Module):
@@ -185,17 +156,7 @@ class LossyModel(nn.Module):
     # -- gains -------------------------------------------------------------------------------
     def level(self, beta: float) -> float:
         """A beta as a fractional index into ``cfg.betas`` (log-linear between trained betas)."""
-        betas = self.cfg.betas
-        lb = math.log(beta)
-        logs = [math.log(b) for b in betas]
-        if lb >= logs[0]:
-            return 0.0
-        if lb <= logs[-1]:
-            return float(len(betas) - 1)
-        for i in range(len(betas) - 1):
-            if logs[i] >= lb >= logs[i + 1]:
-                return i + (logs[i] - lb) / (logs[i] - logs[i + 1])
-        raise AssertionError
+        return beta_level(self.cfg.betas, beta)
 
     def gains(self, level) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-channel gains at a (batch of) level(s): integer levels pick trained rows,
@@ -210,12 +171,10 @@ class LossyModel(nn.Module):
         return tuple(out)
 
     # -- the pieces the coder uses -----------------------------------------------------------
-    def analysis(self, x, level, tile: int = 0):
-        """Pixels 0..255 [B,3,H,W] (H, W multiples of 64) -> (y, z) before quantization;
-        ``tile``: g_a on tiles of that many latent units (one image; see tiles.py)."""
+    def analysis(self, x, level):
+        """Pixels 0..255 [B,3,H,W] (H, W multiples of 64) -> (y, z) before quantization."""
         gy, _, gz = self.gains(level)
-        x = x / 127.5 - 1.0
-        y = (on_tiles(self.g_a, x, 16, 1, tile, TILE_HALO) if tile else self.g_a(x)) * gy
+        y = self.g_a(x / 127.5 - 1.0) * gy
         z = self.h_a(y) * gz
         return y, z
 
@@ -238,11 +197,9 @@ class LossyModel(nn.Module):
             y_hat = mean + (torch.round(y - mean) - (y - mean)).detach() + (y - mean)
         return y_hat, mean, F.softplus(raw)
 
-    def synthesis(self, y_hat, level, tile: int = 0):
-        """y_hat -> pixels 0..255 (not rounded); ``tile``: as for :meth:`analysis`."""
+    def synthesis(self, y_hat, level):
         _, gy_inv, _ = self.gains(level)
-        y = y_hat * gy_inv
-        return ((on_tiles(self.g_s, y, 1, 16, tile, TILE_HALO) if tile else self.g_s(y)) + 1.0) * 127.5
+        return (self.g_s(y_hat * gy_inv) + 1.0) * 127.5
 
     # -- training ----------------------------------------------------------------------------
     def forward(self, x, level):

@@ -8,23 +8,22 @@ places: the transforms reach 30 pixels (analysis: four 5x5 stride-2 layers) and 
 units (synthesis), within a halo of 3 latent units (48 pixels).  Encoder and decoder cut the
 same tiles (they depend on the image's size alone), so the encoder's picture is the decoder's.
 
->>> import torch
->>> x = torch.arange(2 * 64 * 96, dtype=torch.float32).reshape(1, 2, 64, 96)
->>> pool = lambda t: torch.nn.functional.avg_pool2d(t, 16)      # 16 pixels -> 1 unit
->>> bool(torch.equal(on_tiles(pool, x, 16, 1, tile=2, halo=1), pool(x)))
+>>> x = np.arange(2 * 64 * 96, dtype=np.float32).reshape(2, 64, 96)
+>>> pool = lambda t: t.reshape(t.shape[0], t.shape[1] // 16, 16, t.shape[2] // 16, 16).mean((2, 4))
+>>> bool(np.array_equal(on_tiles(pool, x, 16, 1, tile=2, halo=1), pool(x)))
 True
 """
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 
-def on_tiles(fn, x: torch.Tensor, inp: int, out: int, tile: int, halo: int) -> torch.Tensor:
-    """``fn(x)`` for x [1, C, H, W] whose every ``inp`` rows and columns make ``out`` rows and
+def on_tiles(fn, x: np.ndarray, inp: int, out: int, tile: int, halo: int) -> np.ndarray:
+    """``fn(x)`` for x [C, H, W] whose every ``inp`` rows and columns make ``out`` rows and
     columns of the output (a grid of units: 16 pixels to 1 latent, or back), computed on tiles
     of ``tile`` x ``tile`` units with ``halo`` units around each.  An input of at most one
     tile goes through ``fn`` whole."""
-    rows, cols = x.shape[2] // inp, x.shape[3] // inp
+    rows, cols = x.shape[1] // inp, x.shape[2] // inp
     if rows <= tile and cols <= tile:
         return fn(x)
     result = None
@@ -32,10 +31,10 @@ def on_tiles(fn, x: torch.Tensor, inp: int, out: int, tile: int, halo: int) -> t
         for c in range(0, cols, tile):
             r0, c0 = max(r - halo, 0), max(c - halo, 0)
             r1, c1 = min(r + tile + halo, rows), min(c + tile + halo, cols)
-            y = fn(x[:, :, r0 * inp:r1 * inp, c0 * inp:c1 * inp])
+            y = fn(x[:, r0 * inp:r1 * inp, c0 * inp:c1 * inp])
             if result is None:
-                result = y.new_empty((1, y.shape[1], rows * out, cols * out))
+                result = np.empty((y.shape[0], rows * out, cols * out), y.dtype)
             h, w = min(tile, rows - r), min(tile, cols - c)
-            result[:, :, r * out:(r + h) * out, c * out:(c + w) * out] = \
-                y[:, :, (r - r0) * out:(r - r0 + h) * out, (c - c0) * out:(c - c0 + w) * out]
+            result[:, r * out:(r + h) * out, c * out:(c + w) * out] = \
+                y[:, (r - r0) * out:(r - r0 + h) * out, (c - c0) * out:(c - c0 + w) * out]
     return result
