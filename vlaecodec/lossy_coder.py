@@ -277,10 +277,15 @@ class LossyCoder:
         return float(np.float32(beta))
 
     # -- one image ---------------------------------------------------------------------------
-    def _encode_image(self, enc, img: np.ndarray, beta: float, filtered: bool, draw: bool) -> np.ndarray | None:
-        """Codes one image; with ``draw``, returns the picture the decoder will draw."""
-        x = _pad(np.ascontiguousarray(_rgb(img).transpose(2, 0, 1), dtype=np.float32))
-        y, z = self.model.analysis(x, self.model.level(beta), tile=TILE)
+    def _features(self, img: np.ndarray) -> np.ndarray:
+        """The analysis of one image that no beta changes (LossyTransforms.features)."""
+        return self.model.features(_pad(np.ascontiguousarray(_rgb(img).transpose(2, 0, 1), dtype=np.float32)), TILE)
+
+    def _encode_image(self, enc, img: np.ndarray, beta: float, filtered: bool, draw: bool,
+                      features: np.ndarray | None = None) -> np.ndarray | None:
+        """Codes one image (``features``: its :meth:`_features`, if known); with ``draw``,
+        returns the picture the decoder will draw."""
+        y, z = self.model.latents(self._features(img) if features is None else features, self.model.level(beta))
         z_hat = np.clip(np.round(z), -Z_RADIUS, Z_RADIUS).astype(np.int64)
         for c, m in enumerate(self.models.z):
             enc.encode((z_hat[c].ravel() + Z_RADIUS).astype(np.int32), m)
@@ -385,15 +390,16 @@ class LossyCoder:
         the file: the encoder has made every step of the picture already but the last."""
         return self._encode(images, beta, self.loop_filter, draw=True)
 
-    def _encode(self, images: list[np.ndarray], beta: float, filtered: bool,
-                draw: bool = False) -> tuple[bytes, list[np.ndarray] | None]:
+    def _encode(self, images: list[np.ndarray], beta: float, filtered: bool, draw: bool = False,
+                features: list[np.ndarray] | None = None) -> tuple[bytes, list[np.ndarray] | None]:
         beta = self.check_beta(beta)
         for img in images:
             check_image(img, 3)
         images, infos = split_opaque(images, "lossy coding")
         with threadpool_limits(self.threads, user_api="blas"):
             enc = constriction.stream.queue.RangeEncoder()
-            pictures = [self._encode_image(enc, img, beta, filtered, draw) for img in images]
+            pictures = [self._encode_image(enc, img, beta, filtered, draw, None if features is None else f)
+                        for img, f in zip(images, features or images)]
             words = enc.get_compressed()
         data = pack(Header(model_id=self.model_id, z_bits=1, active=[], images=infos, mode=MODE_LATENT,
                            beta=beta, filtered=filtered), words)
@@ -403,12 +409,17 @@ class LossyCoder:
         """(file, beta) whose size is closest to ``bpp`` bits per pixel (whole file, header
         included): bisection on log beta, since the rate falls as beta grows.  Stops within
         ``tolerance`` of the target, or after 14 encodes; a target outside the model's range
-        gets the nearest end.  The search runs without the loop filter (half the time), then
-        a few more bisection steps with it, within 35% of the beta found: the coefficients'
-        bits depend on beta too.  A filtered file is kept if one lands within the tolerance."""
+        gets the nearest end.  The analysis up to the gains runs once; the search runs without
+        the loop filter (half the time), then a few more bisection steps with it, within 35%
+        of the beta found: the coefficients' bits depend on beta too.  A filtered file is kept
+        if one lands within the tolerance."""
         if not (isinstance(bpp, (int, float)) and math.isfinite(bpp) and bpp > 0):
             raise VlaeError(f"target bits per pixel must be a positive number (got {bpp!r})")
         pixels = sum(im.shape[0] * im.shape[1] for im in images)
+        for img in images:
+            check_image(img, 3)
+        with threadpool_limits(self.threads, user_api="blas"):   # once for every beta tried
+            features = [self._features(p) for p in split_opaque(images, "lossy coding")[0]]
 
         def search(lo: float, hi: float, steps: int, filtered: bool) -> tuple[bytes, float, float]:
             """The (file, beta, rate) closest to the target of a bisection on [lo, hi] (log beta)."""
@@ -416,7 +427,7 @@ class LossyCoder:
 
             def consider(beta: float) -> float:
                 nonlocal best
-                data = self._encode(images, beta, filtered)[0]
+                data = self._encode(images, beta, filtered, features=features)[0]
                 rate = len(data) * 8 / pixels
                 if best is None or abs(rate - bpp) < abs(best[2] - bpp):
                     best = (data, self.check_beta(beta), rate)

@@ -132,9 +132,18 @@ class LossyTransforms:
     def analysis(self, x: np.ndarray, level: float, tile: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Pixels 0..255 [3, H, W] float32 (H, W multiples of 64) -> (y, z) before
         quantization; ``tile``: g_a on tiles of that many latent units (tiles.py)."""
-        gy, _, gz = self.gains(level)
+        return self.latents(self.features(x, tile), level)
+
+    def features(self, x: np.ndarray, tile: int = 0) -> np.ndarray:
+        """g_a's output for pixels x, before the gains: the part of the analysis that no beta
+        changes (a search over beta computes it once)."""
         x = x / np.float32(127.5) - np.float32(1.0)
-        y = (on_tiles(self._g_a, x, 16, 1, tile, TILE_HALO) if tile else self._g_a(x)) * gy[:, None, None]
+        return on_tiles(self._g_a, x, 16, 1, tile, TILE_HALO) if tile else self._g_a(x)
+
+    def latents(self, features: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """(y, z) from :meth:`features` at a level."""
+        gy, _, gz = self.gains(level)
+        y = features * gy[:, None, None]
         return y, self._h_a(y) * gz[:, None, None]
 
     def synthesis(self, y_hat: np.ndarray, level: float, tile: int = 0) -> np.ndarray:
