@@ -351,7 +351,7 @@ def main(argv=None) -> None:
         for other in args.also:
             bd += bd_rates(rows, label(other))
     meta = {"command": "python -m bench.rd " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "machine": f"{platform.machine()} {torch.get_num_threads()} torch threads",
+            "machine": f"{platform.machine()} {args.threads} threads",
             "date": time.strftime("%Y-%m-%d"),
             "images": f"Kodak, first {len(images)} images" + (f", centre {args.crop}x{args.crop} crops" if args.crop else ", full size")}
     write(rows, Path(args.out), meta, args.name, bd, label(args.model))

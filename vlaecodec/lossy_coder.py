@@ -398,8 +398,8 @@ class LossyCoder:
         images, infos = split_opaque(images, "lossy coding")
         with threadpool_limits(self.threads, user_api="blas"):
             enc = constriction.stream.queue.RangeEncoder()
-            pictures = [self._encode_image(enc, img, beta, filtered, draw, None if features is None else f)
-                        for img, f in zip(images, features or images)]
+            pictures = [self._encode_image(enc, img, beta, filtered, draw, f)
+                        for img, f in zip(images, features or [None] * len(images))]
             words = enc.get_compressed()
         data = pack(Header(model_id=self.model_id, z_bits=1, active=[], images=infos, mode=MODE_LATENT,
                            beta=beta, filtered=filtered), words)
