@@ -62,6 +62,24 @@ def test_a_continued_curve_counts_steps_on_from_the_previous_models_best():
     json.dumps(curve)
 
 
+def test_a_run_resumed_from_the_previous_models_run_adds_only_its_own_validations():
+    rows = [{"beta": b, "bpp": 0.5, "psnr": 30.0, "loss": 1.0} for b in (800.0, 10.0)]
+    previous = {"training": {"steps": 200}, "training_curve": {"what": "w", "segments": {"a": "first"}, "rows": [
+        {"segment": "a", "lr": 1e-4, "step": 1100, "val_loss": 1.5},
+        {"segment": "a", "lr": 1e-4, "step": 1200, "val_loss": 1.4},     # the model: its run's step 200
+        {"segment": "a", "lr": 1e-4, "step": 1300, "val_loss": 1.45}]}}
+    first = "vlaecodec --lr 1e-4 --minutes 10"
+    history = [{"step": s, "seconds": t, "val_loss": v, "rows": rows, "command": first}
+               for s, t, v in ((100, 300.0, 1.5), (200, 450.0, 1.4), (300, 600.0, 1.45))]
+    history += [{"step": 400, "seconds": 1200.0, "val_loss": 1.38, "rows": rows, "command": "vlaecodec --lr 2e-5 --lr-final 2e-6 --minutes 20"},
+                {"step": 500, "seconds": 1500.0, "val_loss": 1.37, "rows": rows, "lr": 1.234e-5, "command": "x"}]
+    curve = continued_curve(previous, history, {"lr": 9.0, "lr_final": 0.0, "minutes": 0.0}, "b", "second")
+    new = curve["rows"][3:]
+    assert [r["step"] for r in new] == [1400, 1500]      # the same origin; steps 100-300 are in already
+    assert new[0]["lr"] == 1.1e-5                        # its own command's cosine, halfway through
+    assert new[1]["lr"] == 1.2e-5                        # a recorded rate
+
+
 def test_the_command_line_grows_a_context_network_and_carries_the_curve_on(weights, tmp_path):
     from conftest import ROOT, run_cli
 

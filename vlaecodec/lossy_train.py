@@ -229,6 +229,7 @@ def train(s: LossyTrainSettings) -> None:
         rows = validate(model, held)
         score = sum(r["loss"] for r in rows) / len(rows)
         history.append({"step": step, "time": time.time(), "seconds": seconds + time.time() - start,
+                        "lr": opt.param_groups[0]["lr"],
                         "train_loss": float(np.mean(losses)),
                         "val_loss": score, "rows": rows, "host": platform.machine(),
                         "threads": s.threads, "command": command})
@@ -325,21 +326,56 @@ def _rate_at(settings: dict, seconds: float) -> float:
 def continued_curve(previous: dict, history: list[dict], settings: dict, segment: str, note: str) -> dict:
     """The ``training_curve`` of a card whose run started from ``previous``'s weights: the
     previous card's curve plus this run's validations as segment ``segment``, its steps counted
-    on from where the previous model stood (its best validation in its own last segment)."""
+    on from where the previous model stood (its best validation in its own last segment).
+
+    A run that resumed the previous model's own run (its checkpoint, Adam state and all) still
+    holds that run's validations and counts its steps: those are in the curve already, so they
+    are skipped, and the steps go on from the same origin."""
     curve = json.loads(json.dumps(previous["training_curve"]))
     last = [r for r in curve["rows"] if r["segment"] == curve["rows"][-1]["segment"]]
-    start = min(last, key=lambda r: r["val_loss"])["step"]
+    best = min(last, key=lambda r: r["val_loss"])
+    offset, rates = best["step"], _rates(history, settings)
+    same = [h for h in history if h["step"] == previous.get("training", {}).get("steps")
+            and round(h["val_loss"], 4) == best["val_loss"]]
+    if same:
+        offset = best["step"] - same[0]["step"]
+        keep = [i for i, h in enumerate(history) if offset + h["step"] > last[-1]["step"]]
+        history, rates = [history[i] for i in keep], [rates[i] for i in keep]
 
     def at(rows, beta):
         return next(r for r in rows if r["beta"] == beta)
-    for h in history:
+    for h, lr in zip(history, rates):
         lo, hi = at(h["rows"], 800.0), at(h["rows"], 10.0)
-        curve["rows"].append({"segment": segment, "lr": _rate_at(settings, h["seconds"]),
-                              "step": start + h["step"], "val_loss": round(h["val_loss"], 4),
+        curve["rows"].append({"segment": segment, "lr": lr,
+                              "step": offset + h["step"], "val_loss": round(h["val_loss"], 4),
                               "bpp_beta800": round(lo["bpp"], 3), "psnr_beta800": round(lo["psnr"], 2),
                               "bpp_beta10": round(hi["bpp"], 3), "psnr_beta10": round(hi["psnr"], 2)})
     curve["segments"][segment] = note
     return curve
+
+
+def _rates(history: list[dict], settings: dict) -> list[float]:
+    """The learning rate at each validation: its own record, else its invocation's schedule
+    (:func:`_rate_at`, with the flags of the command it records), the invocation taken to start
+    at the previous invocation's last validation (``seconds`` count over the whole run)."""
+    out, start, command, seconds = [], 0.0, None, 0.0
+    for i, h in enumerate(history):
+        if i and h.get("command") != command:
+            start = seconds
+        command, seconds = h.get("command"), h["seconds"]
+        out.append(float(f"{h['lr']:.2g}") if "lr" in h
+                   else _rate_at(_command_settings(command, settings), seconds - start))
+    return out
+
+
+def _command_settings(command: str | None, settings: dict) -> dict:
+    """``settings`` with the --lr, --lr-final and --minutes that ``command`` gave."""
+    out = dict(settings)
+    words = shlex.split(command or "")
+    for flag, key in (("--lr", "lr"), ("--lr-final", "lr_final"), ("--minutes", "minutes")):
+        if flag in words[:-1]:
+            out[key] = float(words[words.index(flag) + 1])
+    return out
 
 
 def export(run: str | Path, weights: str | Path, name: str, notes: str = "",
