@@ -109,7 +109,7 @@ ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, *
 # the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
 # a subpixel one level apart; these entries also keep the decoded pixels (NAME.npy) and allow
 # that difference (``tolerance``)
-LOSSY_MODELS = ("lossy-0.4", "lossy-0.5", "lossy-0.7", "lossy-0.8", "lossy-0.9", "lossy")
+LOSSY_MODELS = ("lossy-0.4", "lossy-0.5", "lossy-0.7", "lossy-0.8", "lossy-0.9", "lossy-0.10", "lossy")
 LOSSY_KINDS = [
     ("beta64-rgb", "lossy", "encode_lossy", ["rgb"], {"beta": 64.0}),
     ("beta200-grey", "lossy", "encode_lossy", ["grey"], {"beta": 200.0}),
@@ -137,7 +137,11 @@ FILTERED_KINDS = LOSSY_KINDS + [("beta15-rgb128", "lossy", "encode_lossy", ["rgb
 ENTRIES += [(f"lossy-0.9-{suffix}.vlae", "lossy-0.9", mode, fn, srcs, {"model": "lossy-0.9", **opts})
             for suffix, mode, fn, srcs, opts in FILTERED_KINDS]
 # 0.10's lossy model: 0.9's with a checkerboard context network grown on it, trained on
-ENTRIES += [(f"lossy-0.10-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
+# (``lossy`` in 0.10, ``lossy-0.10`` since)
+ENTRIES += [(f"lossy-0.10-{suffix}.vlae", "lossy-0.10", mode, fn, srcs, {"model": "lossy-0.10", **opts})
+            for suffix, mode, fn, srcs, opts in FILTERED_KINDS]
+# 0.11's lossy model: 0.10's, trained on; its pictures drawn with numpy
+ENTRIES += [(f"lossy-0.11-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
             for suffix, mode, fn, srcs, opts in FILTERED_KINDS]
 TOLERANCE = 1
 # a filtered picture: the loop filter is exact on its input, but may carry a one-level
