@@ -29,12 +29,13 @@ def test_coarser_classes_are_unions_of_the_finest(pair):
 
 
 def test_the_filter_is_integer_arithmetic(pair):
-    """apply() runs its sums in float64 for BLAS: with the largest coefficients it must still
-    give what exact integer arithmetic gives."""
+    """apply() runs its sums in float64 for BLAS: with the largest coefficients a file can
+    hold, it must still give what exact integer arithmetic gives."""
     _, pic = pair
     rng = np.random.default_rng(1)
     shape = (4, 2)
-    q = rng.integers(-lf.LIMIT, lf.LIMIT + 1, (8, lf.n_features(3), 3))
+    big = 8 * lf.RADIUS      # the largest a file can make: eight coded differences at their limit
+    q = rng.integers(-big, big + 1, (8, lf.n_features(3), 3))
     F = lf.features(pic).astype(np.int64)
     cls = lf.classes(pic, shape)
     corr = np.einsum("nf,nfc->nc", F, q[cls])

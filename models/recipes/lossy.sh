@@ -7,9 +7,10 @@
 #   models/recipes/lossy.sh RUN MINUTES [INIT]
 # INIT: start from these weights with a fresh optimiser (the rates ramp up over the first
 # 1000 steps, so that it does not undo them): models/lossy.safetensors continues the shipped
-# model on another machine; models/lossy-0.9.safetensors (no context network) grows one that
-# starts at zero, as 0.10's model was made (98 minutes with these settings; its card holds
-# the command); models/lossy-0.5.safetensors (96 channels, 8 betas) is widened to 256
+# model on another machine (0.11's was 0.10's run resumed from its checkpoint, Adam state and
+# all, for 99 more minutes: its card holds both commands); models/lossy-0.9.safetensors (no
+# context network) grows one that starts at zero, as 0.10's model was made (98 minutes with
+# these settings); models/lossy-0.5.safetensors (96 channels, 8 betas) is widened to 256
 # channels and 11 betas first, as 0.7's was. A start from nothing wants a higher rate:
 # LR=1e-4 LR_FINAL=1e-5 (0.4-0.9 trained at 3e-4 .. 1e-5).
 set -euo pipefail
