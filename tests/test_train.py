@@ -170,7 +170,7 @@ def test_broad_batches_mix_the_three_kinds_of_picture():
     assert np.array_equal(x, src.batch(0, 0, 12))      # a pure function of the step
     # its own validation: crops of held-out photos and graphics, none of them trained on
     from vlaecodec import data as D
-    assert src.heldout.shape == (256, 16, 16, 3)
+    assert {k: v.shape for k, v in src.heldout.items()} == {"photos": (128, 16, 16, 3), "graphics": (128, 16, 16, 3)}
     held = [im for g in D.heldout_sets() for im in g]
     assert [len(g) for g in D.heldout_sets()] == [D.HOLDOUT, D.HOLDOUT]
     assert not any(t.shape == h.shape and np.array_equal(t, h) for g in src.groups for t in g for h in held)

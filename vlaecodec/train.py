@@ -129,10 +129,12 @@ class BatchSource:
             self.val = D.random_crops(self.photos, 256, s.crop, np.random.default_rng(12345))
         # the broad data's own held-out images, never trained on: the validation that says
         # whether the model learns modern photos and graphics, not only CIFAR-10
-        self.heldout = None
+        # (the two kinds apart: a model can gain on graphics while it loses on photos)
+        self.heldout = {}
         if self.groups:
             rng = np.random.default_rng(54321)
-            self.heldout = np.concatenate([D.random_crops(g, 128, s.crop, rng) for g in D.heldout_sets()])
+            self.heldout = {kind: D.random_crops(g, 128, s.crop, rng)
+                            for kind, g in zip(("photos", "graphics"), D.heldout_sets())}
 
     # shares of photos, photos-wall and graphics among the crops of the "broad" data
     GROUP_SHARES = (0.4, 0.3, 0.3)
@@ -408,8 +410,8 @@ def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False
             v = validate(model, source.validation(), dev, s.beta)
             rec = {"step": step, "train_bpd": ema, "val_bpd": v["bpd"], "val_d": v["d"], "val_r": v["r"],
                    "lr": lr_at(s, step), "seconds": round(time.time() - start, 1)}
-            if source.heldout is not None:
-                rec["heldout_bpd"] = validate(model, source.heldout, dev, s.beta)["bpd"]
+            for kind, crops in source.heldout.items():
+                rec[f"heldout_{kind}_bpd"] = validate(model, crops, dev, s.beta)["bpd"]
             log.write(json.dumps(rec) + "\n")
             log.flush()
             bar.write(json.dumps(rec))
