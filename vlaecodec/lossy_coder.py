@@ -485,18 +485,6 @@ def _pad(x: np.ndarray) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, _padded(h) - h), (0, _padded(w) - w)), mode="edge")
 
 
-def load_tables_and_model(weights) -> tuple[LossyModel, LossyTables]:
-    """A lossy model file (float weights plus ``tables.*``) -> (torch model, tables), for
-    training and export."""
-    from safetensors.torch import load_file
-
-    from .lossy_model import LossyModel
-    t = load_file(str(weights))
-    model = LossyModel(_config(weights))
-    model.load_state_dict({k: v for k, v in t.items() if not k.startswith("tables.")})
-    return model.eval(), LossyTables.from_tensors({k: v for k, v in t.items() if k.startswith("tables.")})
-
-
 def _config(weights) -> LossyConfig:
     from safetensors import safe_open
     with safe_open(str(weights), "np") as f:
