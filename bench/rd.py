@@ -51,6 +51,15 @@ def label(model: str) -> str:
     return "vlaecodec:" + (Path(model).stem if model.endswith(".safetensors") else model)
 
 
+def variant(model: str, loop_filter: bool = True, effort: int = 1) -> str:
+    """The label of a model's files made another way than the default's.
+
+    >>> variant("lossy"), variant("lossy", effort=2), variant("lossy", loop_filter=False)
+    ('vlaecodec:lossy', 'vlaecodec:lossy effort 2', 'vlaecodec:lossy unfiltered')
+    """
+    return label(model) + ("" if loop_filter else " unfiltered") + (f" effort {effort}" if effort > 1 else "")
+
+
 def measure(codec: str, setting, family: str, pairs: list[tuple[np.ndarray, int, np.ndarray]], **extra) -> dict:
     """pairs: (original, file bytes, decoded)."""
     pixels = sum(a.shape[0] * a.shape[1] for a, _, _ in pairs)
@@ -96,11 +105,12 @@ def near_lossless_rows(images, max_errors, model: str) -> list[dict]:
     return rows
 
 
-def hyperprior_rows(images, model: str, betas, threads: int, loop_filter: bool = True) -> list[dict]:
+def hyperprior_rows(images, model: str, betas, threads: int, loop_filter: bool = True, effort: int = 1) -> list[dict]:
     """One row per beta: the lossy (hyperprior) model's real files, decoded and measured
-    (``loop_filter=False``: files without the per-image loop filter, labelled so)."""
+    (``loop_filter=False``: files without the per-image loop filter, labelled so; ``effort``
+    2: files whose latents the encoder searched, labelled so)."""
     from vlaecodec.lossy_coder import load_lossy_coder
-    coder, rows = load_lossy_coder(model, threads=threads, loop_filter=loop_filter), []
+    coder, rows = load_lossy_coder(model, threads=threads, loop_filter=loop_filter, effort=effort), []
     for beta in betas:
         pairs, enc_t, dec_t = [], 0.0, 0.0
         for a in images:
@@ -110,7 +120,7 @@ def hyperprior_rows(images, model: str, betas, threads: int, loop_filter: bool =
             t = time.perf_counter()
             pairs.append((a, len(data), coder.decode(data)[0]))
             dec_t += time.perf_counter() - t
-        rows.append(measure(label(model) + ("" if loop_filter else " unfiltered"), f"beta={beta:g}", "lossy", pairs, beta=beta,
+        rows.append(measure(variant(model, loop_filter, effort), f"beta={beta:g}", "lossy", pairs, beta=beta,
                             enc_s_per_image=enc_t / len(images), dec_s_per_image=dec_t / len(images)))
         print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
@@ -213,8 +223,9 @@ def plot(rows: list[dict], path: Path, main: str | None = None) -> None:
             r, q = _curve(rows, name, metric)
             keep = r <= 3.0
             mine = name.startswith("vlaecodec")
-            ax.plot(r[keep], q[keep], "s-" if mine else "o-", ms=3, label=name, lw=2 if mine else 1,
-                    color=("black" if main in (None, name) else "0.6") if mine else None)
+            ours = mine and (main is None or name.split(" ")[0] == main)   # the main model, any variant
+            ax.plot(r[keep], q[keep], ("s--" if " " in name else "s-") if mine else "o-", ms=3, label=name,
+                    lw=2 if mine else 1, color=("black" if ours else "0.6") if mine else None)
         if metric == "psnr":
             for name, (r, q) in PUBLISHED.items():
                 ax.plot(r, q, "k*", ms=8, label=name)
@@ -315,6 +326,9 @@ def main(argv=None) -> None:
     ap.add_argument("--no-classical", action="store_true")
     ap.add_argument("--unfiltered", action="store_true",
                     help="also the model's files without the loop filter (what the filter buys)")
+    ap.add_argument("--effort-betas", type=float, nargs="*", default=[],
+                    help="also the model's --effort 2 files at these betas (the encoder searches each "
+                         "image's latents: about 30x effort 1's encode time)")
     ap.add_argument("--also", nargs="*", default=[], metavar="MODEL",
                     help="other lossy models measured in the same run, at the betas they were trained at "
                          "(the previous release's, say)")
@@ -339,6 +353,8 @@ def main(argv=None) -> None:
         rows += hyperprior_rows(images, args.model, args.betas, args.threads)
         if args.unfiltered:
             rows += hyperprior_rows(images, args.model, args.betas, args.threads, loop_filter=False)
+    if args.effort_betas:
+        rows += hyperprior_rows(images, args.model, args.effort_betas, args.threads, effort=2)
     for other in args.also:
         from vlaecodec.lossy_coder import load_lossy_coder
         rows += hyperprior_rows(images, other, list(load_lossy_coder(other).model.cfg.betas), args.threads)
@@ -346,7 +362,9 @@ def main(argv=None) -> None:
         rows += target_rows(images, args.model, args.targets, args.threads)
     bd = bd_rates(rows, label(args.model)) if args.betas and not args.no_classical else []
     if bd and args.unfiltered:
-        bd += bd_rates(rows, label(args.model) + " unfiltered")
+        bd += bd_rates(rows, variant(args.model, loop_filter=False))
+    if bd and args.effort_betas:
+        bd += bd_rates(rows, variant(args.model, effort=2))
     if bd:
         for other in args.also:
             bd += bd_rates(rows, label(other))

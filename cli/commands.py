@@ -169,7 +169,7 @@ class EncodeOptions:
     beta: float | None = None
     target_bpp: float | None = None
     progress: bool = False      # a bar per large image: on a terminal, one job, no --json
-    effort: int = 1             # lossless and near-lossless: 2 also tries other models
+    effort: int = 1             # lossless and near-lossless: 2 also tries other models; lossy: 2 searches the latents
     strip: bool = False         # drop the inputs' ICC profiles, EXIF and XMP
 
     @property
@@ -184,7 +184,7 @@ class EncodeOptions:
         if self.lossy:
             return api.encode_lossy(images, model, self.recon, self.seed, self.extra_bits, beta=self.beta,
                                     target_bpp=self.target_bpp, threads=threads, progress=self.progress,
-                                    metadata=metadata, return_pictures=pictures)
+                                    metadata=metadata, return_pictures=pictures, effort=self.effort)
         return api.encode_many(images, model, max_error=self.max_error, threads=threads, progress=self.progress,
                                effort=self.effort, metadata=metadata)
 
@@ -225,7 +225,7 @@ def _encode_one(args) -> dict:
     rec = {"input": inp, "output": out, "width": img.shape[1], "height": img.shape[0],
            "channels": img.shape[2], "bytes": len(data), "bpd": len(data) * 8 / img.size,
            "bpp": len(data) * 8 / (img.shape[0] * img.shape[1]), **opts.describe()}
-    if opts.effort > 1:   # the model that won
+    if opts.effort > 1 and not drawn:   # the model that won
         rec["model"] = api.info(data).get("model_name")
     if drawn:
         rec["beta"] = api.info(data)["beta"]

@@ -157,7 +157,8 @@ def eval_cmd(model_name, dataset, limit, iw_samples, batch_size, seed, as_json, 
               help="Also report the model's -ELBO (elbo_bpd): a float pass over the image, which loads torch.")
 @click.option("--effort", type=click.IntRange(1, 2), default=1, show_default=True,
               help="Lossless and near-lossless: 2 also codes with the zoo's other general model and keeps "
-                   "the smaller file (about twice the encode time; decoding is unchanged).")
+                   "the smaller file (about twice the encode time).  Lossy: 2 searches the image's latents "
+                   "for a smaller file at the same quality (tens of seconds a photo).  Decoding is unchanged.")
 @click.option("--strip", is_flag=True,
               help="Leave out the inputs' ICC profiles, EXIF and XMP (kept by default, and written back on decode).")
 def encode(inputs, output, archive, model_name, beta, target_bpp, max_error, lossy, recon, seed, z_extra_bits,
@@ -179,8 +180,8 @@ def encode(inputs, output, archive, model_name, beta, target_bpp, max_error, los
         model_name = model_for_beta(beta)
     if lossy_dial:
         model_name = model_name or "lossy"
-    if lossy and effort != 1:
-        raise click.UsageError("--effort is for lossless and near-lossless coding")
+    if lossy and not lossy_dial and effort != 1:
+        raise click.UsageError("--effort with --lossy needs a lossy model (one with a beta dial)")
     opts = commands.EncodeOptions(max_error=max_error, lossy=lossy, recon=recon, seed=seed,
                                   extra_bits=z_extra_bits, beta=beta if lossy_dial else None,
                                   target_bpp=target_bpp, effort=effort, strip=strip)

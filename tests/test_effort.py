@@ -46,7 +46,7 @@ def test_cli_effort(tmp_path, crop):
     r = run_cli("encode", str(src), "-o", str(tmp_path / "a.vlae"), "--effort", "2", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["model"] in ("default", "fast")
-    r = run_cli("encode", str(src), "-o", str(tmp_path / "b.vlae"), "--effort", "2", "--lossy")
+    r = run_cli("encode", str(src), "-o", str(tmp_path / "b.vlae"), "--effort", "2", "--lossy", "--model", "default")
     assert r.returncode == 2 and b"effort" in r.stderr and not (tmp_path / "b.vlae").exists()
     r = run_cli("encode", str(src), "-o", str(tmp_path / "c.vlae"), "--effort", "5")
     assert r.returncode == 2 and not (tmp_path / "c.vlae").exists()

@@ -128,10 +128,11 @@ def encode_many(images: list[np.ndarray], model: str = DEFAULT_MODEL,
 
 
 @lru_cache(maxsize=4)
-def load_lossy(name: str = DEFAULT_LOSSY_MODEL, threads: int = 1) -> LossyCoder:
-    """The coder of a lossy (hyperprior) zoo model, cached per process (numpy only)."""
+def load_lossy(name: str = DEFAULT_LOSSY_MODEL, threads: int = 1, effort: int = 1) -> LossyCoder:
+    """The coder of a lossy (hyperprior) zoo model (numpy only; at effort 2 its encoder
+    searches each image's latents, in torch)."""
     from .lossy_coder import load_lossy_coder
-    return load_lossy_coder(name, threads)
+    return load_lossy_coder(name, threads, effort=effort)
 
 
 def is_lossy(model: str) -> bool:
@@ -143,14 +144,16 @@ def encode_lossy(images: list[np.ndarray], model: str = DEFAULT_LOSSY_MODEL, rec
                  seed: int = 0, extra_bits: int = 0, beta: float | None = None,
                  target_bpp: float | None = None, threads: int = 1, progress: bool = False,
                  metadata: list[dict[str, bytes]] | None = None,
-                 return_pictures: bool = False) -> bytes | tuple[bytes, list[np.ndarray]]:
+                 return_pictures: bool = False, effort: int = 1) -> bytes | tuple[bytes, list[np.ndarray]]:
     """A lossy file.  With a lossy model (the default, ``lossy``): the picture's latent at
     rate weight ``beta`` (higher: smaller file; default :data:`DEFAULT_BETA`), or at the beta
     whose file is closest to ``target_bpp`` bits per pixel.  With a VLAE model (``default``,
     ``beta-0.5``, ...): the 0.3 file holding z only (``recon``, ``seed``, ``extra_bits``).
     ``metadata``: one dict per image, as for :func:`encode`.  ``return_pictures``: also the
     pictures the file decodes to, as :func:`decode_many` gives them (at a given beta, drawn
-    by the encoder on its way, which saves decoding the file).
+    by the encoder on its way, which saves decoding the file).  ``effort`` 2 (lossy models
+    only): the encoder searches each image's latents for a smaller D + beta R
+    (:mod:`vlaecodec.lossy_refine`); slower to encode, decoded as fast as effort 1.
 
     >>> img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     >>> out = decode(encode_lossy([img], beta=100.0))
@@ -165,15 +168,17 @@ def encode_lossy(images: list[np.ndarray], model: str = DEFAULT_LOSSY_MODEL, rec
     if not is_lossy(model):
         if beta is not None or target_bpp is not None:
             raise VlaeError(f"model {model!r} holds z only: it has no beta dial (use a lossy model)")
+        if effort != 1:
+            raise VlaeError(f"model {model!r} holds z only: effort is for lossy models (use a lossy model)")
         data = load_codec(model, threads, progress).encode_lossy(images, recon, seed, extra_bits)
     elif beta is not None and target_bpp is not None:
         raise VlaeError("give a beta or a target rate, not both")
     elif target_bpp is not None:
-        data = load_lossy(model, threads).encode_to_rate(images, target_bpp)[0]
+        data = load_lossy(model, threads, effort).encode_to_rate(images, target_bpp)[0]
     elif return_pictures:
-        data, pictures = load_lossy(model, threads).encode_and_draw(images, DEFAULT_BETA if beta is None else beta)
+        data, pictures = load_lossy(model, threads, effort).encode_and_draw(images, DEFAULT_BETA if beta is None else beta)
     else:
-        data = load_lossy(model, threads).encode(images, DEFAULT_BETA if beta is None else beta)
+        data = load_lossy(model, threads, effort).encode(images, DEFAULT_BETA if beta is None else beta)
     if not return_pictures:
         return _attach(data, metadata)
     if pictures is None:   # a searched rate or a z-only file: the file is decoded

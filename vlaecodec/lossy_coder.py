@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     import torch
 
     from .lossy_model import LossyModel
+    from .lossy_refine import LatentRefiner
 
 ACT_BITS = 8            # fixed-point fraction bits of h_s's activations
 WEIGHT_BITS = 14        # ... and of its weights
@@ -68,6 +69,7 @@ SCALE_MAX = 48.0
 Y_RADIUS_MAX = 383      # y symbols within +-min(383, 8 * width + 2) of their mean
 CONV_BLOCK = 4096        # latent positions per block of the integer convolutions
 PAD = 64                # images are padded to a multiple of 64 (the transforms' stride)
+LOSSY_EFFORTS = {1: 0, 2: 20}   # effort -> the refiner's Adam steps per window (1: the analysis's latents)
 TILE = 64               # the transforms run on tiles of 64 latent units (1024 pixels) a side,
                         # so memory is bounded on large photos (tiles.py); smaller images whole
 
@@ -259,11 +261,12 @@ class LossyCoder:
     """Encode and decode images with one lossy model at any beta in its trained range."""
 
     def __init__(self, model: LossyTransforms | LossyModel, tables: LossyTables, model_id: str, threads: int = 1,
-                 loop_filter: bool = True):
+                 loop_filter: bool = True, refiner: LatentRefiner | None = None):
         # a torch LossyModel (tests, training) gives its transforms: coding runs on numpy
         self.model = model if isinstance(model, LossyTransforms) else LossyTransforms.from_module(model)
         self.tables, self.model_id, self.threads = tables, model_id, threads
         self.loop_filter = loop_filter   # new files carry per-image filters (loop_filter.py)
+        self.refiner = refiner           # effort 2: the encoder searches each image's latents
         self.models = _Models(tables)
 
     @property
@@ -282,10 +285,13 @@ class LossyCoder:
         return self.model.features(_pad(np.ascontiguousarray(_rgb(img).transpose(2, 0, 1), dtype=np.float32)), TILE)
 
     def _encode_image(self, enc, img: np.ndarray, beta: float, filtered: bool, draw: bool,
-                      features: np.ndarray | None = None) -> np.ndarray | None:
-        """Codes one image (``features``: its :meth:`_features`, if known); with ``draw``,
-        returns the picture the decoder will draw."""
+                      features: np.ndarray | None = None, refine: bool = True) -> np.ndarray | None:
+        """Codes one image (``features``: its :meth:`_features`, if known; ``refine``: with
+        the refiner, if there is one); with ``draw``, returns the picture the decoder will draw."""
         y, z = self.model.latents(self._features(img) if features is None else features, self.model.level(beta))
+        if refine and self.refiner is not None:
+            x = _pad(np.ascontiguousarray(_rgb(img).transpose(2, 0, 1), dtype=np.float32))
+            y, z = self.refiner.refine(x, img.shape[0], img.shape[1], beta, y, z)
         z_hat = np.clip(np.round(z), -Z_RADIUS, Z_RADIUS).astype(np.int64)
         for c, m in enumerate(self.models.z):
             enc.encode((z_hat[c].ravel() + Z_RADIUS).astype(np.int32), m)
@@ -391,14 +397,14 @@ class LossyCoder:
         return self._encode(images, beta, self.loop_filter, draw=True)
 
     def _encode(self, images: list[np.ndarray], beta: float, filtered: bool, draw: bool = False,
-                features: list[np.ndarray] | None = None) -> tuple[bytes, list[np.ndarray] | None]:
+                features: list[np.ndarray] | None = None, refine: bool = True) -> tuple[bytes, list[np.ndarray] | None]:
         beta = self.check_beta(beta)
         for img in images:
             check_image(img, 3)
         images, infos = split_opaque(images, "lossy coding")
         with threadpool_limits(self.threads, user_api="blas"):
             enc = constriction.stream.queue.RangeEncoder()
-            pictures = [self._encode_image(enc, img, beta, filtered, draw, f)
+            pictures = [self._encode_image(enc, img, beta, filtered, draw, f, refine)
                         for img, f in zip(images, features or [None] * len(images))]
             words = enc.get_compressed()
         data = pack(Header(model_id=self.model_id, z_bits=1, active=[], images=infos, mode=MODE_LATENT,
@@ -427,7 +433,7 @@ class LossyCoder:
 
             def consider(beta: float) -> float:
                 nonlocal best
-                data = self._encode(images, beta, filtered, features=features)[0]
+                data = self._encode(images, beta, filtered, features=features, refine=False)[0]
                 rate = len(data) * 8 / pixels
                 if best is None or abs(rate - bpp) < abs(best[2] - bpp):
                     best = (data, self.check_beta(beta), rate)
@@ -447,13 +453,35 @@ class LossyCoder:
 
         lo, hi = (math.log(b) for b in self.beta_range)
         plain = search(lo, hi, 14, False)
-        if not self.loop_filter:
-            return plain[0], plain[1]
-        near = math.log(plain[1])
-        filtered = search(max(lo, near - 0.3), min(hi, near + 0.3), 6, True)
-        if abs(filtered[2] - bpp) <= max(tolerance * bpp, abs(plain[2] - bpp)):
-            return filtered[0], filtered[1]
-        return plain[0], plain[1]
+        found = plain
+        if self.loop_filter:
+            near = math.log(plain[1])
+            filtered = search(max(lo, near - 0.3), min(hi, near + 0.3), 6, True)
+            if abs(filtered[2] - bpp) <= max(tolerance * bpp, abs(plain[2] - bpp)):
+                found = filtered
+        if self.refiner is None:
+            return found[0], found[1]
+        return self._refined_to_rate(images, bpp, found[1], found[2], tolerance, pixels, (lo, hi))
+
+    def _refined_to_rate(self, images, bpp, beta, rate, tolerance, pixels, log_range) -> tuple[bytes, float]:
+        """Effort 2's files at a target rate: the search's beta, then secant steps on
+        (log beta, log rate) with the refiner, each a whole refined encode (at most 3)."""
+        slope, best, prev = -0.6, None, None   # d log rate / d log beta: about -0.6 on Kodak
+        for _ in range(3):
+            data = self._encode(images, beta, self.loop_filter)[0]
+            got = len(data) * 8 / pixels
+            if best is None or abs(got - bpp) < abs(best[2] - bpp):
+                best = (data, beta, got)
+            if abs(got - bpp) <= tolerance * bpp:
+                break
+            if prev is not None and prev[0] != beta and prev[1] != got:
+                slope = min((math.log(got) - math.log(prev[1])) / (math.log(beta) - math.log(prev[0])), -0.1)
+            prev = (beta, got)
+            step = (math.log(bpp) - math.log(got)) / slope
+            beta = self.check_beta(math.exp(min(max(math.log(beta) + step, log_range[0]), log_range[1])))
+            if beta == prev[0]:   # at an end of the dial
+                break
+        return best[0], best[1]
 
     def decode(self, data: bytes) -> list[np.ndarray]:
         header, words = unpack(data)
@@ -492,9 +520,11 @@ def _config(weights) -> LossyConfig:
 
 
 def load_lossy_coder(name_or_path: str = DEFAULT_LOSSY_MODEL, threads: int = 1,
-                     loop_filter: bool = True) -> LossyCoder:
+                     loop_filter: bool = True, effort: int = 1) -> LossyCoder:
     """A zoo name (``lossy``) or a weights path -> its coder; the file id is the weights'
-    hash.  numpy only: coding never imports torch."""
+    hash.  numpy only at effort 1: decoding never imports torch.  At effort 2 the encoder
+    searches each image's latents (:mod:`vlaecodec.lossy_refine`) with the float model, in
+    torch."""
     from safetensors.numpy import load_file
 
     from .zoo import file_sha256, resolve
@@ -502,4 +532,16 @@ def load_lossy_coder(name_or_path: str = DEFAULT_LOSSY_MODEL, threads: int = 1,
     t = load_file(str(weights))
     transforms = LossyTransforms(_config(weights), {k: v for k, v in t.items() if not k.startswith("tables.")})
     tables = LossyTables.from_tensors({k: v for k, v in t.items() if k.startswith("tables.")})
-    return LossyCoder(transforms, tables, model_id=file_sha256(weights)[:16], threads=threads, loop_filter=loop_filter)
+    refiner = None
+    if effort not in LOSSY_EFFORTS:
+        raise VlaeError(f"effort must be one of {', '.join(map(str, LOSSY_EFFORTS))} (got {effort!r})")
+    if effort > 1:
+        import torch
+
+        from .lossy_model import LossyModel
+        from .lossy_refine import LatentRefiner
+        model = LossyModel(transforms.cfg)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in t.items() if not k.startswith("tables.")})
+        refiner = LatentRefiner(model, steps=LOSSY_EFFORTS[effort], threads=threads)
+    return LossyCoder(transforms, tables, model_id=file_sha256(weights)[:16], threads=threads, loop_filter=loop_filter,
+                      refiner=refiner)
