@@ -130,4 +130,16 @@ def test_save_refuses_what_it_cannot_code_and_leaves_no_file(tmp_path, rgb):
         saved(tmp_path / "x.vlae", rgb, target_bpp=1.0)
     with pytest.raises(VlaeImageError, match="no model 'nope'"):
         saved(tmp_path / "x.vlae", rgb, model="nope")
+    with pytest.raises(ValueError, match="effort"):
+        saved(tmp_path / "x.vlae", rgb, effort=5)
     assert not (tmp_path / "x.vlae").exists()
+
+
+def test_effort_2_saves_as_the_api_does(tmp_path, rgb):
+    from vlaecodec import api
+    path = saved(tmp_path / "e.vlae", rgb, effort=2)
+    assert path.read_bytes() == api.encode(rgb, effort=2)
+    lossy = saved(tmp_path / "l.vlae", rgb, lossy=True, beta=100.0, effort=2)
+    assert lossy.read_bytes() == api.encode_lossy([rgb], beta=100.0, effort=2)
+    with Image.open(lossy) as im:
+        assert np.asarray(im).shape == rgb.shape

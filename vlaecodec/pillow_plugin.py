@@ -35,6 +35,9 @@ Saving takes the codec's options as save parameters:
   makes it: by default with the lossy (hyperprior) model, whose dial is ``beta=B`` (higher:
   smaller file) or ``target_bpp=R`` (bits per pixel); with a VLAE ``model`` (``default``,
   ``beta-0.5``, ...) the file holds z only and ``recon``, ``seed``, ``z_extra_bits`` apply;
+* ``effort=2``: as ``vlaecodec encode --effort 2``: a lossless or near-lossless file tries
+  both general models and keeps the smaller; a lossy one searches its latents (slower to
+  encode, a smaller file at the same quality);
 * ``save_all=True`` with ``append_images=[...]``: one archive holding every frame.
 
 So ``beta`` means what it means for the kind of file asked for: a lossless or near-lossless
@@ -189,8 +192,11 @@ def _options(info: dict) -> dict:
         raise ValueError(f"recon must be one of {', '.join(RECON_NAMES)}, not {recon!r}")
     if not -8 <= extra <= 8:
         raise ValueError(f"z_extra_bits must be -8 to 8, not {extra}")
+    effort = info.get("effort", 1)
+    if effort not in (1, 2):
+        raise ValueError(f"effort must be 1 or 2, not {effort!r}")
     return dict(max_error=max_error, lossy=lossy, model=model, beta=beta, recon=recon,
-                seed=int(info.get("seed", 0)), extra_bits=extra, target_bpp=target)
+                seed=int(info.get("seed", 0)), extra_bits=extra, target_bpp=target, effort=effort)
 
 
 def _array(im: Image.Image):
@@ -235,9 +241,10 @@ def _encode(images: list, opts: dict, metadata: list[dict]) -> bytes:
             named = {} if opts["model"] is None else {"model": opts["model"]}
             return api.encode_lossy(images, recon=opts["recon"], seed=opts["seed"],
                                     extra_bits=opts["extra_bits"], beta=opts["beta"],
-                                    target_bpp=opts["target_bpp"], metadata=metadata, **named)
+                                    target_bpp=opts["target_bpp"], metadata=metadata, effort=opts["effort"],
+                                    **named)
         model = model_for_beta(opts["beta"]) if opts["beta"] is not None else opts["model"] or DEFAULT_MODEL
-        return api.encode_many(images, model, max_error=opts["max_error"], metadata=metadata)
+        return api.encode_many(images, model, max_error=opts["max_error"], metadata=metadata, effort=opts["effort"])
     except (VlaeError, FileNotFoundError) as e:
         raise VlaeImageError(str(e)) from None
 
