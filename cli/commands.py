@@ -192,6 +192,8 @@ class EncodeOptions:
         out = {"mode": self.mode}
         if self.max_error:
             out["max_error"] = self.max_error
+        if self.effort > 1:
+            out["effort"] = self.effort
         return out
 
 

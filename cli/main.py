@@ -152,7 +152,9 @@ def eval_cmd(model_name, dataset, limit, iw_samples, batch_size, seed, as_json, 
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Parallel processes for many inputs.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Threads per process for the whole-image convolutions (results do not depend on it).")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="Threads per process for the whole-image convolutions (files do not depend on it, but for "
+                   "lossy --effort 2's, whose float search may end a few symbols apart).")
 @click.option("--elbo/--no-elbo", default=False,
               help="Also report the model's -ELBO (elbo_bpd): a float pass over the image, which loads torch.")
 @click.option("--effort", type=click.IntRange(1, 2), default=1, show_default=True,

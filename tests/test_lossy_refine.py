@@ -77,7 +77,7 @@ def test_cli_effort_2_lossy(tmp_path):
     res = run_cli("encode", str(SAMPLE), "-o", str(out), "--lossy", "--beta", "100", "--effort", "2", "--json")
     assert res.returncode == 0, res.stderr
     rec = json.loads(res.stdout)
-    assert rec["beta"] == 100.0 and rec["psnr"] > 30 and out.exists()
+    assert rec["beta"] == 100.0 and rec["effort"] == 2 and rec["psnr"] > 30 and out.exists()
     res = run_cli("encode", str(SAMPLE), "-o", str(tmp_path / "b.vlae"), "--lossy", "--model", "default",
                   "--effort", "2")
     assert res.returncode == 2 and "effort" in res.stderr and not (tmp_path / "b.vlae").exists()
