@@ -25,11 +25,21 @@ True
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .lossy_config import LossyConfig, beta_level
 from .tiles import on_tiles
 
 TILE_HALO = 3        # latent units around a tile: more than g_a's and g_s's reach
+
+
+def one_thread():
+    """The transforms' float products run on one BLAS thread whatever the coder's thread
+    count: OpenBLAS (0.3.31, numpy 2.4) splits a float32 product between threads so that the
+    sums come out different in their last bits, which moves a decoded pixel by a level.  So
+    a file decodes to the same pixels with any --threads on one machine (the exact integer
+    parts may use more threads)."""
+    return threadpool_limits(1, user_api="blas")
 
 
 def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int) -> np.ndarray:
@@ -138,17 +148,20 @@ class LossyTransforms:
         """g_a's output for pixels x, before the gains: the part of the analysis that no beta
         changes (a search over beta computes it once)."""
         x = x / np.float32(127.5) - np.float32(1.0)
-        return on_tiles(self._g_a, x, 16, 1, tile, TILE_HALO) if tile else self._g_a(x)
+        with one_thread():
+            return on_tiles(self._g_a, x, 16, 1, tile, TILE_HALO) if tile else self._g_a(x)
 
     def latents(self, features: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
         """(y, z) from :meth:`features` at a level."""
         gy, _, gz = self.gains(level)
         y = features * gy[:, None, None]
-        return y, self._h_a(y) * gz[:, None, None]
+        with one_thread():
+            return y, self._h_a(y) * gz[:, None, None]
 
     def synthesis(self, y_hat: np.ndarray, level: float, tile: int = 0) -> np.ndarray:
         """y_hat [m, h, w] -> pixels 0..255 [3, 16h, 16w] float32, not rounded."""
         _, gy_inv, _ = self.gains(level)
         y = (y_hat * gy_inv[:, None, None]).astype(np.float32)
-        x = on_tiles(self._g_s, y, 1, 16, tile, TILE_HALO) if tile else self._g_s(y)
+        with one_thread():
+            x = on_tiles(self._g_s, y, 1, 16, tile, TILE_HALO) if tile else self._g_s(y)
         return (x + np.float32(1.0)) * np.float32(127.5)
