@@ -282,7 +282,7 @@ class LossyCoder:
     # -- one image ---------------------------------------------------------------------------
     def _features(self, img: np.ndarray) -> np.ndarray:
         """The analysis of one image that no beta changes (LossyTransforms.features)."""
-        return self.model.features(_pad(np.ascontiguousarray(_rgb(img).transpose(2, 0, 1), dtype=np.float32)), TILE)
+        return self.model.features(_pixels(img), TILE)
 
     def _encode_image(self, enc, img: np.ndarray, beta: float, filtered: bool, draw: bool,
                       features: np.ndarray | None = None, refine: bool = True) -> np.ndarray | None:
@@ -290,8 +290,7 @@ class LossyCoder:
         the refiner, if there is one); with ``draw``, returns the picture the decoder will draw."""
         y, z = self.model.latents(self._features(img) if features is None else features, self.model.level(beta))
         if refine and self.refiner is not None:
-            x = _pad(np.ascontiguousarray(_rgb(img).transpose(2, 0, 1), dtype=np.float32))
-            y, z = self.refiner.refine(x, img.shape[0], img.shape[1], beta, y, z)
+            y, z = self.refiner.refine(_pixels(img), img.shape[0], img.shape[1], beta, y, z)
         z_hat = np.clip(np.round(z), -Z_RADIUS, Z_RADIUS).astype(np.int64)
         for c, m in enumerate(self.models.z):
             enc.encode((z_hat[c].ravel() + Z_RADIUS).astype(np.int32), m)
@@ -461,9 +460,9 @@ class LossyCoder:
                 found = filtered
         if self.refiner is None:
             return found[0], found[1]
-        return self._refined_to_rate(images, bpp, found[1], found[2], tolerance, pixels, (lo, hi))
+        return self._refined_to_rate(images, bpp, found[1], tolerance, pixels, (lo, hi))
 
-    def _refined_to_rate(self, images, bpp, beta, rate, tolerance, pixels, log_range) -> tuple[bytes, float]:
+    def _refined_to_rate(self, images, bpp, beta, tolerance, pixels, log_range) -> tuple[bytes, float]:
         """Effort 2's files at a target rate: the search's beta, then secant steps on
         (log beta, log rate) with the refiner, each a whole refined encode (at most 3)."""
         slope, best, prev = -0.6, None, None   # d log rate / d log beta: about -0.6 on Kodak
@@ -507,6 +506,11 @@ def _padded(n: int) -> int:
     return -(-n // PAD) * PAD
 
 
+def _pixels(img: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, C] -> float32 [3, H, W] padded to a multiple of 64: what the transforms read."""
+    return _pad(np.ascontiguousarray(_rgb(img).transpose(2, 0, 1), dtype=np.float32))
+
+
 def _pad(x: np.ndarray) -> np.ndarray:
     """Replicate the edges of x [C, H, W] up to a multiple of 64 (cheaper to code than zeros)."""
     h, w = x.shape[1:]
@@ -528,20 +532,21 @@ def load_lossy_coder(name_or_path: str = DEFAULT_LOSSY_MODEL, threads: int = 1,
     from safetensors.numpy import load_file
 
     from .zoo import file_sha256, resolve
+    if effort not in LOSSY_EFFORTS:   # before the weights are read
+        raise VlaeError(f"effort must be one of {', '.join(map(str, LOSSY_EFFORTS))} (got {effort!r})")
     weights = resolve(name_or_path)
     t = load_file(str(weights))
-    transforms = LossyTransforms(_config(weights), {k: v for k, v in t.items() if not k.startswith("tables.")})
+    floats = {k: v for k, v in t.items() if not k.startswith("tables.")}
+    transforms = LossyTransforms(_config(weights), floats)
     tables = LossyTables.from_tensors({k: v for k, v in t.items() if k.startswith("tables.")})
     refiner = None
-    if effort not in LOSSY_EFFORTS:
-        raise VlaeError(f"effort must be one of {', '.join(map(str, LOSSY_EFFORTS))} (got {effort!r})")
     if effort > 1:
         import torch
 
         from .lossy_model import LossyModel
         from .lossy_refine import LatentRefiner
         model = LossyModel(transforms.cfg)
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in t.items() if not k.startswith("tables.")})
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in floats.items()})
         refiner = LatentRefiner(model, steps=LOSSY_EFFORTS[effort], threads=threads)
     return LossyCoder(transforms, tables, model_id=file_sha256(weights)[:16], threads=threads, loop_filter=loop_filter,
                       refiner=refiner)
