@@ -32,6 +32,8 @@ True
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 SHIFT = 8                       # coefficients are integers at 2**-8
@@ -102,12 +104,16 @@ def classes(pic: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return _ranks(act.ravel(), shape[0]) * shape[1] + _ranks(g.ravel(), shape[1])
 
 
-def _gram(pic: np.ndarray, target: np.ndarray, cls: np.ndarray, k: int):
-    """Per class: (F'F, F'err, err'err) [k, ...], float64 sums over the picture, band by band."""
+def _gram(pic: np.ndarray, target: np.ndarray, cls: np.ndarray, k: int, threads: int = 1):
+    """Per class: (F'F, F'err, err'err) [k, ...], float64 sums over the picture, band by band
+    (``threads`` at once).  Every term is an integer and every sum below 2**53 (|F| <= 128,
+    |err| <= 255, under 2**30 pixels), so the sums are exact in any order."""
     H, W, C = pic.shape
     nf = n_features(C)
-    G, R, E = np.zeros((k, nf, nf)), np.zeros((k, nf, C)), np.zeros((k, C))
-    for y0, y1 in _bands(H, W):
+
+    def band(rows):
+        y0, y1 = rows
+        G, R, E = np.zeros((k, nf, nf)), np.zeros((k, nf, C)), np.zeros((k, C))
         e = (target[y0:y1].astype(np.float64) - pic[y0:y1]).reshape(-1, C)
         F, c = features(pic, (y0, y1)), cls[y0 * W:y1 * W]
         order = np.argsort(c, kind="stable")
@@ -119,7 +125,17 @@ def _gram(pic: np.ndarray, target: np.ndarray, cls: np.ndarray, k: int):
                 G[j] += f.T @ f
                 R[j] += f.T @ ej
                 E[j] += (ej * ej).sum(axis=0)
-    return G, R, E
+        return G, R, E
+    parts = _map_bands(band, H, W, threads)
+    return tuple(sum(part[t] for part in parts) for t in range(3))
+
+
+def _map_bands(fn, H: int, W: int, threads: int) -> list:
+    """[fn(rows) for rows in _bands(H, W)], ``threads`` bands at once."""
+    if threads <= 1:
+        return [fn(rows) for rows in _bands(H, W)]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, _bands(H, W)))
 
 
 def _solve(G: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -140,10 +156,10 @@ def fit(pic: np.ndarray, target: np.ndarray, shape: tuple[int, int]) -> np.ndarr
     return np.stack([_solve(G[j], R[j]) for j in range(k)])
 
 
-def apply(pic: np.ndarray, q: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def apply(pic: np.ndarray, q: np.ndarray, shape: tuple[int, int], threads: int = 1) -> np.ndarray:
     """The filtered picture (uint8, the shape of ``pic``) for coefficients q [classes,
-    n_features, C] of classes ``shape``: band by band, class by class, exact (no compiled
-    kernel, so a lossy process never starts numba).
+    n_features, C] of classes ``shape``: band by band (``threads`` bands at once), class by
+    class, exact (no compiled kernel, so a lossy process never starts numba).
 
     >>> pic = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3)
     >>> q = np.zeros((1, n_features(3), 3), np.int64); q[0, -1] = 2 ** SHIFT // 128   # +1 everywhere
@@ -156,7 +172,9 @@ def apply(pic: np.ndarray, q: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     # n_features products is an integer below 2**53, exact in any order
     q = np.asarray(q, np.float64)
     out = np.empty((H, W, C), np.uint8)
-    for y0, y1 in _bands(H, W):
+
+    def band(rows):
+        y0, y1 = rows
         F, c = features(pic, (y0, y1)), cls[y0 * W:y1 * W]
         order = np.argsort(c, kind="stable")      # the band's pixels grouped by class
         ends = np.searchsorted(c[order], np.arange(len(q) + 1))
@@ -166,6 +184,7 @@ def apply(pic: np.ndarray, q: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
             acc[order[ends[k]:ends[k + 1]]] = F[ends[k]:ends[k + 1]] @ q[k]
         v = pic[y0:y1].reshape(-1, C) + ((acc.astype(np.int64) + (1 << (SHIFT - 1))) >> SHIFT)
         out[y0:y1] = np.clip(v, 0, 255).reshape(y1 - y0, W, C)
+    _map_bands(band, H, W, threads)     # bands write their own rows, in integers
     return out
 
 
@@ -191,7 +210,7 @@ def coefficient_frequencies() -> np.ndarray:
     return np.maximum((1 << 30) // ((v + 1) * (v + 2)), 1)
 
 
-def choose(pic: np.ndarray, target: np.ndarray, beta: float) -> tuple[int, np.ndarray]:
+def choose(pic: np.ndarray, target: np.ndarray, beta: float, threads: int = 1) -> tuple[int, np.ndarray]:
     """(index into :data:`CLASS_CHOICES`, coefficients q [classes, n_features, C]) that
     minimise MSE / beta plus the coefficients' bits per pixel.  The MSE of each choice comes
     from the normal equations (plus 1/12 for rounding the correction), not by filtering: the
@@ -201,7 +220,7 @@ def choose(pic: np.ndarray, target: np.ndarray, beta: float) -> tuple[int, np.nd
     freqs = coefficient_frequencies()
     bits = -np.log2(freqs / freqs.sum())
     fa, fb = max(a for a, _ in CLASS_CHOICES), max(b for _, b in CLASS_CHOICES)
-    fine = _gram(pic, target, classes(pic, (fa, fb)), fa * fb)
+    fine = _gram(pic, target, classes(pic, (fa, fb)), fa * fb, threads)
     best = (fine[2].sum() / n / beta, 0, np.zeros((0, n_features(C), C), np.int64))
     for index, (ka, kb) in enumerate(CLASS_CHOICES):
         if not ka:

@@ -310,7 +310,7 @@ class LossyCoder:
         if not filtered:
             return pic
         # the filter is fitted to the very picture the decoder will make
-        choice, q = loop_filter.choose(pic, img, beta)
+        choice, q = loop_filter.choose(pic, img, beta, self.threads)
         enc.encode(np.array([choice], np.int32), self.models.filter_classes)
         shape = loop_filter.CLASS_CHOICES[choice]
         symbols = loop_filter.to_symbols(q, shape)
@@ -319,7 +319,7 @@ class LossyCoder:
             return None
         # the decoder's own steps: coefficients from their symbols, then the filter
         q = loop_filter.from_symbols(symbols, shape, img.shape[2])
-        return loop_filter.apply(pic, q, shape) if shape[0] else pic
+        return loop_filter.apply(pic, q, shape, self.threads) if shape[0] else pic
 
     def _decode_image(self, dec, info: ImageInfo, beta: float, filtered: bool) -> np.ndarray:
         n = self.model.cfg.n
@@ -342,7 +342,7 @@ class LossyCoder:
         count = ka * kb * loop_filter.n_features(info.channels) * info.channels
         symbols = dec.decode(self.models.coefficient, count).astype(np.int64) - loop_filter.RADIUS
         q = loop_filter.from_symbols(symbols, (ka, kb), info.channels)
-        return loop_filter.apply(pic, q, (ka, kb)) if ka else pic
+        return loop_filter.apply(pic, q, (ka, kb), self.threads) if ka else pic
 
     def _parts(self, shape: tuple[int, int]) -> list[np.ndarray]:
         """The parts of y's grid [h, w] in coding order: all of it, or, with a context
@@ -537,7 +537,7 @@ def load_lossy_coder(name_or_path: str = DEFAULT_LOSSY_MODEL, threads: int = 1,
     weights = resolve(name_or_path)
     t = load_file(str(weights))
     floats = {k: v for k, v in t.items() if not k.startswith("tables.")}
-    transforms = LossyTransforms(_config(weights), floats)
+    transforms = LossyTransforms(_config(weights), floats, threads)
     tables = LossyTables.from_tensors({k: v for k, v in t.items() if k.startswith("tables.")})
     refiner = None
     if effort > 1:

@@ -24,6 +24,9 @@ True
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -42,43 +45,98 @@ def one_thread():
     return threadpool_limits(1, user_api="blas")
 
 
-def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int) -> np.ndarray:
+CHUNK_BYTES = 1 << 22   # the gathered taps of one product: a few MB, so they stay in cache
+
+
+def _chunks(rows: int, row_bytes: int) -> range:
+    """First rows of the chunks that a layer's output is computed in.  They depend on the
+    shapes alone, never on the thread count, so every product (and its float32 rounding) is
+    the same however many threads share the chunks."""
+    return range(0, rows, max(1, CHUNK_BYTES // max(row_bytes, 1)))
+
+
+def _run(pool, fn, starts: range) -> None:
+    if pool is None or len(starts) < 2:
+        for r0 in starts:
+            fn(r0)
+    else:
+        list(pool.map(fn, starts))
+
+
+def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pool=None, post=None) -> np.ndarray:
     """Convolution of x [C, H, W] with w [O, C, k, k] (zero padding k // 2), as torch's
-    Conv2d: one product per tap (little memory), or one for all taps where C k^2 is small."""
+    Conv2d: chunks of output rows, each one product of the weights [O, k k C] with the
+    chunk's gathered taps (on ``pool``'s threads when there is one).  ``post``: a pixelwise
+    function (GDN) applied to each chunk while it is in cache."""
     c, h, wd = x.shape
     o, _, k, _ = w.shape
     p = k // 2
     ho, wo = (h + 2 * p - k) // stride + 1, (wd + 2 * p - k) // stride + 1
     xp = np.pad(x, ((0, 0), (p, p), (p, p)))
+    wm = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(o, k * k * c))   # [o, (dy, dx, c)]
+    out = np.empty((o, ho, wo), np.float32)
+    starts = _chunks(ho, k * k * c * wo * 4)
 
-    def tap(dy, dx):
-        return xp[:, dy:dy + stride * (ho - 1) + 1:stride, dx:dx + stride * (wo - 1) + 1:stride].reshape(c, -1)
-    wt = w.transpose(2, 0, 3, 1).reshape(k, o, k * c)     # [dy][o, (dx, c)]
-    if c * k * k <= 128:     # all taps in one product
-        cols = np.concatenate([tap(dy, dx) for dy in range(k) for dx in range(k)])
-        out = wt.transpose(1, 0, 2).reshape(o, -1) @ cols
-    else:                    # a row of taps at a time: products k times deeper than one tap's
-        out = np.zeros((o, ho * wo), np.float32)
-        for dy in range(k):
-            out += wt[dy] @ np.concatenate([tap(dy, dx) for dx in range(k)])
-    return (out + b[:, None]).reshape(o, ho, wo)
+    def chunk(r0):
+        r1 = min(ho, r0 + starts.step)
+        cols = np.concatenate([
+            xp[:, stride * r0 + dy:stride * (r1 - 1) + dy + 1:stride,
+               dx:dx + stride * (wo - 1) + 1:stride].reshape(c, -1)
+            for dy in range(k) for dx in range(k)])
+        out[:, r0:r1] = post((wm @ cols).reshape(o, r1 - r0, wo) + b[:, None, None])
+    post = post or (lambda a: a)
+    _run(pool, chunk, starts)
+    return out
 
 
-def deconv(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _phase_taps(k: int, p: int, parity: int) -> list[tuple[int, int]]:
+    """(tap, input offset) of the taps that reach the output rows of a parity in a stride-2
+    transposed convolution: output row 2r + parity = 2i + tap - p, so i = r + offset."""
+    return [(d, (parity + p - d) // 2) for d in range(k) if (parity + p - d) % 2 == 0]
+
+
+def deconv(x: np.ndarray, w: np.ndarray, b: np.ndarray, pool=None, post=None) -> np.ndarray:
     """Transposed convolution of x [C, H, W] with w [C, O, k, k], stride 2, padding k // 2,
-    output padding 1 (torch's ConvTranspose2d): out [O, 2H, 2W].  Each tap's product is
-    added at every other row and column of a padded output."""
+    output padding 1 (torch's ConvTranspose2d): out [O, 2H, 2W].
+
+    Where the output is at least as deep as the input (O >= C), each of the four phases of
+    the output (even or odd row and column) is an ordinary convolution of x with a few of the
+    taps: one product per chunk and phase, each output written once.  Otherwise (the last
+    layer's 3 channels, the first layer's 256 inputs) one product per row of taps is added
+    at every other row and column of a padded output: products as deep as the input.
+    ``post``: as :func:`conv`'s."""
     c, h, wd = x.shape
     _, o, k, _ = w.shape
     p = k // 2
-    full = np.zeros((o, 2 * h + 2 * p, 2 * wd + 2 * p), np.float32)
-    flat = x.reshape(c, -1)
-    wt = w.transpose(2, 3, 1, 0).reshape(k, k * o, c)     # [dy][(dx, o), c]
-    for dy in range(k):      # a row of taps in one product
-        t = (wt[dy] @ flat).reshape(k, o, h, wd)
-        for dx in range(k):
-            full[:, dy:dy + 2 * h:2, dx:dx + 2 * wd:2] += t[dx]
-    return full[:, p:p + 2 * h, p:p + 2 * wd] + b[:, None, None]
+    post = post or (lambda a: a)
+    if o < c:
+        full = np.zeros((o, 2 * h + 2 * p, 2 * wd + 2 * p), np.float32)
+        flat = x.reshape(c, -1)
+        wt = w.transpose(2, 3, 1, 0).reshape(k, k * o, c)     # [dy][(dx, o), c]
+        for dy in range(k):
+            t = (wt[dy] @ flat).reshape(k, o, h, wd)
+            for dx in range(k):
+                full[:, dy:dy + 2 * h:2, dx:dx + 2 * wd:2] += t[dx]
+        return post(full[:, p:p + 2 * h, p:p + 2 * wd] + b[:, None, None])
+    pad = (p + 1) // 2
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    phases = []
+    for a in (0, 1):
+        for e in (0, 1):
+            taps = [(dy, oy, dx, ox) for dy, oy in _phase_taps(k, p, a) for dx, ox in _phase_taps(k, p, e)]
+            wp = np.ascontiguousarray(np.concatenate([w[:, :, dy, dx].T for dy, _, dx, _ in taps], axis=1))
+            phases.append((a, e, [(oy, ox) for _, oy, _, ox in taps], wp))   # wp [o, (tap, c)]
+    out = np.empty((o, 2 * h, 2 * wd), np.float32)
+    starts = _chunks(h, len(phases[0][2]) * c * wd * 4)
+
+    def chunk(r0):
+        r1 = min(h, r0 + starts.step)
+        for a, e, offsets, wp in phases:
+            cols = np.concatenate([xp[:, pad + oy + r0:pad + oy + r1, pad + ox:pad + ox + wd].reshape(c, -1)
+                                   for oy, ox in offsets])
+            out[:, 2 * r0 + a:2 * r1:2, e::2] = post((wp @ cols).reshape(o, r1 - r0, wd) + b[:, None, None])
+    _run(pool, chunk, starts)
+    return out
 
 
 def gdn(x: np.ndarray, beta: np.ndarray, gamma: np.ndarray, inverse: bool) -> np.ndarray:
@@ -95,17 +153,19 @@ def leaky_relu(x: np.ndarray) -> np.ndarray:
 
 class LossyTransforms:
     """g_a, h_a and g_s of a lossy model, from its float weights (numpy float32 arrays, named
-    as in ``LossyModel.state_dict()``)."""
+    as in ``LossyModel.state_dict()``); ``threads``: how many threads share each layer's
+    chunks (the results do not depend on it)."""
 
-    def __init__(self, cfg: LossyConfig, weights: dict[str, np.ndarray]):
+    def __init__(self, cfg: LossyConfig, weights: dict[str, np.ndarray], threads: int = 1):
         self.cfg = cfg
+        self.threads = max(1, threads)
         self.w = {k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()
                   if k.split(".")[0] in ("g_a", "g_s", "h_a") or k.startswith("log_gain")}
 
     @classmethod
-    def from_module(cls, model) -> "LossyTransforms":
+    def from_module(cls, model, threads: int = 1) -> "LossyTransforms":
         """From a torch ``LossyModel`` (tests, export)."""
-        return cls(model.cfg, {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+        return cls(model.cfg, {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, threads)
 
     def level(self, beta: float) -> float:
         return beta_level(self.cfg.betas, beta)
@@ -119,25 +179,38 @@ class LossyTransforms:
         return tuple(np.exp((1 - t) * self.w[name][lo] + t * self.w[name][hi])
                      for name in ("log_gain_y", "log_gain_y_inv", "log_gain_z"))
 
-    def _g_a(self, x: np.ndarray) -> np.ndarray:
+    @contextmanager
+    def _products(self):
+        """The float products' setting: one BLAS thread each (:func:`one_thread`), and a pool
+        of ``threads`` threads sharing the chunks (None for one)."""
+        with one_thread():
+            if self.threads == 1:
+                yield None
+            else:
+                with ThreadPoolExecutor(self.threads) as pool:
+                    yield pool
+
+    def _gdn(self, name: str, inverse: bool):
+        beta, gamma = self.w[f"{name}.beta"], self.w[f"{name}.gamma"]
+        return lambda a: gdn(a, beta, gamma, inverse)
+
+    def _g_a(self, x: np.ndarray, pool=None) -> np.ndarray:
         w = self.w
         for i in (0, 2, 4):
-            x = gdn(conv(x, w[f"g_a.{i}.weight"], w[f"g_a.{i}.bias"], 2), w[f"g_a.{i + 1}.beta"],
-                    w[f"g_a.{i + 1}.gamma"], False)
-        return conv(x, w["g_a.6.weight"], w["g_a.6.bias"], 2)
+            x = conv(x, w[f"g_a.{i}.weight"], w[f"g_a.{i}.bias"], 2, pool, self._gdn(f"g_a.{i + 1}", False))
+        return conv(x, w["g_a.6.weight"], w["g_a.6.bias"], 2, pool)
 
-    def _g_s(self, y: np.ndarray) -> np.ndarray:
+    def _g_s(self, y: np.ndarray, pool=None) -> np.ndarray:
         w = self.w
         for i in (0, 2, 4):
-            y = gdn(deconv(y, w[f"g_s.{i}.weight"], w[f"g_s.{i}.bias"]), w[f"g_s.{i + 1}.beta"],
-                    w[f"g_s.{i + 1}.gamma"], True)
-        return deconv(y, w["g_s.6.weight"], w["g_s.6.bias"])
+            y = deconv(y, w[f"g_s.{i}.weight"], w[f"g_s.{i}.bias"], pool, self._gdn(f"g_s.{i + 1}", True))
+        return deconv(y, w["g_s.6.weight"], w["g_s.6.bias"], pool)
 
-    def _h_a(self, y: np.ndarray) -> np.ndarray:
+    def _h_a(self, y: np.ndarray, pool=None) -> np.ndarray:
         w = self.w
-        a = leaky_relu(conv(y, w["h_a.0.weight"], w["h_a.0.bias"], 1))
-        a = leaky_relu(conv(a, w["h_a.2.weight"], w["h_a.2.bias"], 2))
-        return conv(a, w["h_a.4.weight"], w["h_a.4.bias"], 2)
+        a = leaky_relu(conv(y, w["h_a.0.weight"], w["h_a.0.bias"], 1, pool))
+        a = leaky_relu(conv(a, w["h_a.2.weight"], w["h_a.2.bias"], 2, pool))
+        return conv(a, w["h_a.4.weight"], w["h_a.4.bias"], 2, pool)
 
     def analysis(self, x: np.ndarray, level: float, tile: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Pixels 0..255 [3, H, W] float32 (H, W multiples of 64) -> (y, z) before
@@ -148,20 +221,20 @@ class LossyTransforms:
         """g_a's output for pixels x, before the gains: the part of the analysis that no beta
         changes (a search over beta computes it once)."""
         x = x / np.float32(127.5) - np.float32(1.0)
-        with one_thread():
-            return on_tiles(self._g_a, x, 16, 1, tile, TILE_HALO) if tile else self._g_a(x)
+        with self._products() as pool:
+            return on_tiles(lambda t: self._g_a(t, pool), x, 16, 1, tile, TILE_HALO) if tile else self._g_a(x, pool)
 
     def latents(self, features: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
         """(y, z) from :meth:`features` at a level."""
         gy, _, gz = self.gains(level)
         y = features * gy[:, None, None]
-        with one_thread():
-            return y, self._h_a(y) * gz[:, None, None]
+        with self._products() as pool:
+            return y, self._h_a(y, pool) * gz[:, None, None]
 
     def synthesis(self, y_hat: np.ndarray, level: float, tile: int = 0) -> np.ndarray:
         """y_hat [m, h, w] -> pixels 0..255 [3, 16h, 16w] float32, not rounded."""
         _, gy_inv, _ = self.gains(level)
         y = (y_hat * gy_inv[:, None, None]).astype(np.float32)
-        with one_thread():
-            x = on_tiles(self._g_s, y, 1, 16, tile, TILE_HALO) if tile else self._g_s(y)
+        with self._products() as pool:
+            x = on_tiles(lambda t: self._g_s(t, pool), y, 1, 16, tile, TILE_HALO) if tile else self._g_s(y, pool)
         return (x + np.float32(1.0)) * np.float32(127.5)
