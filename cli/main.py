@@ -318,6 +318,8 @@ def export_lossy(run_dir, name, force, notes, continues, segment, segment_note):
 
 
 def main():
+    from cli import numba_startup
+    numba_startup.install()
     cli()
 
 

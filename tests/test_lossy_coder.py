@@ -274,3 +274,13 @@ def test_chunked_convolutions_are_torchs(monkeypatch, chunk_bytes, c, o):
         want = F.conv2d(torch.from_numpy(x)[None], torch.from_numpy(w), torch.from_numpy(b), stride=stride,
                         padding=2)[0].numpy()
         assert np.abs(lt.conv(x, w, b, stride) - want).max() < 1e-4
+
+
+def test_api_decode_gives_the_same_pixels_with_two_threads():
+    """api.decode takes ``threads`` as decode_many does; lossy and lossless alike, the pixels
+    do not depend on it (a picture large enough for several chunks of rows per layer)."""
+    import vlaecodec.api as api
+    y, x = np.mgrid[0:192, 0:256]
+    img = np.stack([(x + y) % 256, (3 * x) % 256, (x * y // 64) % 256], axis=2).astype(np.uint8)
+    for data in (api.encode_lossy([img], beta=100.0), api.encode(img[:32, :48])):
+        assert np.array_equal(api.decode(data), api.decode(data, threads=2))

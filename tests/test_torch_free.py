@@ -174,3 +174,29 @@ def test_new_files_equal_the_golden_files():
         assert made == golden, file
         checked[golden[4]] += 1
     assert checked[3] >= 6 and checked[4] >= 6
+
+
+NUMBA_SCRIPT = r"""
+import sys
+from cli import numba_startup
+numba_startup.install()
+import vlaecodec.api as api
+import numpy as np
+img = np.zeros((8, 8, 3), np.uint8)
+assert (api.decode(api.encode(img)) == img).all()     # numba's kernels run
+import numba.np.arraymath as arraymath
+print("scipy" in sys.modules, arraymath._HAVE_BLAS)
+"""
+
+
+def test_a_command_line_process_loads_numba_without_importing_scipy():
+    """numba's BLAS check would import scipy.linalg (when installed) at the first lossless
+    command; the command line hides it then (cli/numba_startup.py), and only then."""
+    r = subprocess.run([sys.executable, "-c", NUMBA_SCRIPT], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False"]
+    if importlib.util.find_spec("scipy") is not None:   # afterwards scipy imports as usual
+        r = subprocess.run([sys.executable, "-c", NUMBA_SCRIPT.replace('print("scipy"', 'import scipy.linalg\nprint("scipy"')],
+                           capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["True", "False"]

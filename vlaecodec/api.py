@@ -209,13 +209,13 @@ def _lossy_for(data: bytes, model: str | None, threads: int = 1) -> LossyCoder |
     return load_lossy(model if model is not None else _card_for(header)["name"], threads)
 
 
-def decode(data: bytes, model: str | None = None, preview: bool = False) -> np.ndarray:
+def decode(data: bytes, model: str | None = None, preview: bool = False, threads: int = 1) -> np.ndarray:
     """Pixels [H,W,C] of a single-image .vlae file (the model is found from the file's id);
     ``preview``: the lossy picture from the file's z layer alone (a lossy file's picture is
-    its preview)."""
-    lossy = _lossy_for(data, model)
+    its preview); ``threads``: see :func:`load_codec` (the pixels do not depend on it)."""
+    lossy = _lossy_for(data, model, threads)
     if lossy is None:
-        return _codec_for(data, model).decode(data, preview)
+        return _codec_for(data, model, threads).decode(data, preview)
     images = lossy.decode(data)
     if len(images) != 1:
         raise VlaeError(f"file holds {len(images)} images; use decode_many")
