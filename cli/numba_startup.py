@@ -1,11 +1,12 @@
 """The command line's first import of numba, without scipy.
 
-When numba loads its array maths it checks for a BLAS by importing ``scipy.linalg`` (in
-``numba.np.arraymath``); with scipy installed that import alone takes 0.3-0.45 s of every
-lossless command on the 2-core test machine (an 8x8 decode: 1.8 -> 1.4 s).  The coder's
+When numba loads (``numba/__init__`` and ``numba.np.arraymath``, which checks for a BLAS)
+it imports scipy and ``scipy.linalg``; with scipy installed that alone takes 0.3-0.45 s of
+every lossless command on the 2-core test machine (an 8x8 decode: 1.8 -> 1.4 s).  The coder's
 kernels do no linear algebra inside numba, so a ``vlaecodec`` process hides scipy while numba
-is imported and checks: numba then finds no BLAS for compiled code and never asks again.
-scipy is visible again as soon as numba is loaded, so anything else may import it.
+is imported: numba records that it has no BLAS (compiled code that needs one would import
+scipy when it is compiled; ours never is).  scipy is visible again as soon as numba is
+loaded, so anything else may import it.
 
 A library process (``import vlaecodec``) is left alone: another package there may compile
 numba code that uses BLAS.
@@ -39,10 +40,17 @@ class _HidingScipy(importlib.abc.Loader):
             sys.modules["scipy"] = None      # an import of scipy now fails at once
         try:
             self.loader.exec_module(module)
-            importlib.import_module("numba.np.arraymath")
+            try:
+                importlib.import_module("numba.np.arraymath")
+            except ImportError:              # another numba layout: only the saving is lost
+                pass
         finally:
             if hidden and "scipy" in sys.modules and sys.modules["scipy"] is None:
                 del sys.modules["scipy"]
+            # numba's own loader from here on (its resources, is_package, ...)
+            module.__loader__ = self.loader
+            if module.__spec__ is not None:
+                module.__spec__.loader = self.loader
 
 
 class NumbaWithoutBlasProbe(importlib.abc.MetaPathFinder):

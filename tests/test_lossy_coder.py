@@ -242,22 +242,25 @@ def test_the_float_transforms_do_not_depend_on_the_blas_threads():
 
     from vlaecodec.lossy_coder import load_lossy_coder
     rng = np.random.default_rng(0)
+    y = np.round(rng.normal(0, 3, (256, 16, 24))).astype(np.float32)
+    x = rng.uniform(0, 255, (3, 256, 384)).astype(np.float32)
     runs = []
     for threads in (1, 2):   # the coder's threads share each layer's chunks, and BLAS may use as many
         t = load_lossy_coder("lossy", threads=threads).model
-        y = np.round(rng.normal(0, 3, (t.cfg.m, 16, 24))).astype(np.float32)
-        x = rng.uniform(0, 255, (3, 256, 384)).astype(np.float32)
+        assert t.threads == threads and t.cfg.m == y.shape[0]
         with threadpool_limits(threads, user_api="blas"):
             runs.append((t.synthesis(y, 5.0), *t.analysis(x, 5.0)))
-        rng = np.random.default_rng(0)
     assert all(np.array_equal(a, b) for a, b in zip(*runs))
 
 
-@pytest.mark.parametrize("chunk_bytes", [1 << 10, 1 << 22])
-@pytest.mark.parametrize("c, o", [(8, 8), (8, 3), (4, 6)])
-def test_chunked_convolutions_are_torchs(monkeypatch, chunk_bytes, c, o):
-    """conv and deconv in chunks of rows (many small ones, or one), by phases (o >= c) or by
-    rows of taps (o < c), against torch's Conv2d and ConvTranspose2d."""
+@pytest.mark.parametrize("chunk_bytes", [1 << 10, 5 << 10, 1 << 22])
+@pytest.mark.parametrize("c, o, k", [(8, 8, 5), (8, 3, 5), (4, 6, 5), (4, 6, 3)])
+def test_chunked_convolutions_are_torchs(monkeypatch, chunk_bytes, c, o, k):
+    """conv and deconv in chunks of rows (one row, a few with a shorter last one, or all), by
+    phases (o >= c) or by rows of taps (o < c), on a pool of threads or not, with a pixelwise
+    ``post``, against torch's Conv2d and ConvTranspose2d."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch.nn.functional as F
 
     from vlaecodec import lossy_transforms as lt
@@ -265,15 +268,26 @@ def test_chunked_convolutions_are_torchs(monkeypatch, chunk_bytes, c, o):
     rng = np.random.default_rng(1)
     x = rng.normal(0, 1, (c, 12, 20)).astype(np.float32)
     b = rng.normal(0, 1, o).astype(np.float32)
-    w_t = rng.normal(0, 0.2, (c, o, 5, 5)).astype(np.float32)
-    want = F.conv_transpose2d(torch.from_numpy(x)[None], torch.from_numpy(w_t), torch.from_numpy(b),
-                              stride=2, padding=2, output_padding=1)[0].numpy()
-    assert np.abs(lt.deconv(x, w_t, b) - want).max() < 1e-4
-    w = rng.normal(0, 0.2, (o, c, 5, 5)).astype(np.float32)
-    for stride in (1, 2):
-        want = F.conv2d(torch.from_numpy(x)[None], torch.from_numpy(w), torch.from_numpy(b), stride=stride,
-                        padding=2)[0].numpy()
-        assert np.abs(lt.conv(x, w, b, stride) - want).max() < 1e-4
+    w_t = rng.normal(0, 0.2, (c, o, k, k)).astype(np.float32)
+    w = rng.normal(0, 0.2, (o, c, k, k)).astype(np.float32)
+    t = lambda a: torch.from_numpy(a)
+    double = lambda a: 2 * a
+    with ThreadPoolExecutor(2) as pool:
+        for use in (None, pool):
+            want = F.conv_transpose2d(t(x)[None], t(w_t), t(b), stride=2, padding=k // 2, output_padding=1)[0].numpy()
+            assert np.abs(lt.deconv(x, w_t, b, use, double) - 2 * want).max() < 1e-4
+            for stride in (1, 2):
+                want = F.conv2d(t(x)[None], t(w), t(b), stride=stride, padding=k // 2)[0].numpy()
+                assert np.abs(lt.conv(x, w, b, stride, use, double) - 2 * want).max() < 1e-4
+
+
+def test_lossy_files_do_not_depend_on_the_threads():
+    """The encoder's float products (chunks shared by threads) and the loop filter's sums
+    (bands on threads) give the same file at one and two threads."""
+    import vlaecodec.api as api
+    y, x = np.mgrid[0:128, 0:192]
+    img = np.stack([(x + y) % 256, (3 * x) % 256, (x * y // 64) % 256], axis=2).astype(np.uint8)
+    assert api.encode_lossy([img], beta=100.0) == api.encode_lossy([img], beta=100.0, threads=2)
 
 
 def test_api_decode_gives_the_same_pixels_with_two_threads():

@@ -130,7 +130,9 @@ def encode_many(images: list[np.ndarray], model: str = DEFAULT_MODEL,
 @lru_cache(maxsize=4)
 def load_lossy(name: str = DEFAULT_LOSSY_MODEL, threads: int = 1, effort: int = 1) -> LossyCoder:
     """The coder of a lossy (hyperprior) zoo model (numpy only; at effort 2 its encoder
-    searches each image's latents, in torch)."""
+    searches each image's latents, in torch); ``threads``: threads that share its layers and
+    its loop filter (the files and pixels do not depend on it; effort 2's search, in torch,
+    may)."""
     from .lossy_coder import load_lossy_coder
     return load_lossy_coder(name, threads, effort=effort)
 
@@ -212,7 +214,8 @@ def _lossy_for(data: bytes, model: str | None, threads: int = 1) -> LossyCoder |
 def decode(data: bytes, model: str | None = None, preview: bool = False, threads: int = 1) -> np.ndarray:
     """Pixels [H,W,C] of a single-image .vlae file (the model is found from the file's id);
     ``preview``: the lossy picture from the file's z layer alone (a lossy file's picture is
-    its preview); ``threads``: see :func:`load_codec` (the pixels do not depend on it)."""
+    its preview); ``threads``: see :func:`load_codec` and :func:`load_lossy` (the pixels do
+    not depend on it)."""
     lossy = _lossy_for(data, model, threads)
     if lossy is None:
         return _codec_for(data, model, threads).decode(data, preview)

@@ -35,6 +35,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 SHIFT = 8                       # coefficients are integers at 2**-8
 LIMIT = 2047                    # ... within +-2047 (the encoder clamps)
@@ -106,14 +107,15 @@ def classes(pic: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def _gram(pic: np.ndarray, target: np.ndarray, cls: np.ndarray, k: int, threads: int = 1):
     """Per class: (F'F, F'err, err'err) [k, ...], float64 sums over the picture, band by band
-    (``threads`` at once).  Every term is an integer and every sum below 2**53 (|F| <= 128,
-    |err| <= 255, under 2**30 pixels), so the sums are exact in any order."""
+    (``threads`` at once).  Every term is an integer and a pixel adds at most 2**16 to a sum
+    (|F| <= 128, |err| <= 255), so with under 2**32 pixels every sum stays below 2**48: exact,
+    in any order."""
     H, W, C = pic.shape
     nf = n_features(C)
 
     def band(rows):
         y0, y1 = rows
-        G, R, E = np.zeros((k, nf, nf)), np.zeros((k, nf, C)), np.zeros((k, C))
+        g, r, s = np.zeros((k, nf, nf)), np.zeros((k, nf, C)), np.zeros((k, C))
         e = (target[y0:y1].astype(np.float64) - pic[y0:y1]).reshape(-1, C)
         F, c = features(pic, (y0, y1)), cls[y0 * W:y1 * W]
         order = np.argsort(c, kind="stable")
@@ -122,20 +124,26 @@ def _gram(pic: np.ndarray, target: np.ndarray, cls: np.ndarray, k: int, threads:
         for j in range(k):
             f, ej = F[ends[j]:ends[j + 1]], e[ends[j]:ends[j + 1]]
             if len(f):
-                G[j] += f.T @ f
-                R[j] += f.T @ ej
-                E[j] += (ej * ej).sum(axis=0)
-        return G, R, E
-    parts = _map_bands(band, H, W, threads)
-    return tuple(sum(part[t] for part in parts) for t in range(3))
+                g[j] += f.T @ f
+                r[j] += f.T @ ej
+                s[j] += (ej * ej).sum(axis=0)
+        return g, r, s
+    G, R, E = np.zeros((k, nf, nf)), np.zeros((k, nf, C)), np.zeros((k, C))
+    for g, r, e in _on_bands(band, H, W, threads):   # added up as they come: memory per band
+        G += g
+        R += r
+        E += e
+    return G, R, E
 
 
-def _map_bands(fn, H: int, W: int, threads: int) -> list:
-    """[fn(rows) for rows in _bands(H, W)], ``threads`` bands at once."""
+def _on_bands(fn, H: int, W: int, threads: int):
+    """fn(rows) for every band of :func:`_bands`, in order, ``threads`` bands at once (each
+    band's products on one BLAS thread, so that the threads do not oversubscribe the cores)."""
     if threads <= 1:
-        return [fn(rows) for rows in _bands(H, W)]
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(fn, _bands(H, W)))
+        yield from map(fn, _bands(H, W))
+        return
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+        yield from pool.map(fn, _bands(H, W))
 
 
 def _solve(G: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -184,7 +192,8 @@ def apply(pic: np.ndarray, q: np.ndarray, shape: tuple[int, int], threads: int =
             acc[order[ends[k]:ends[k + 1]]] = F[ends[k]:ends[k + 1]] @ q[k]
         v = pic[y0:y1].reshape(-1, C) + ((acc.astype(np.int64) + (1 << (SHIFT - 1))) >> SHIFT)
         out[y0:y1] = np.clip(v, 0, 255).reshape(y1 - y0, W, C)
-    _map_bands(band, H, W, threads)     # bands write their own rows, in integers
+    for _ in _on_bands(band, H, W, threads):     # bands write their own rows, in integers
+        pass
     return out
 
 

@@ -263,7 +263,7 @@ class LossyCoder:
     def __init__(self, model: LossyTransforms | LossyModel, tables: LossyTables, model_id: str, threads: int = 1,
                  loop_filter: bool = True, refiner: LatentRefiner | None = None):
         # a torch LossyModel (tests, training) gives its transforms: coding runs on numpy
-        self.model = model if isinstance(model, LossyTransforms) else LossyTransforms.from_module(model)
+        self.model = model if isinstance(model, LossyTransforms) else LossyTransforms.from_module(model, threads)
         self.tables, self.model_id, self.threads = tables, model_id, threads
         self.loop_filter = loop_filter   # new files carry per-image filters (loop_filter.py)
         self.refiner = refiner           # effort 2: the encoder searches each image's latents

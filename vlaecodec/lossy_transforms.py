@@ -37,11 +37,11 @@ TILE_HALO = 3        # latent units around a tile: more than g_a's and g_s's rea
 
 
 def one_thread():
-    """The transforms' float products run on one BLAS thread whatever the coder's thread
-    count: OpenBLAS (0.3.31, numpy 2.4) splits a float32 product between threads so that the
-    sums come out different in their last bits, which moves a decoded pixel by a level.  So
-    a file decodes to the same pixels with any --threads on one machine (the exact integer
-    parts may use more threads)."""
+    """Each of the transforms' float products runs on one BLAS thread: OpenBLAS (0.3.31,
+    numpy 2.4) splits a float32 product between threads so that the sums come out different
+    in their last bits, which moves a decoded pixel by a level.  The coder's threads share
+    the products instead (chunks of rows fixed by the shapes, :func:`_chunks`), so with
+    numpy's OpenBLAS a file decodes to the same pixels with any --threads on one machine."""
     return threadpool_limits(1, user_api="blas")
 
 
@@ -74,6 +74,7 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pool=None, po
     ho, wo = (h + 2 * p - k) // stride + 1, (wd + 2 * p - k) // stride + 1
     xp = np.pad(x, ((0, 0), (p, p), (p, p)))
     wm = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(o, k * k * c))   # [o, (dy, dx, c)]
+    post = post or (lambda a: a)
     out = np.empty((o, ho, wo), np.float32)
     starts = _chunks(ho, k * k * c * wo * 4)
 
@@ -84,7 +85,6 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pool=None, po
                dx:dx + stride * (wo - 1) + 1:stride].reshape(c, -1)
             for dy in range(k) for dx in range(k)])
         out[:, r0:r1] = post((wm @ cols).reshape(o, r1 - r0, wo) + b[:, None, None])
-    post = post or (lambda a: a)
     _run(pool, chunk, starts)
     return out
 
@@ -102,8 +102,9 @@ def deconv(x: np.ndarray, w: np.ndarray, b: np.ndarray, pool=None, post=None) ->
     Where the output is at least as deep as the input (O >= C), each of the four phases of
     the output (even or odd row and column) is an ordinary convolution of x with a few of the
     taps: one product per chunk and phase, each output written once.  Otherwise (the last
-    layer's 3 channels, the first layer's 256 inputs) one product per row of taps is added
-    at every other row and column of a padded output: products as deep as the input.
+    layer's 3 channels; the first layer, whose latent is deeper than the layers after it)
+    one product per row of taps is added at every other row and column of a padded output:
+    products as deep as the input.
     ``post``: as :func:`conv`'s."""
     c, h, wd = x.shape
     _, o, k, _ = w.shape
@@ -118,7 +119,7 @@ def deconv(x: np.ndarray, w: np.ndarray, b: np.ndarray, pool=None, post=None) ->
             for dx in range(k):
                 full[:, dy:dy + 2 * h:2, dx:dx + 2 * wd:2] += t[dx]
         return post(full[:, p:p + 2 * h, p:p + 2 * wd] + b[:, None, None])
-    pad = (p + 1) // 2
+    pad = (p + 1) // 2       # the phases' input offsets lie within +-ceil(p / 2)
     xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
     phases = []
     for a in (0, 1):
@@ -127,7 +128,7 @@ def deconv(x: np.ndarray, w: np.ndarray, b: np.ndarray, pool=None, post=None) ->
             wp = np.ascontiguousarray(np.concatenate([w[:, :, dy, dx].T for dy, _, dx, _ in taps], axis=1))
             phases.append((a, e, [(oy, ox) for _, oy, _, ox in taps], wp))   # wp [o, (tap, c)]
     out = np.empty((o, 2 * h, 2 * wd), np.float32)
-    starts = _chunks(h, len(phases[0][2]) * c * wd * 4)
+    starts = _chunks(h, max(len(offsets) for _, _, offsets, _ in phases) * c * wd * 4)
 
     def chunk(r0):
         r1 = min(h, r0 + starts.step)
