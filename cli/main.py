@@ -152,9 +152,10 @@ def eval_cmd(model_name, dataset, limit, iw_samples, batch_size, seed, as_json, 
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Parallel processes for many inputs.")
-@click.option("--threads", type=int, default=1, show_default=True,
-              help="Threads per process for the whole-image convolutions (files do not depend on it, but for "
-                   "lossy --effort 2's, whose float search may end a few symbols apart).")
+@click.option("--threads", type=int, default=None,
+              help="Threads per process (default: the machine's cores, shared by the --jobs processes). "
+                   "Files do not depend on it, but for lossy --effort 2's, whose float search may end a few "
+                   "symbols apart.")
 @click.option("--elbo/--no-elbo", default=False,
               help="Also report the model's -ELBO (elbo_bpd): a float pass over the image, which loads torch.")
 @click.option("--effort", type=click.IntRange(1, 2), default=1, show_default=True,
@@ -188,7 +189,7 @@ def encode(inputs, output, archive, model_name, beta, target_bpp, max_error, los
                                   extra_bits=z_extra_bits, beta=beta if lossy_dial else None,
                                   target_bpp=target_bpp, effort=effort, strip=strip)
     if commands.encode_command(list(inputs), output, archive, model_name or "default", force, as_json,
-                               jobs, threads, elbo and not lossy_dial, opts):
+                               jobs, commands.threads_for(threads, jobs), elbo and not lossy_dial, opts):
         sys.exit(1)  # its one-line error is already printed
 
 
@@ -202,12 +203,14 @@ def encode(inputs, output, archive, model_name, beta, target_bpp, max_error, los
               help="--preview: how each subpixel is picked from the PixelCNN.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--jobs", type=int, default=1, show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True,
-              help="Threads per process for the whole-image convolutions (results do not depend on it).")
+@click.option("--threads", type=int, default=None,
+              help="Threads per process (default: the machine's cores, shared by the --jobs processes); "
+                   "the pixels do not depend on it.")
 def decode(inputs, output, model_name, preview, recon, force, jobs, threads):
     """Decode .vlae files to PNG (lossless files bit-exact)."""
     from cli import commands
-    if commands.decode_command(list(inputs), output, model_name, force, jobs, threads, preview, recon):
+    if commands.decode_command(list(inputs), output, model_name, force, jobs, commands.threads_for(threads, jobs),
+                               preview, recon):
         sys.exit(1)
 
 

@@ -149,3 +149,14 @@ def test_decode_on_another_instruction_set(tmp_path, model_path):
                         str(tmp_path / "b.png"), "--model", model_path], capture_output=True, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr
     assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), img)
+
+
+def test_threads_default_to_the_cores_shared_by_the_jobs(monkeypatch):
+    """No --threads: the cores this process may use, divided among the --jobs processes
+    (at least one each); a given --threads is kept."""
+    import os
+
+    from cli.commands import threads_for
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert [threads_for(None, jobs) for jobs in (1, 2, 3, 8)] == [4, 2, 1, 1]
+    assert threads_for(3, 8) == 3

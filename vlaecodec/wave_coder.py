@@ -451,7 +451,9 @@ class WaveCoder:
             args = (t0, t1, r1 - r0, W, self.lag, r0, self.up, self.left, u_pad, zf, x, self.trunk_w,
                     self.head_w, self.cdf, len(centers), bins.width, centers, state, buf, n,
                     ad.lengths, ad.counts, ad.log2, WEIGHTS, res)
-            if self.threads == 1:
+            if self.threads == 1 or _max_wave(r1 - r0, W, self.lag) < MIN_SPLIT:
+                # no wave wide enough to split: the serial kernel, without loading numba's
+                # parallel one (about half a second for a small image's whole process)
                 stack.update(*_decode_waves(*args))
             else:
                 with _PARALLEL:
