@@ -452,8 +452,8 @@ class WaveCoder:
                     self.head_w, self.cdf, len(centers), bins.width, centers, state, buf, n,
                     ad.lengths, ad.counts, ad.log2, WEIGHTS, res)
             if self.threads == 1 or _max_wave(r1 - r0, W, self.lag) < MIN_SPLIT:
-                # no wave wide enough to split: the serial kernel, without loading numba's
-                # parallel one (about half a second for a small image's whole process)
+                # no wave wide enough to split: the serial kernel; numba's parallel one
+                # would only be loaded for nothing
                 stack.update(*_decode_waves(*args))
             else:
                 with _PARALLEL:
