@@ -32,10 +32,12 @@ True
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+
+from .workers import workers
 
 SHIFT = 8                       # coefficients are integers at 2**-8
 LIMIT = 2047                    # ... within +-2047 (the encoder clamps)
@@ -139,11 +141,8 @@ def _gram(pic: np.ndarray, target: np.ndarray, cls: np.ndarray, k: int, threads:
 def _on_bands(fn, H: int, W: int, threads: int):
     """fn(rows) for every band of :func:`_bands`, in order, ``threads`` bands at once (each
     band's products on one BLAS thread, so that the threads do not oversubscribe the cores)."""
-    if threads <= 1:
-        yield from map(fn, _bands(H, W))
-        return
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
-        yield from pool.map(fn, _bands(H, W))
+    with threadpool_limits(1, user_api="blas") if threads > 1 else nullcontext(), workers(threads) as pool:
+        yield from (pool.map if pool else map)(fn, _bands(H, W))
 
 
 def _solve(G: np.ndarray, r: np.ndarray) -> np.ndarray:

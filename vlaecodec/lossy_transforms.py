@@ -24,7 +24,6 @@ True
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -32,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from .lossy_config import LossyConfig, beta_level
 from .tiles import on_tiles
+from .workers import pool_map, workers
 
 TILE_HALO = 3        # latent units around a tile: more than g_a's and g_s's reach
 
@@ -53,14 +53,6 @@ def _chunks(rows: int, row_bytes: int) -> range:
     shapes alone, never on the thread count, so every product (and its float32 rounding) is
     the same however many threads share the chunks."""
     return range(0, rows, max(1, CHUNK_BYTES // max(row_bytes, 1)))
-
-
-def _run(pool, fn, starts: range) -> None:
-    if pool is None or len(starts) < 2:
-        for r0 in starts:
-            fn(r0)
-    else:
-        list(pool.map(fn, starts))
 
 
 def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pool=None, post=None) -> np.ndarray:
@@ -85,7 +77,7 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pool=None, po
                dx:dx + stride * (wo - 1) + 1:stride].reshape(c, -1)
             for dy in range(k) for dx in range(k)])
         out[:, r0:r1] = post((wm @ cols).reshape(o, r1 - r0, wo) + b[:, None, None])
-    _run(pool, chunk, starts)
+    pool_map(pool, chunk, starts)
     return out
 
 
@@ -136,7 +128,7 @@ def deconv(x: np.ndarray, w: np.ndarray, b: np.ndarray, pool=None, post=None) ->
             cols = np.concatenate([xp[:, pad + oy + r0:pad + oy + r1, pad + ox:pad + ox + wd].reshape(c, -1)
                                    for oy, ox in offsets])
             out[:, 2 * r0 + a:2 * r1:2, e::2] = post((wp @ cols).reshape(o, r1 - r0, wd) + b[:, None, None])
-    _run(pool, chunk, starts)
+    pool_map(pool, chunk, starts)
     return out
 
 
@@ -184,12 +176,8 @@ class LossyTransforms:
     def _products(self):
         """The float products' setting: one BLAS thread each (:func:`one_thread`), and a pool
         of ``threads`` threads sharing the chunks (None for one)."""
-        with one_thread():
-            if self.threads == 1:
-                yield None
-            else:
-                with ThreadPoolExecutor(self.threads) as pool:
-                    yield pool
+        with one_thread(), workers(self.threads) as pool:
+            yield pool
 
     def _gdn(self, name: str, inverse: bool):
         beta, gamma = self.w[f"{name}.beta"], self.w[f"{name}.gamma"]

@@ -21,8 +21,6 @@ previews pick each subpixel from its table without bits (:func:`reconstruct`).
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import constriction
 import numpy as np
@@ -32,6 +30,7 @@ from .errors import VlaeError
 from .exact import ExactVLAE
 from .fileformat import ImageInfo
 from .wave_kernel import WaveKernel
+from .workers import pool_map, workers
 
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 MIN_ROWS_PER_THREAD = 48   # narrower waves stay in one thread: the hand-off costs more
@@ -61,21 +60,6 @@ def wavefront(height: int, width: int, lag: int) -> list[tuple[np.ndarray, np.nd
         if len(ys):  # narrow images have empty waves
             steps.append((ys, t - lag * ys))
     return steps
-
-
-@contextmanager
-def _workers(threads: int):
-    """A thread pool for ``threads`` > 1, else None (everything then runs in this thread)."""
-    if threads <= 1:
-        yield None
-        return
-    with ThreadPoolExecutor(threads) as pool:
-        yield pool
-
-
-def _map(pool, fn, items: list) -> list:
-    """[fn(item) for item in items], in the pool when there is one and more than one item."""
-    return list(pool.map(fn, items)) if pool and len(items) > 1 else [fn(i) for i in items]
 
 
 def _split(n: int, parts: int) -> list[slice]:
@@ -206,10 +190,10 @@ class PixelCoder:
         # chunks are independent (every pixel is known): with threads, several are computed
         # at once, and pushed one after the other, last chunk first
         todo = list(reversed(groups))
-        with _workers(self.threads) as pool:
+        with workers(self.threads) as pool:
             step = self.threads if pool else 1
             for k in self._progress(range(0, len(todo), step), (r1 - r0) * W, "encode"):
-                for symbols, probs in _map(pool, tables, todo[k:k + step]):
+                for symbols, probs in pool_map(pool, tables, todo[k:k + step]):
                     coder.encode_reverse(symbols, CATEGORICAL, probs)
 
     def pop(self, pick, x: np.ndarray, u_pad: np.ndarray, zfeat: np.ndarray,
@@ -227,17 +211,17 @@ class PixelCoder:
         def first(ys, xs, part):  # context, trunk and channel 0's tables of some of the wave
             return kernel.first(u_pad, zfeat, ys[part], xs[part], r0)
 
-        with _workers(self.threads) as pool:
+        with workers(self.threads) as pool:
             for ys, xs in self._progress(self.schedule(r1 - r0, W), (r1 - r0) * W, "decode"):
                 parts = _split(len(ys), self.threads if pool else 1)
-                done = _map(pool, lambda p: first(ys, xs, p), parts)
+                done = pool_map(pool, lambda p: first(ys, xs, p), parts)
                 trunks = [d[0] for d in done]
                 probs = _join([d[1] for d in done])
                 prev = np.zeros((len(ys), C), dtype=np.int64)
                 for c in range(C):
                     if c:
                         jobs = [(c, t, prev[p]) for t, p in zip(trunks, parts)]
-                        probs = _join(_map(pool, lambda j: kernel.probabilities(*j), jobs))
+                        probs = _join(pool_map(pool, lambda j: kernel.probabilities(*j), jobs))
                     sym = pick(probs, c, prev)
                     prev[:, c] = sym
                     x[c, ys + r0, xs] = sym

@@ -37,9 +37,10 @@ from numba import njit, prange
 from .adaptive import WEIGHT_BITS, WEIGHTS, Adaptation, choose, context, update
 from .residuals import Residuals, choose_weight, hist_slot, learn, mix, predict, span
 from .fixedpoint import SIGMOID_BITS, logistic_cdf, logistic_components
-from .pixels import PixelCoder, _workers
+from .pixels import PixelCoder
 from .rans import PRECISION, pop_slot, pop_symbol
 from .wave_kernel import LIMIT, WaveKernel, head_pixel, trunk_pixel, trunk_scratch
+from .workers import workers
 
 ENCODE_CHUNK = 1 << 13      # pixels per encoder work item
 DECODE_WAVES = 256          # waves per decoder kernel call (a progress step)
@@ -420,7 +421,7 @@ class WaveCoder:
                            self.cdf, bins.width, edges[C * first:C * (first + count)])
             return b - a
 
-        with _workers(self.threads) as pool:
+        with workers(self.threads) as pool:
             for waves in (pool.map if pool else map)(network, groups):
                 if bar is not None:
                     bar.update(waves)
