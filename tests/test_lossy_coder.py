@@ -172,6 +172,27 @@ def test_integer_context_network_matches_the_float_one(context_model, context_co
     assert np.abs(np.log(np.logaddexp(0, r2 / 2 ** ACT_BITS)) - np.log(scale[0].numpy())).max() < 0.05
 
 
+@pytest.mark.parametrize("h, w, block", [(8, 12, 4096), (5, 7, 4096), (1, 1, 4096), (9, 4, 3), (6, 9, 5)])
+def test_context_network_on_the_white_squares_alone_is_the_whole_grids(context_coder, monkeypatch, h, w, block):
+    # the packed white squares must give the integers the whole grid's convolutions give,
+    # odd sides, and blocks of rows, included
+    import vlaecodec.lossy_coder as lc
+    tables, rng = context_coder.tables, np.random.default_rng(h * w)
+    m = tables.ctx_weights[0].shape[1]
+    black = lc.black_squares(h, w)
+    mean, raw = (rng.integers(-2 ** 14, 2 ** 14, (m, h, w)).astype(np.float64) for _ in range(2))
+    black_hat = np.where(black, rng.integers(-2 ** 13, 2 ** 13, (m, h, w)), 0).astype(np.float64)
+    a = black_hat
+    for i, (wt, b) in enumerate(zip(tables.ctx_weights, tables.ctx_biases)):
+        a = lc._conv_exact(a, wt, b)
+        a = np.clip(a, 0, lc.ACT_LIMIT) if i < len(tables.ctx_weights) - 1 else a
+    d_mean, d_raw = np.split(a, 2)
+    monkeypatch.setattr(lc, "CONV_BLOCK", block)
+    got = lc.context_exact(tables, mean, raw, black_hat)
+    for g, base, d in zip(got, (mean, raw), (d_mean, d_raw)):
+        assert np.array_equal(g, np.clip(np.where(black, base, base + d), -lc.ACT_LIMIT, lc.ACT_LIMIT))
+
+
 def test_context_model_decodes_the_same_in_another_process(context_model, tmp_path):
     img = _image(70, 130)
     out = _same_in_another_process(context_model, img, 64.0, tmp_path)

@@ -269,6 +269,8 @@ def info(data: bytes) -> dict:
         rec["beta"] = round(float(header.beta), 6)
         rec["bpp"] = len(data) * 8 / sum(i.width * i.height for i in header.images)
         rec["loop_filter"] = header.filtered   # a per-image loop filter follows each picture
+        if header.filtered:
+            rec["loop_filter_kinds"] = header.filter_kinds   # of loop_filter.CLIPS, each picture's its own
     return rec
 
 

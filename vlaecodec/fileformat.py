@@ -47,6 +47,7 @@ _LATENT = struct.Struct("<f")                 # lossy (hyperprior): beta
 FLAG_INTERLEAVED = 1                          # v3: each band's z just before its pixels (no z layer in front)
 FLAG_METADATA = 2                             # v3/v4: the header holds metadata (ICC profile, EXIF, XMP)
 FLAG_RESIDUALS = 4                            # v4: pixels also mixed with adaptive residual histograms
+FLAG_FILTER_KINDS = 4                         # v3 mode 3, the same bit: each loop filter names its kind
 FLAG_FILTERED = 8                             # v3 mode 3: each picture followed by its loop filter
 # Metadata an image carries beside its pixels, by its four-byte tag in the file; each entry is
 # stored zlib-compressed (an ICC profile shrinks by about half).
@@ -93,6 +94,7 @@ class Header:
     interleaved: bool = False  # v3 lossless/near-lossless: z band by band, not all in front
     residuals: bool = False    # v4: the pixel intervals' second adaptation layer (residuals.py)
     filtered: bool = False     # v3 mode 3: every picture has a loop filter (loop_filter.py)
+    filter_kinds: int = 1      # v3 mode 3, filtered: the kinds of loop filter a picture may have (loop_filter.CLIPS): 1 or 2
     payload_words: int = 0     # v3, as read: the payload's length in 32-bit words
     payload_crc: int = 0       # v3, as read: its CRC-32
     metadata: dict[int, dict[str, bytes]] = field(default_factory=dict)  # v3/v4: image index -> its metadata
@@ -180,7 +182,8 @@ def _read_extension(header: Header, data: bytes, at: int) -> None:
 def _pack3(header: Header) -> bytes:
     """A version 3 or 4 header without its CRC (docs/FORMAT.md): varints, no zero fields."""
     flags = ((FLAG_INTERLEAVED if header.interleaved else 0) | (FLAG_METADATA if _any_metadata(header) else 0)
-             | (FLAG_RESIDUALS if header.residuals else 0) | (FLAG_FILTERED if header.filtered else 0))
+             | (FLAG_RESIDUALS if header.residuals else 0) | (FLAG_FILTERED if header.filtered else 0)
+             | (FLAG_FILTER_KINDS if header.filtered and header.filter_kinds == 2 else 0))
     out = bytearray(MAGIC + bytes([header.version, header.mode | flags << 4, header.z_bits]))
     out += bytes.fromhex(header.model_id)[:MODEL_ID_BYTES]
     out += _varint(sum(1 << c for c in header.active))
@@ -367,9 +370,12 @@ def _parse3(data: bytes, max_runs: int = MAX_IMAGES):
         raise VlaeError("corrupt header (bands)")
     bands, at = _read_varints(data, at, n_bands)
     active = [c for c in range(32) if mask >> c & 1]
+    lossy = mode == MODE_LATENT   # bit 6: the residuals flag of lossless files, the filter kinds' here
     header = Header(model.hex(), z_bits, active, [], mode, data[4], bands,
-                    interleaved=bool(flags & FLAG_INTERLEAVED), residuals=bool(flags & FLAG_RESIDUALS),
-                    filtered=bool(flags & FLAG_FILTERED))
+                    interleaved=bool(flags & FLAG_INTERLEAVED),
+                    residuals=bool(flags & FLAG_RESIDUALS) and not lossy,
+                    filtered=bool(flags & FLAG_FILTERED),
+                    filter_kinds=2 if flags & FLAG_FILTER_KINDS and lossy else 1)
     ext = _extension_size(mode, len(active))
     if len(data) < at + ext:
         raise VlaeError("truncated file (header)")
@@ -400,6 +406,7 @@ def _unpack3(data: bytes) -> tuple[Header, int]:
     if data[5] >> 4 & ~(FLAG_INTERLEAVED | FLAG_METADATA | FLAG_RESIDUALS | FLAG_FILTERED) \
             or header.interleaved and header.mode not in (MODE_LOSSLESS, MODE_NEAR_LOSSLESS) \
             or header.filtered and header.mode != MODE_LATENT \
+            or header.filter_kinds > 1 and not header.filtered \
             or header.residuals and header.version != RANS_VERSION:
         raise VlaeError("corrupt header (flags)")
     if header.version == RANS_VERSION and header.mode not in (MODE_LOSSLESS, MODE_NEAR_LOSSLESS):

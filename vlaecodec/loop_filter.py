@@ -9,18 +9,21 @@ decoded subpixel from its neighbourhood and sends the coefficients:
     out[p, c] = clip(pic[p, c] + round(sum_j F[p, j] * q[class(p), j, c] / 2**SHIFT), 0, 255)
 
 F holds, for every channel i of the picture and each of six directions d (a 5x5 diamond),
-the neighbours' differences from the pixel, each clipped to +-8, summed over the two sides:
+the neighbours' differences from the pixel, clipped, summed over the two sides:
 clip(pic[p + d, i] - pic[p, i]) + clip(pic[p - d, i] - pic[p, i]) (point-symmetric, so the
 filter moves no edge; clipped, as in VVC's adaptive loop filter, so that an edge's far side
-does not smear into it), then the centred value pic[p, i] - 128, and a constant 128.
+does not smear into it), then the centred value pic[p, i] - 128, and a constant 128.  A
+filter of kind 0 clips at +-8; one of kind 1 has each difference clipped at four levels, a
+feature for each (:data:`CLIPS`): more coefficients, a closer fit.
 Pixels fall into classes by their local activity and their brightness (ranks in the
 picture, so the classes hold about the same number of pixels).  Everything the decoder
 computes is an integer function of the decoded picture and the sent integers q, so it is
 exact on every machine.
 
-The encoder tries the class layouts of :data:`CLASS_CHOICES` (none, or up to 8 activity
-groups times 2 brightness groups) and keeps the one that lowers the model's own objective,
-MSE / beta + bits per pixel, the most, the coefficients' bits counted.  What it buys on
+The encoder tries both kinds and the class layouts of :data:`CLASS_CHOICES` (none, or up to
+8 activity groups times 2 brightness groups) and keeps the filter that lowers the model's
+own objective, MSE / beta + bits per pixel, the most, the coefficients' bits counted (kind
+1's 228 coefficients a class pay on a Kodak photo, not on a 128x128 crop).  What it buys on
 Kodak is measured by ``python -m bench.rd --unfiltered`` (README, CHANGELOG).
 
 >>> rng = np.random.default_rng(0)
@@ -46,37 +49,52 @@ BAND_PIXELS = 1 << 14           # pixels per band of work (not a format constant
 # the classes a file may use, by index: (activity groups, brightness groups); (0, 0): no filter
 CLASS_CHOICES = ((0, 0), (1, 1), (2, 1), (4, 1), (8, 1), (2, 2), (4, 2), (8, 2))
 DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0))   # a 5x5 diamond
-CLIP = 8                        # neighbours count at most this far from the centre
+# Each kind of filter (each picture's filter names its kind: docs/FORMAT.md) has its clip
+# levels, how far a neighbour may count from the centre, each level a feature of its own:
+# kind 0 (vlaecodec 0.9 on) one level; kind 1 (0.14 on) four, so that a filter weighs small
+# differences (texture, noise) apart from large ones (edges), and reads the large ones almost
+# whole.  On 12 Kodak images at betas 800, 229 and 35, kind 1 lowered D / beta + R by 1.0-1.3%
+# of the unfiltered file's more than kind 0 did, its extra coefficients' bits counted.
+CLIPS = ((8,), (1, 4, 16, 64))
+KINDS = (0, 1)                  # the kinds a new file's filters may be of, each picture's its own
 REACH = max(max(abs(dy), abs(dx)) for dy, dx in DIRECTIONS)   # rows and columns of padding
 
 
-def n_features(channels: int) -> int:
-    return (len(DIRECTIONS) + 1) * channels + 1
+def n_features(channels: int, kind: int = 0) -> int:
+    return (len(DIRECTIONS) * len(CLIPS[kind]) + 1) * channels + 1
 
 
-def features(pic: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray:
-    """F [pixels, n_features] of a uint8 picture [H, W, C] (or of its rows [y0, y1)); edges
-    repeat.  Integers (|F| <= 128) held in float64, for BLAS."""
-    return feature_ints(pic, rows).astype(np.float64)
+def features(pic: np.ndarray, rows: tuple[int, int] | None = None, kind: int = 0) -> np.ndarray:
+    """F [pixels, n_features] of a uint8 picture [H, W, C] (or of its rows [y0, y1)) for a
+    filter of ``kind``; edges repeat: per direction, per clip level, per channel, then the
+    centred values and the constant.  Integers (|F| <= 128) held in float64, for BLAS."""
+    return feature_planes(pic, rows, kind).T.astype(np.float64)
 
 
-def feature_ints(pic: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray:
-    """:func:`features` as int16."""
+def feature_planes(pic: np.ndarray, rows: tuple[int, int] | None = None, kind: int = 0) -> np.ndarray:
+    """:func:`features` transposed, [n_features, pixels], as int16: each feature a plane of
+    its own, written whole (a feature at a time across the pixels, not a pixel's features
+    side by side, which would write every cache line once per feature)."""
     H, W, C = pic.shape
+    clips = CLIPS[kind]
     y0, y1 = rows or (0, H)
     r = REACH
     lo, hi = max(y0 - r, 0), min(y1 + r, H)
-    p = np.pad(pic[lo:hi], ((r - (y0 - lo), r - (hi - y1)), (r, r), (0, 0)), mode="edge").astype(np.int16)
+    p = np.pad(pic[lo:hi], ((r - (y0 - lo), r - (hi - y1)), (r, r), (0, 0)), mode="edge")
+    p = np.ascontiguousarray(p.transpose(2, 0, 1), np.int16)
     h = y1 - y0
-    centre = p[r:r + h, r:r + W]
-    G = np.empty((h, W, n_features(C)), np.int16)     # small integers: int16 work, then float64
+    centre = p[:, r:r + h, r:r + W]
+    G = np.empty((n_features(C, kind), h, W), np.int16)     # small integers: int16 work, then float64
     for j, (dy, dx) in enumerate(DIRECTIONS):
-        out = G[:, :, j * C:(j + 1) * C]
-        np.clip(p[r + dy:r + dy + h, r + dx:r + dx + W] - centre, -CLIP, CLIP, out=out)
-        out += np.clip(p[r - dy:r - dy + h, r - dx:r - dx + W] - centre, -CLIP, CLIP)
-    G[:, :, len(DIRECTIONS) * C:-1] = centre - 128
-    G[:, :, -1] = 128
-    return G.reshape(h * W, -1)
+        ahead = p[:, r + dy:r + dy + h, r + dx:r + dx + W] - centre
+        behind = p[:, r - dy:r - dy + h, r - dx:r - dx + W] - centre
+        for i, clip in enumerate(clips):
+            out = G[(j * len(clips) + i) * C:(j * len(clips) + i + 1) * C]
+            np.clip(ahead, -clip, clip, out=out)
+            out += np.clip(behind, -clip, clip)
+    G[len(DIRECTIONS) * len(clips) * C:-1] = centre - 128
+    G[-1] = 128
+    return G.reshape(len(G), h * W)
 
 
 def _bands(H: int, W: int):
@@ -107,27 +125,27 @@ def classes(pic: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return _ranks(act.ravel(), shape[0]) * shape[1] + _ranks(g.ravel(), shape[1])
 
 
-def _gram(pic: np.ndarray, target: np.ndarray, cls: np.ndarray, k: int, threads: int = 1):
+def _gram(pic: np.ndarray, target: np.ndarray, cls: np.ndarray, k: int, threads: int = 1, kind: int = 0):
     """Per class: (F'F, F'err, err'err) [k, ...], float64 sums over the picture, band by band
     (``threads`` at once).  Every term is an integer and a pixel adds at most 2**16 to a sum
     (|F| <= 128, |err| <= 255), so with under 2**32 pixels every sum stays below 2**48: exact,
     in any order."""
     H, W, C = pic.shape
-    nf = n_features(C)
+    nf = n_features(C, kind)
 
     def band(rows):
         y0, y1 = rows
         g, r, s = np.zeros((k, nf, nf)), np.zeros((k, nf, C)), np.zeros((k, C))
         e = (target[y0:y1].astype(np.float64) - pic[y0:y1]).reshape(-1, C)
-        F, c = features(pic, (y0, y1)), cls[y0 * W:y1 * W]
+        c = cls[y0 * W:y1 * W]
         order = np.argsort(c, kind="stable")
         ends = np.searchsorted(c[order], np.arange(k + 1))
-        F, e = F[order], e[order]
+        F, e = feature_planes(pic, (y0, y1), kind)[:, order].astype(np.float64), e[order]
         for j in range(k):
-            f, ej = F[ends[j]:ends[j + 1]], e[ends[j]:ends[j + 1]]
-            if len(f):
-                g[j] += f.T @ f
-                r[j] += f.T @ ej
+            f, ej = F[:, ends[j]:ends[j + 1]], e[ends[j]:ends[j + 1]]
+            if len(ej):
+                g[j] += f @ f.T
+                r[j] += f @ ej
                 s[j] += (ej * ej).sum(axis=0)
         return g, r, s
     G, R, E = np.zeros((k, nf, nf)), np.zeros((k, nf, C)), np.zeros((k, C))
@@ -154,18 +172,18 @@ def _solve(G: np.ndarray, r: np.ndarray) -> np.ndarray:
     return np.clip(np.round(a * 2 ** SHIFT), -LIMIT, LIMIT).astype(np.int64)
 
 
-def fit(pic: np.ndarray, target: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Integer coefficients q [classes, n_features, C] that bring ``pic`` closest to
-    ``target`` (both uint8 [H, W, C]) in the mean square, per class of ``shape`` (least
-    squares, rounded)."""
+def fit(pic: np.ndarray, target: np.ndarray, shape: tuple[int, int], kind: int = 0) -> np.ndarray:
+    """Integer coefficients q [classes, n_features, C] of a filter of ``kind`` that bring
+    ``pic`` closest to ``target`` (both uint8 [H, W, C]) in the mean square, per class of
+    ``shape`` (least squares, rounded)."""
     k = shape[0] * shape[1]
-    G, R, _ = _gram(pic, target, classes(pic, shape), k)
+    G, R, _ = _gram(pic, target, classes(pic, shape), k, kind=kind)
     return np.stack([_solve(G[j], R[j]) for j in range(k)])
 
 
-def apply(pic: np.ndarray, q: np.ndarray, shape: tuple[int, int], threads: int = 1) -> np.ndarray:
+def apply(pic: np.ndarray, q: np.ndarray, shape: tuple[int, int], threads: int = 1, kind: int = 0) -> np.ndarray:
     """The filtered picture (uint8, the shape of ``pic``) for coefficients q [classes,
-    n_features, C] of classes ``shape``: band by band (``threads`` bands at once), class by
+    n_features, C] of a filter of ``kind`` and classes ``shape``: band by band (``threads`` bands at once), class by
     class, exact (no compiled kernel, so a lossy process never starts numba).
 
     >>> pic = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3)
@@ -182,13 +200,17 @@ def apply(pic: np.ndarray, q: np.ndarray, shape: tuple[int, int], threads: int =
 
     def band(rows):
         y0, y1 = rows
-        F, c = features(pic, (y0, y1)), cls[y0 * W:y1 * W]
-        order = np.argsort(c, kind="stable")      # the band's pixels grouped by class
-        ends = np.searchsorted(c[order], np.arange(len(q) + 1))
-        F = F[order]
-        acc = np.empty((len(F), C))
-        for k in range(len(q)):
-            acc[order[ends[k]:ends[k + 1]]] = F[ends[k]:ends[k + 1]] @ q[k]
+        F = feature_planes(pic, (y0, y1), kind)
+        if len(q) == 1:
+            acc = F.T.astype(np.float64) @ q[0]
+        else:
+            c = cls[y0 * W:y1 * W]
+            order = np.argsort(c, kind="stable")      # the band's pixels grouped by class
+            ends = np.searchsorted(c[order], np.arange(len(q) + 1))
+            F = F[:, order].astype(np.float64)
+            acc = np.empty((len(c), C))
+            for k in range(len(q)):
+                acc[order[ends[k]:ends[k + 1]]] = F[:, ends[k]:ends[k + 1]].T @ q[k]
         v = pic[y0:y1].reshape(-1, C) + ((acc.astype(np.int64) + (1 << (SHIFT - 1))) >> SHIFT)
         out[y0:y1] = np.clip(v, 0, 255).reshape(y1 - y0, W, C)
     for _ in _on_bands(band, H, W, threads):     # bands write their own rows, in integers
@@ -205,10 +227,11 @@ def to_symbols(q: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return a.ravel()
 
 
-def from_symbols(symbols: np.ndarray, shape: tuple[int, int], channels: int) -> np.ndarray:
+def from_symbols(symbols: np.ndarray, shape: tuple[int, int], channels: int, kind: int = 0) -> np.ndarray:
     """q [classes, n_features, C] from :func:`to_symbols`'s output."""
-    a = np.cumsum(symbols.reshape(shape[0], shape[1], n_features(channels), channels), axis=0)
-    return a.reshape(shape[0] * shape[1], n_features(channels), channels)
+    nf = n_features(channels, kind)
+    a = np.cumsum(symbols.reshape(shape[0], shape[1], nf, channels), axis=0)
+    return a.reshape(shape[0] * shape[1], nf, channels)
 
 
 def coefficient_frequencies() -> np.ndarray:
@@ -218,32 +241,39 @@ def coefficient_frequencies() -> np.ndarray:
     return np.maximum((1 << 30) // ((v + 1) * (v + 2)), 1)
 
 
-def choose(pic: np.ndarray, target: np.ndarray, beta: float, threads: int = 1) -> tuple[int, np.ndarray]:
-    """(index into :data:`CLASS_CHOICES`, coefficients q [classes, n_features, C]) that
-    minimise MSE / beta plus the coefficients' bits per pixel.  The MSE of each choice comes
-    from the normal equations (plus 1/12 for rounding the correction), not by filtering: the
-    sums over the finest classes, added up, serve every choice."""
+def choose(pic: np.ndarray, target: np.ndarray, beta: float, threads: int = 1, kinds: tuple[int, ...] = (0,)
+           ) -> tuple[int, int, np.ndarray]:
+    """(kind, index into :data:`CLASS_CHOICES`, coefficients q [classes, n_features, C]) of
+    the filter among ``kinds`` that minimises MSE / beta plus the coefficients' bits per
+    pixel (no filter: index 0).  The MSE of each choice comes from the normal equations (plus
+    1/12 for rounding the correction), not by filtering: the sums over the finest classes,
+    added up, serve every choice of classes."""
     H, W, C = pic.shape
     n = H * W * C
     freqs = coefficient_frequencies()
     bits = -np.log2(freqs / freqs.sum())
     fa, fb = max(a for a, _ in CLASS_CHOICES), max(b for _, b in CLASS_CHOICES)
-    fine = _gram(pic, target, classes(pic, (fa, fb)), fa * fb, threads)
-    best = (fine[2].sum() / n / beta, 0, np.zeros((0, n_features(C), C), np.int64))
-    for index, (ka, kb) in enumerate(CLASS_CHOICES):
-        if not ka:
-            continue
-        members = [[] for _ in range(ka * kb)]
-        for i in range(fa * fb):   # fine class i = a * fb + b lies in class (a // (fa/ka)) * kb + b // (fb/kb)
-            members[(i // fb) // (fa // ka) * kb + (i % fb) // (fb // kb)].append(i)
-        q = np.zeros((ka * kb, n_features(C), C), np.int64)
-        sq = 0.0
-        for j, group in enumerate(members):
-            G, r, e = (fine[t][group].sum(axis=0) for t in range(3))
-            q[j] = _solve(G, r)
-            a = q[j] / 2 ** SHIFT
-            sq += e.sum() - 2 * (a * r).sum() + np.einsum("fc,fg,gc->", a, G, a)
-        cost = (sq / n + 1 / 12) / beta + bits[to_symbols(q, (ka, kb)) + RADIUS].sum() / (H * W)
-        if cost < best[0]:
-            best = (cost, index, q)
-    return best[1], best[2]
+    fine_classes = classes(pic, (fa, fb))
+    best = None
+    for kind in kinds:
+        nf = n_features(C, kind)
+        fine = _gram(pic, target, fine_classes, fa * fb, threads, kind)
+        if best is None:
+            best = (fine[2].sum() / n / beta, kind, 0, np.zeros((0, nf, C), np.int64))
+        for index, (ka, kb) in enumerate(CLASS_CHOICES):
+            if not ka:
+                continue
+            members = [[] for _ in range(ka * kb)]
+            for i in range(fa * fb):   # fine class i = a * fb + b lies in class (a // (fa/ka)) * kb + b // (fb/kb)
+                members[(i // fb) // (fa // ka) * kb + (i % fb) // (fb // kb)].append(i)
+            q = np.zeros((ka * kb, nf, C), np.int64)
+            sq = 0.0
+            for j, group in enumerate(members):
+                G, r, e = (fine[t][group].sum(axis=0) for t in range(3))
+                q[j] = _solve(G, r)
+                a = q[j] / 2 ** SHIFT
+                sq += e.sum() - 2 * (a * r).sum() + np.einsum("fc,fg,gc->", a, G, a)
+            cost = (sq / n + 1 / 12) / beta + bits[to_symbols(q, (ka, kb)) + RADIUS].sum() / (H * W)
+            if cost < best[0]:
+                best = (cost, kind, index, q)
+    return best[1:]

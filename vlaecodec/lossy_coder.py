@@ -228,16 +228,62 @@ def context_exact(tables: LossyTables, mean: np.ndarray, raw: np.ndarray, black_
                   ) -> tuple[np.ndarray, np.ndarray]:
     """The integer twin of the context network (``LossyModel.quantized``): h_s's (mean, raw)
     [m, h, w] at 2^ACT_BITS, corrected on the white squares by the network's reading of the
-    decoded black squares ``black_hat`` (y_hat at 2^ACT_BITS, zero on the white squares)."""
+    decoded black squares ``black_hat`` (y_hat at 2^ACT_BITS, zero on the white squares).
+
+    Only the white squares' outputs are needed and only the black squares' inputs are not
+    zero, so the network runs on the white squares alone, packed two to a column pair
+    (:func:`_from_black_squares`): a quarter of the products of the whole grid, the same
+    integers."""
+    h, w = mean.shape[1:]
     a = np.clip(black_hat, -ACT_LIMIT, ACT_LIMIT)
     last = len(tables.ctx_weights) - 1
-    for i, (w, b) in enumerate(zip(tables.ctx_weights, tables.ctx_biases)):
-        a = _conv_exact(a, w, b)
+    for i, (wt, b) in enumerate(zip(tables.ctx_weights, tables.ctx_biases)):
+        if i == 0:
+            a = _from_black_squares(a, wt, b)
+        else:   # packed squares have no neighbours left: only 1x1 layers may follow
+            assert wt.shape[2:] == (1, 1), "the context network's later layers must be 1x1"
+            a = _conv_exact(a, wt, b)
         a = np.clip(a, 0, ACT_LIMIT) if i < last else a
     d_mean, d_raw = np.split(a, 2)
-    white = ~black_squares(*mean.shape[1:])
-    return (np.clip(np.where(white, mean + d_mean, mean), -ACT_LIMIT, ACT_LIMIT),
-            np.clip(np.where(white, raw + d_raw, raw), -ACT_LIMIT, ACT_LIMIT))
+    mean, raw = mean.copy(), raw.copy()
+    for p in (0, 1):   # rows of parity p: white squares at columns 1 - p, 3 - p, ...
+        cols = len(range(1 - p, w, 2))
+        mean[:, p::2, 1 - p::2] += d_mean[:, p::2, :cols]
+        raw[:, p::2, 1 - p::2] += d_raw[:, p::2, :cols]
+    return np.clip(mean, -ACT_LIMIT, ACT_LIMIT), np.clip(raw, -ACT_LIMIT, ACT_LIMIT)
+
+
+def _from_black_squares(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`_conv_exact` of a [C, H, W] that is zero off the black squares, at the white
+    squares only: [O, H, ceil(W / 2)], row i's k-th entry the output at column
+    2k + 1 - i % 2 (the white squares of row i in order; the last may lie past the edge).
+
+    A white output reads black inputs only through the taps with dy + dx odd.  Packed the same
+    way (row i's k-th black square is column 2k + i % 2), the input a tap (dy, dx) reads from a
+    white square of a row of parity p sits (1 - p + dx - q) / 2 packed columns over, q the
+    parity of the row it reads: one shift for each tap and row parity."""
+    c, h, wd = a.shape
+    half, r = (wd + 1) // 2, w.shape[2] // 2
+    black = np.zeros((c, h, half))
+    black[:, 0::2, :len(range(0, wd, 2))] = a[:, 0::2, 0::2]
+    black[:, 1::2, :len(range(1, wd, 2))] = a[:, 1::2, 1::2]
+    reach = (r + 2) // 2
+    padded = np.pad(black, ((0, 0), (r, r + 1), (reach, reach)))
+    out = np.empty((len(w), h, half))
+    step = max(1, CONV_BLOCK // max(half, 1))   # rows at a time, as in _conv_exact
+    for p in (0, 1):
+        rows = range(p, h, 2)
+        taps = [(dy, (1 - p + dx - (p + dy) % 2) // 2, w[:, :, dy + r, dx + r].astype(np.float64))
+                for dy in range(-r, r + 1) for dx in range(-r, r + 1) if (dy + dx) % 2]
+        taps = [t for t in taps if t[2].any()]
+        for j in range(0, len(rows), step):
+            top, n = rows[j], min(step, len(rows) - j)
+            acc = np.repeat(b.astype(np.float64)[:, None], n * half, axis=1)
+            for dy, shift, tap in taps:
+                src = padded[:, top + dy + r:top + dy + r + 2 * n - 1:2, reach + shift:reach + shift + half]
+                acc += tap @ src.reshape(c, n * half)
+            out[:, top:top + 2 * n - 1:2] = np.floor(acc / 2 ** WEIGHT_BITS).reshape(len(w), n, half)
+    return out
 
 
 class _Models:
@@ -253,7 +299,8 @@ class _Models:
             r = int(tables.y_radius[k])
             self.y.append(cat(f[Y_RADIUS_MAX - r:Y_RADIUS_MAX + r + 1]))
         self.radius = tables.y_radius
-        self.filter_classes = cat(np.ones(len(loop_filter.CLASS_CHOICES), np.int64))
+        # a picture's filter: its classes (files of 0.9-0.13), or its kind and classes
+        self.filter_choice = {k: cat(np.ones(k * len(loop_filter.CLASS_CHOICES), np.int64)) for k in (1, 2)}
         self.coefficient = cat(loop_filter.coefficient_frequencies())
 
 
@@ -310,18 +357,20 @@ class LossyCoder:
         if not filtered:
             return pic
         # the filter is fitted to the very picture the decoder will make
-        choice, q = loop_filter.choose(pic, img, beta, self.threads)
-        enc.encode(np.array([choice], np.int32), self.models.filter_classes)
+        kind, choice, q = loop_filter.choose(pic, img, beta, self.threads, loop_filter.KINDS)
+        # its classes and (in files of several kinds) its kind, one symbol
+        enc.encode(np.array([kind * len(loop_filter.CLASS_CHOICES) + choice], np.int32),
+                   self.models.filter_choice[len(loop_filter.KINDS)])
         shape = loop_filter.CLASS_CHOICES[choice]
         symbols = loop_filter.to_symbols(q, shape)
         enc.encode((symbols + loop_filter.RADIUS).astype(np.int32), self.models.coefficient)
         if not draw:
             return None
         # the decoder's own steps: coefficients from their symbols, then the filter
-        q = loop_filter.from_symbols(symbols, shape, img.shape[2])
-        return loop_filter.apply(pic, q, shape, self.threads) if shape[0] else pic
+        q = loop_filter.from_symbols(symbols, shape, img.shape[2], kind)
+        return loop_filter.apply(pic, q, shape, self.threads, kind) if shape[0] else pic
 
-    def _decode_image(self, dec, info: ImageInfo, beta: float, filtered: bool) -> np.ndarray:
+    def _decode_image(self, dec, info: ImageInfo, beta: float, filtered: bool, kinds: int) -> np.ndarray:
         n = self.model.cfg.n
         hp, wp = _padded(info.height), _padded(info.width)
         zh, zw = hp // 64, wp // 64
@@ -338,11 +387,12 @@ class LossyCoder:
         pic = self._picture(sym, mean, beta, info.height, info.width, info.channels)
         if not filtered:
             return pic
-        ka, kb = loop_filter.CLASS_CHOICES[int(dec.decode(self.models.filter_classes, 1)[0])]
-        count = ka * kb * loop_filter.n_features(info.channels) * info.channels
+        kind, choice = divmod(int(dec.decode(self.models.filter_choice[kinds], 1)[0]), len(loop_filter.CLASS_CHOICES))
+        ka, kb = loop_filter.CLASS_CHOICES[choice]
+        count = ka * kb * loop_filter.n_features(info.channels, kind) * info.channels
         symbols = dec.decode(self.models.coefficient, count).astype(np.int64) - loop_filter.RADIUS
-        q = loop_filter.from_symbols(symbols, (ka, kb), info.channels)
-        return loop_filter.apply(pic, q, (ka, kb), self.threads) if ka else pic
+        q = loop_filter.from_symbols(symbols, (ka, kb), info.channels, kind)
+        return loop_filter.apply(pic, q, (ka, kb), self.threads, kind) if ka else pic
 
     def _parts(self, shape: tuple[int, int]) -> list[np.ndarray]:
         """The parts of y's grid [h, w] in coding order: all of it, or, with a context
@@ -407,7 +457,7 @@ class LossyCoder:
                         for img, f in zip(images, features or [None] * len(images))]
             words = enc.get_compressed()
         data = pack(Header(model_id=self.model_id, z_bits=1, active=[], images=infos, mode=MODE_LATENT,
-                           beta=beta, filtered=filtered), words)
+                           beta=beta, filtered=filtered, filter_kinds=len(loop_filter.KINDS) if filtered else 1), words)
         return data, join(pictures, infos) if draw else None
 
     def encode_to_rate(self, images: list[np.ndarray], bpp: float, tolerance: float = 0.03) -> tuple[bytes, float]:
@@ -492,7 +542,8 @@ class LossyCoder:
         try:
             with threadpool_limits(self.threads, user_api="blas"):
                 dec = constriction.stream.queue.RangeDecoder(words)
-                colour = [self._decode_image(dec, info, header.beta, header.filtered) for info in header.images]
+                colour = [self._decode_image(dec, info, header.beta, header.filtered, header.filter_kinds)
+                          for info in header.images]
         except (ValueError, RuntimeError, AssertionError) as e:   # constriction on a corrupt stream
             raise VlaeError(f"corrupt lossy payload ({e})") from None
         return join(colour, header.images)   # an opaque alpha comes back as 255

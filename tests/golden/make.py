@@ -46,6 +46,8 @@ def source(name: str) -> np.ndarray:
     if name == "rgb-opaque":
         rgb = source("rgb")
         return np.ascontiguousarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]))
+    if name == "rgb256-tiled":   # large enough for a filter of kind 1 to pay
+        return np.ascontiguousarray(np.tile(source("rgb128"), (2, 2, 1)))
     if name == "rgba":
         box = SOURCES["rgb"][0]
         sample = Image.open(ROOT / SAMPLE)
@@ -61,6 +63,8 @@ def describe(name: str) -> str:
         return describe("rgb") + ", its L crop as alpha"
     if name == "rgb-opaque":
         return describe("rgb") + ", with an opaque alpha"
+    if name == "rgb256-tiled":
+        return describe("rgb128") + ", tiled 2 x 2"
     (rows, cols), mode = SOURCES[name]
     return f"{SAMPLE}[{rows.start}:{rows.stop}, {cols.start}:{cols.stop}] as {mode}"
 
@@ -143,6 +147,10 @@ ENTRIES += [(f"lossy-0.10-{suffix}.vlae", "lossy-0.10", mode, fn, srcs, {"model"
 # 0.11's lossy model: 0.10's, trained on; its pictures drawn with numpy
 ENTRIES += [(f"lossy-0.11-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
             for suffix, mode, fn, srcs, opts in FILTERED_KINDS]
+# vlaecodec 0.14: the loop filter of kind 1 (four clip levels, loop_filter.CLIPS), the same model
+ENTRIES += [(f"lossy-0.14-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
+            for suffix, mode, fn, srcs, opts in FILTERED_KINDS
+            + [("beta15-rgb256", "lossy", "encode_lossy", ["rgb256-tiled"], {"beta": 15.0})]]
 TOLERANCE = 1
 # a filtered picture: the loop filter is exact on its input, but may carry a one-level
 # difference of the float32 synthesis a few levels further (docs/FORMAT.md)
