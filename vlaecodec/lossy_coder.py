@@ -234,7 +234,7 @@ def context_exact(tables: LossyTables, mean: np.ndarray, raw: np.ndarray, black_
     zero, so the network runs on the white squares alone, packed two to a column pair
     (:func:`_from_black_squares`): a quarter of the products of the whole grid, the same
     integers."""
-    h, w = mean.shape[1:]
+    w = mean.shape[2]
     a = np.clip(black_hat, -ACT_LIMIT, ACT_LIMIT)
     last = len(tables.ctx_weights) - 1
     for i, (wt, b) in enumerate(zip(tables.ctx_weights, tables.ctx_biases)):
@@ -300,7 +300,8 @@ class _Models:
             self.y.append(cat(f[Y_RADIUS_MAX - r:Y_RADIUS_MAX + r + 1]))
         self.radius = tables.y_radius
         # a picture's filter: its classes (files of 0.9-0.13), or its kind and classes
-        self.filter_choice = {k: cat(np.ones(k * len(loop_filter.CLASS_CHOICES), np.int64)) for k in (1, 2)}
+        self.filter_choice = {k: cat(np.ones(k * len(loop_filter.CLASS_CHOICES), np.int64))
+                              for k in (1, len(loop_filter.CLIPS))}
         self.coefficient = cat(loop_filter.coefficient_frequencies())
 
 
