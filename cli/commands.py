@@ -14,7 +14,6 @@ import os
 import stat
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -307,7 +306,8 @@ def _run(tasks, fn, jobs, as_json) -> int:
     failures.  Over several inputs, failures are also counted in one final error."""
     failures = 0
     if jobs > 1 and len(tasks) > 1:
-        import multiprocessing as mp
+        import multiprocessing as mp     # here: a one-file command need not import them
+        from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
             futures = [pool.submit(fn, t) for t in tasks]
             for t, f in zip(tasks, futures):

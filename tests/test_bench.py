@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from bench import large, rd, seed
@@ -144,6 +145,8 @@ def test_speed_bench_times_lossy_processes_beside_webp_and_jpegxl(model_path, tm
     assert all(r["bpp"] > 0 and r["psnr"] > 20 and r["encode_s"] > 0 and r["decode_s"] > 0 for r in rows)
     ours = next(s for s in out["lossy_summary"] if s["codec"].startswith("vlaecodec"))
     assert ours["peak_rss_mb"] > 10
+    lossless = next(r for r in out["rows"] if r["codec"] == f"vlaecodec:{model_path}")
+    assert ours["lossless_decode_x"] == {model_path: pytest.approx(lossless["decode_s"] / ours["decode_s"])}
     assert "| bits/pixel | PSNR dB |" in (tmp_path / "s.md").read_text()
 
 

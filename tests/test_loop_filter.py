@@ -31,8 +31,9 @@ def test_coarser_classes_are_unions_of_the_finest(pair):
 @pytest.mark.parametrize("kind", [0, 1])
 @pytest.mark.parametrize("shape", [(4, 2), (1, 1)])
 def test_the_filter_is_integer_arithmetic(pair, kind, shape):
-    """apply() runs its sums in float64 for BLAS: with the largest coefficients a file can
-    hold, it must still give what exact integer arithmetic gives (one class or several)."""
+    """apply() runs its sums in floats for BLAS: with the largest coefficients a file can
+    hold (float64 sums), it must still give what exact integer arithmetic gives (one class or
+    several)."""
     _, pic = pair
     rng = np.random.default_rng(1)
     big = 8 * lf.RADIUS      # the largest a file can make: eight coded differences at their limit
@@ -42,6 +43,30 @@ def test_the_filter_is_integer_arithmetic(pair, kind, shape):
     corr = np.einsum("nf,nfc->nc", F, q[cls])
     want = np.clip(pic.reshape(-1, 3) + ((corr + (1 << (lf.SHIFT - 1))) >> lf.SHIFT), 0, 255)
     assert np.array_equal(lf.apply(pic, q, shape, kind=kind).reshape(-1, 3), want)
+
+
+@pytest.mark.parametrize("kind", [0, 1])
+def test_float32_sums_are_exact_up_to_their_bound(kind):
+    """Fitted coefficients are small, so apply() sums in float32 where no sum can reach
+    2**24: at the largest coefficients that allows, on a picture whose
+    features reach their bounds (dark pixels alone among bright ones), it must still give
+    exact integer arithmetic's result, and one step over, it must take float64."""
+    pic = np.full((9, 11, 3), 255, np.uint8)
+    pic[2::4, 3::5] = 0
+    bound = lf.feature_bounds(3, kind)
+    top = (2 ** 24 - 1) // int(bound.sum())
+    signs = (-1) ** np.arange(lf.n_features(3, kind))[None, :, None]   # sums that need not saturate
+    q = top * signs * np.ones((1, 1, 3), np.int64)
+    assert lf._exact_dtype(q, 3, kind) is np.float32
+    q_over = q.copy()
+    q_over[0, 0, 0] += 2 ** 24 // int(bound[0])
+    assert lf._exact_dtype(q_over, 3, kind) is np.float64
+    F = lf.features(pic, kind=kind).astype(np.int64)
+    assert np.array_equal(np.abs(F).max(axis=0), bound)      # the bounds are reached
+    for coeffs in (q, q_over, -q):
+        corr = F @ coeffs[0]
+        want = np.clip(pic.reshape(-1, 3) + ((corr + (1 << (lf.SHIFT - 1))) >> lf.SHIFT), 0, 255)
+        assert np.array_equal(lf.apply(pic, coeffs, (1, 1), kind=kind).reshape(-1, 3), want)
 
 
 @pytest.mark.parametrize("kind", [0, 1])

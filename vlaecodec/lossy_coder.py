@@ -286,6 +286,21 @@ def _from_black_squares(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarr
     return out
 
 
+def _groups(index: np.ndarray):
+    """(table, positions) for each table that ``index`` uses, tables ascending, each one's
+    positions ascending: one stable sort of the indices (a radix sort, as they fit in 16
+    bits) instead of a pass over all of them per table.
+
+    >>> [(int(k), p.tolist()) for k, p in _groups(np.array([3, 1, 3, 0, 1]))]
+    [(0, [3]), (1, [1, 4]), (3, [0, 2])]
+    """
+    order = np.argsort(index.astype(np.uint16), kind="stable")
+    counts = np.bincount(index)
+    ends = np.cumsum(counts)
+    for k in np.flatnonzero(counts):
+        yield k, order[ends[k] - counts[k]:ends[k]]
+
+
 class _Models:
     """constriction's categorical models for every table, built once from the integers
     (float64 division of integers is correctly rounded: the same floats everywhere)."""
@@ -410,19 +425,15 @@ class LossyCoder:
 
     def _encode_symbols(self, enc, sym: np.ndarray, index: np.ndarray) -> None:
         """y's symbols, grouped by table (ascending), each group in the given order."""
-        flat_i, flat_s = index.ravel(), sym.ravel()
-        radius = self.models.radius[flat_i]
-        for k in np.unique(flat_i):
-            sel = flat_i == k
-            enc.encode((flat_s[sel] + radius[sel]).astype(np.int32), self.models.y[k])
+        flat_s = sym.ravel()
+        for k, sel in _groups(index.ravel()):
+            enc.encode((flat_s[sel] + int(self.models.radius[k])).astype(np.int32), self.models.y[k])
 
     def _decode_symbols(self, dec, index: np.ndarray) -> np.ndarray:
         """The inverse of :meth:`_encode_symbols`: symbols shaped as ``index``."""
-        flat_i = index.ravel()
-        sym = np.empty(flat_i.shape, np.int64)
-        for k in np.unique(flat_i):
-            sel = flat_i == k
-            sym[sel] = dec.decode(self.models.y[k], int(sel.sum())).astype(np.int64) - int(self.models.radius[k])
+        sym = np.empty(index.size, np.int64)
+        for k, sel in _groups(index.ravel()):
+            sym[sel] = dec.decode(self.models.y[k], len(sel)).astype(np.int64) - int(self.models.radius[k])
         return sym.reshape(index.shape)
 
     def _picture(self, sym: np.ndarray, mean: np.ndarray, beta: float, height: int, width: int,
