@@ -278,7 +278,7 @@ def test_the_float_transforms_do_not_depend_on_the_blas_threads():
 @pytest.mark.parametrize("c, o, k", [(8, 8, 5), (8, 3, 5), (4, 6, 5), (4, 6, 3)])
 def test_chunked_convolutions_are_torchs(monkeypatch, chunk_bytes, c, o, k):
     """conv and deconv in chunks of rows (one row, a few with a shorter last one, or all), by
-    phases (o >= c) or by rows of taps (o < c), on a pool of threads or not, with a pixelwise
+    phases (o >= k) or by rows of taps (o < k), on a pool of threads or not, with a pixelwise
     ``post``, against torch's Conv2d and ConvTranspose2d."""
     from concurrent.futures import ThreadPoolExecutor
 

@@ -89,47 +89,80 @@ def _phase_taps(k: int, p: int, parity: int) -> list[tuple[int, int]]:
 
 def deconv(x: np.ndarray, w: np.ndarray, b: np.ndarray, pool=None, post=None) -> np.ndarray:
     """Transposed convolution of x [C, H, W] with w [C, O, k, k], stride 2, padding k // 2,
-    output padding 1 (torch's ConvTranspose2d): out [O, 2H, 2W].
+    output padding 1 (torch's ConvTranspose2d): out [O, 2H, 2W], in chunks of rows shared by
+    ``pool``'s threads.
 
-    Where the output is at least as deep as the input (O >= C), each of the four phases of
-    the output (even or odd row and column) is an ordinary convolution of x with a few of the
-    taps: one product per chunk and phase, each output written once.  Otherwise (the last
-    layer's 3 channels; the first layer, whose latent is deeper than the layers after it)
-    one product per row of taps is added at every other row and column of a padded output:
-    products as deep as the input.
+    Each of the four phases of the output (even or odd row and column) is an ordinary
+    convolution of x with a few of the taps: one product per chunk and phase, each output
+    written once.  But where the output has fewer channels than a row of taps (the last
+    layer's 3 colours, whose 3-row products would run far below BLAS's speed), one product
+    of k O rows per row of taps is added at every other row and column of a padded output.
     ``post``: as :func:`conv`'s."""
     c, h, wd = x.shape
     _, o, k, _ = w.shape
     p = k // 2
     post = post or (lambda a: a)
-    if o < c:
+    if o < k:
         full = np.zeros((o, 2 * h + 2 * p, 2 * wd + 2 * p), np.float32)
-        flat = x.reshape(c, -1)
         wt = w.transpose(2, 3, 1, 0).reshape(k, k * o, c)     # [dy][(dx, o), c]
-        for dy in range(k):
-            t = (wt[dy] @ flat).reshape(k, o, h, wd)
-            for dx in range(k):
-                full[:, dy:dy + 2 * h:2, dx:dx + 2 * wd:2] += t[dx]
+        starts = range(0, h, max(p, _chunks(h, k * k * o * wd * 4).step))
+
+        def add(r0):   # input rows [r0, r1) add to rows 2 r0 .. 2 r1 + 2 p - 2 of full
+            r1 = min(h, r0 + starts.step)
+            flat = x[:, r0:r1].reshape(c, -1)
+            for dy in range(k):
+                t = (wt[dy] @ flat).reshape(k, o, r1 - r0, wd)
+                for dx in range(k):
+                    full[:, 2 * r0 + dy:2 * r1 + dy:2, dx:dx + 2 * wd:2] += t[dx]
+        # a chunk's rows reach into the next chunk's only (chunks of p rows or more): the even
+        # chunks at once, then the odd ones, so each output's terms are added in one order,
+        # whatever the threads
+        pool_map(pool, add, starts[0::2])
+        pool_map(pool, add, starts[1::2])
         return post(full[:, p:p + 2 * h, p:p + 2 * wd] + b[:, None, None])
     pad = (p + 1) // 2       # the phases' input offsets lie within +-ceil(p / 2)
     xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    planes = _plane_order(k, p)
+    where = {plane: i for i, plane in enumerate(planes)}
     phases = []
     for a in (0, 1):
         for e in (0, 1):
-            taps = [(dy, oy, dx, ox) for dy, oy in _phase_taps(k, p, a) for dx, ox in _phase_taps(k, p, e)]
+            taps = sorted(((dy, oy, dx, ox) for dy, oy in _phase_taps(k, p, a) for dx, ox in _phase_taps(k, p, e)),
+                          key=lambda t: where[t[1], t[3]])
+            lo = where[taps[0][1], taps[0][3]]
+            assert where[taps[-1][1], taps[-1][3]] == lo + len(taps) - 1, "a phase's planes must be adjacent"
             wp = np.ascontiguousarray(np.concatenate([w[:, :, dy, dx].T for dy, _, dx, _ in taps], axis=1))
-            phases.append((a, e, [(oy, ox) for _, oy, _, ox in taps], wp))   # wp [o, (tap, c)]
+            phases.append((a, e, lo * c, (lo + len(taps)) * c, wp))   # wp [o, (plane, c)]
     out = np.empty((o, 2 * h, 2 * wd), np.float32)
-    starts = _chunks(h, max(len(offsets) for _, _, offsets, _ in phases) * c * wd * 4)
+    starts = _chunks(h, len(planes) * c * wd * 4)
 
     def chunk(r0):
         r1 = min(h, r0 + starts.step)
-        for a, e, offsets, wp in phases:
-            cols = np.concatenate([xp[:, pad + oy + r0:pad + oy + r1, pad + ox:pad + ox + wd].reshape(c, -1)
-                                   for oy, ox in offsets])
-            out[:, 2 * r0 + a:2 * r1:2, e::2] = post((wp @ cols).reshape(o, r1 - r0, wd) + b[:, None, None])
+        cols = np.concatenate([xp[:, pad + oy + r0:pad + oy + r1, pad + ox:pad + ox + wd].reshape(c, -1)
+                               for oy, ox in planes])
+        for a, e, lo, hi, wp in phases:
+            out[:, 2 * r0 + a:2 * r1:2, e::2] = post((wp @ cols[lo:hi]).reshape(o, r1 - r0, wd) + b[:, None, None])
     pool_map(pool, chunk, starts)
     return out
+
+
+def _plane_order(k: int, p: int) -> list[tuple[int, int]]:
+    """The input offsets (row, column) that a stride-2 transposed convolution's four phases
+    read, each once, ordered so that every phase's lie side by side: the planes are gathered
+    once for all four phases (25 taps of a 5x5 kernel read 9 planes), and each phase's product
+    reads a slice of them.  One parity's offsets S are the other's L less one offset x, so the
+    order S x {x}, S x S, {x} x S, (x, x) does it (S x L is the first two blocks, L x S the
+    middle two).
+
+    >>> _plane_order(5, 2)
+    [(0, -1), (1, -1), (0, 0), (0, 1), (1, 0), (1, 1), (-1, 0), (-1, 1), (-1, -1)]
+    """
+    even, odd = ([o for _, o in _phase_taps(k, p, parity)] for parity in (0, 1))
+    small, large = sorted((even, odd), key=len)
+    extra = [o for o in large if o not in small]
+    assert len(extra) == 1 and set(small) < set(large)
+    (x,), small = extra, sorted(small)
+    return ([(s, x) for s in small] + [(s, t) for s in small for t in small] + [(x, s) for s in small] + [(x, x)])
 
 
 def gdn(x: np.ndarray, beta: np.ndarray, gamma: np.ndarray, inverse: bool) -> np.ndarray:
