@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .lossy_model import LossyModel, anchors, gaussian_likelihood
+from .lossy_model import LossyModel, gaussian_likelihood
 
 WINDOW = 16      # z units (64 pixels) per side of a window searched at once
 MARGIN = 1       # z units of fixed neighbours around a window: more than g_s's and h_s's reach
@@ -106,7 +106,6 @@ class LatentRefiner:
         ys = y[:, 4 * a:4 * b, 4 * c:4 * d][None].clone().requires_grad_(True)
         zs = z[:, a:b, c:d][None].clone().requires_grad_(True)
         z_fixed, y_fixed = zs.detach().round(), ys.detach()
-        black = anchors(*ys.shape[2:]).float()
         level = self.model.level(beta)
         opt = torch.optim.Adam([{"params": [ys], "lr": self.lr_y}, {"params": [zs], "lr": self.lr_z}])
         m = self.model
@@ -116,12 +115,9 @@ class LatentRefiner:
             def rounded(u, fixed_u, inside):   # the window's latents drawn, its margin's rounded
                 return torch.round(fixed_u) * (1 - inside) + gumbel_round(u, tau, gen) * inside
             z_hat = rounded(zs, z_fixed, z_in)
-            mean, raw = m.h_s(z_hat).chunk(2, dim=1)
-            y_hat = mean + rounded(ys - mean, y_fixed - mean.detach(), y_in)
-            if m.cfg.context:   # the white squares' means and widths read the black squares
-                d_mean, d_raw = m.ctx(y_hat * black).chunk(2, dim=1)
-                mean, raw = mean + d_mean * (1 - black), raw + d_raw * (1 - black)
-                y_hat = y_hat * black + (mean + rounded(ys - mean, y_fixed - mean.detach(), y_in)) * (1 - black)
+            # each part's means and widths read the parts coded before it (LossyModel.contexts)
+            y_hat, mean, raw = m.contexts(m.h_s(z_hat),
+                                          lambda mean: mean + rounded(ys - mean, y_fixed - mean.detach(), y_in))
             x_hat = m.synthesis(y_hat, level)
             squared = (((x_hat - xs) ** 2).sum(1) * seen).sum() / 3
             bits = -(torch.log2(gaussian_likelihood(y_hat, mean, F.softplus(raw))) * y_in).sum() \
