@@ -285,18 +285,14 @@ def _is_lossy(model_name: str) -> bool:
 @click.option("--context", type=int, default=0, help="Width of a checkerboard context network (grown at zero "
               "on a model without one).")
 @click.option("--ctx-lr", type=float, default=10.0, show_default=True, help="The context network's rate, times lr.")
-@click.option("--channel-context", type=int, default=0, help="Width of the channel context networks (grown at "
-              "zero on a model without them).")
-@click.option("--cc-lr", type=float, default=0.0, help="The channel context networks' rate, times lr (0: --ctx-lr).")
 @click.option("--ckpt-minutes", type=float, default=5.0, show_default=True, help="Checkpoint this often.")
 def train_lossy(out, n, m, lr, steps, minutes, val_minutes, threads, init, betas, lr_final, warmup, context,
-                ctx_lr, channel_context, cc_lr, ckpt_minutes):
+                ctx_lr, ckpt_minutes):
     """Train the lossy (hyperprior) model: resumable, keeps the best held-out weights."""
     from vlaecodec.lossy_train import LossyTrainSettings, train
     train(LossyTrainSettings(out=out, n=n, m=m, lr=lr, steps=steps, minutes=minutes, val_minutes=val_minutes,
                              threads=threads, init=init, betas=betas, lr_final=lr_final, warmup=warmup,
-                             context=context, ctx_lr=ctx_lr, channel_context=channel_context, cc_lr=cc_lr,
-                             ckpt_minutes=ckpt_minutes))
+                             context=context, ctx_lr=ctx_lr, ckpt_minutes=ckpt_minutes))
 
 
 @cli.command("export-lossy")

@@ -207,64 +207,6 @@ def test_tables_with_a_context_network_survive_saving(context_coder):
     assert all(w.dtype == np.int64 for w in t.ctx_weights)
 
 
-@pytest.fixture(scope="module")
-def channel_model():
-    """A tiny random model with a checkerboard and channel context networks that do something."""
-    torch.manual_seed(4)
-    model = LossyModel(LossyConfig(n=8, m=12, context=6, channel_context=5)).eval()
-    with torch.no_grad():
-        model.log_gain_y.copy_(torch.linspace(-1.5, 1.5, 8)[:, None].expand(8, 12))
-        model.log_gain_y_inv.copy_(-model.log_gain_y)
-        for net in (model.ctx, model.cc_black, model.cc_white):
-            net[2].weight.normal_(0, 0.3)
-            net[2].bias.normal_(0, 0.3)
-    return model
-
-
-def test_integer_channel_context_matches_the_float_one(channel_model):
-    """Part by part (first half black, second half black, first half white, second half
-    white), given the float model's symbols, the coder's integer stages give the float
-    model's means and widths, and no stage moves the parts already coded."""
-    from vlaecodec.lossy_coder import hyper_synthesis_raw
-    coder = LossyCoder(channel_model, LossyTables.from_model(channel_model), model_id="00" * 8, loop_filter=False)
-    rng = np.random.default_rng(5)
-    z = rng.integers(-3, 4, (8, 2, 3))
-    y = torch.from_numpy(rng.normal(0, 3, (1, 12, 8, 12))).float()
-    with torch.no_grad():
-        y_hat, mean, scale = channel_model.quantized(y, torch.from_numpy(z).float()[None])
-    want_sym = torch.round(y_hat - mean)[0].double().numpy()
-    mean_int, raw_int = hyper_synthesis_raw(coder.tables, z)
-    sym = np.zeros(mean_int.shape)
-    parts = coder._parts((8, 12))
-    assert [(c.start, c.stop) for c, _, _ in parts] == [(0, 6), (6, 12), (0, 6), (6, 12)]
-    coded = np.zeros(sym.shape, bool)
-    for k, (channels, squares, stage) in enumerate(parts):
-        before = mean_int.copy()
-        mean_int, raw_int = stage(mean_int, raw_int, sym)
-        part = np.zeros(sym.shape, bool)
-        part[channels] = squares
-        assert np.array_equal(mean_int[coded], before[coded])     # the parts coded stay put...
-        assert k == 0 or not np.array_equal(mean_int[part], before[part])   # (the first: h_s alone)
-        sym[channels] = np.where(squares, want_sym[channels], sym[channels])
-        coded |= part
-    assert np.abs(mean_int / 2 ** ACT_BITS - mean[0].numpy()).max() < 0.05   # ...as the float networks do
-    assert np.abs(np.log(np.logaddexp(0, raw_int / 2 ** ACT_BITS)) - np.log(scale[0].numpy())).max() < 0.05
-
-
-def test_channel_context_model_decodes_the_same_in_another_process(channel_model, tmp_path):
-    img = _image(70, 130)
-    out = _same_in_another_process(channel_model, img, 64.0, tmp_path)
-    assert out.shape == img.shape and 10 * np.log10(255 ** 2 / np.mean((out - img.astype(float)) ** 2)) > 12
-
-
-def test_tables_with_channel_context_networks_survive_saving(channel_model):
-    tables = LossyTables.from_model(channel_model)
-    t = LossyTables.from_tensors(tables.to_tensors())
-    for name in ("ccb_weights", "ccb_biases", "ccw_weights", "ccw_biases"):
-        assert len(getattr(t, name)) == 2
-        assert all(np.array_equal(a, b) for a, b in zip(getattr(t, name), getattr(tables, name)))
-
-
 @pytest.mark.parametrize("filtered", [False, True])
 def test_the_encoders_pictures_are_the_decoders(coder, filtered):
     c = LossyCoder(coder.model, coder.tables, model_id="00" * 8, loop_filter=filtered)

@@ -80,20 +80,6 @@ def test_a_run_resumed_from_the_previous_models_run_adds_only_its_own_validation
     assert new[1]["lr"] == 1.2e-5                        # a recorded rate
 
 
-def test_channel_context_grown_on_a_run_starts_at_zero_and_the_rest_keeps_its_adam_state(weights, tmp_path):
-    _largest_move(weights, tmp_path / "a", context=4)
-    ckpt = tmp_path / "a" / "checkpoint.safetensors"
-    train(LossyTrainSettings(out=str(tmp_path / "b"), crop=64, batch_size=2, steps=2, init=str(ckpt),
-                             val_minutes=1e6, lr=1e-3, warmup=10, context=4, channel_context=3, cc_lr=5.0))
-    t = load_file(str(tmp_path / "b" / "checkpoint.safetensors"))
-    assert t["model.cc_black.0.weight"].shape[:2] == (3, 4) and t["model.cc_white.2.weight"].shape[:2] == (8, 3)
-    for net in ("cc_black", "cc_white"):   # one step from zero at lr / warmup * cc_lr
-        assert 0 < float(t[f"model.{net}.2.weight"].abs().max()) <= 1e-3 / 10 * 5 * 1.05
-    steps = {int(k.split(".")[1]): int(v) for k, v in t.items() if k.startswith("opt.") and k.endswith(".step")}
-    grown = len(steps) - 8      # the channel context networks' 8 tensors come last, with fresh states
-    assert set(steps[i] for i in range(grown)) == {2} and set(steps[i] for i in range(grown, len(steps))) == {1}
-
-
 def test_weights_with_a_context_network_are_not_loaded_without_it(weights, tmp_path):
     _largest_move(weights, tmp_path / "a", context=4)
     with safe_open(str(tmp_path / "a" / "checkpoint.safetensors"), "pt") as f:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import constriction
 import numpy as np
@@ -94,10 +94,6 @@ class LossyTables:
     z_freqs: np.ndarray              # int [n, 2 * Z_RADIUS + 1]
     ctx_weights: list[np.ndarray] = field(default_factory=list)   # the context network's convs,
     ctx_biases: list[np.ndarray] = field(default_factory=list)    # as h_s's (none: no context)
-    ccb_weights: list[np.ndarray] = field(default_factory=list)   # the channel context networks'
-    ccb_biases: list[np.ndarray] = field(default_factory=list)    # convs, for the black squares
-    ccw_weights: list[np.ndarray] = field(default_factory=list)   # and the white ones (none: no
-    ccw_biases: list[np.ndarray] = field(default_factory=list)    # channel context)
 
     @classmethod
     def from_model(cls, model: LossyModel) -> "LossyTables":
@@ -127,9 +123,7 @@ class LossyTables:
             n = model.cfg.n
             pz = model.z_density.likelihood(zk[None, None, None, :].expand(1, n, 1, -1)).double().numpy()[0, :, 0]
         z_freqs = np.stack([_freqs(row) for row in pz])
-        ccb = _integer_convs(model.cc_black) if model.cfg.channel_context else ([], [])
-        ccw = _integer_convs(model.cc_white) if model.cfg.channel_context else ([], [])
-        return cls(ws, bs, thresholds, y_freqs, radius, z_freqs, cws, cbs, *ccb, *ccw)
+        return cls(ws, bs, thresholds, y_freqs, radius, z_freqs, cws, cbs)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         import torch
@@ -137,10 +131,8 @@ class LossyTables:
                "tables.y_radius": self.y_radius, "tables.z_freqs": self.z_freqs}
         for i, (w, b) in enumerate(zip(self.hs_weights, self.hs_biases)):
             out[f"tables.hs{i}.weight"], out[f"tables.hs{i}.bias"] = w, b
-        for name, ws, bs in (("ctx", self.ctx_weights, self.ctx_biases), ("ccb", self.ccb_weights, self.ccb_biases),
-                             ("ccw", self.ccw_weights, self.ccw_biases)):
-            for i, (w, b) in enumerate(zip(ws, bs)):
-                out[f"tables.{name}{i}.weight"], out[f"tables.{name}{i}.bias"] = w, b
+        for i, (w, b) in enumerate(zip(self.ctx_weights, self.ctx_biases)):
+            out[f"tables.ctx{i}.weight"], out[f"tables.ctx{i}.bias"] = w, b
         return {k: torch.from_numpy(np.ascontiguousarray(_narrowest(v))) for k, v in out.items()}
 
     @classmethod
@@ -151,7 +143,7 @@ class LossyTables:
             n = sum(1 for k in t if k.startswith(f"tables.{name}") and k.endswith(".weight"))
             return [g(f"tables.{name}{i}.weight") for i in range(n)], [g(f"tables.{name}{i}.bias") for i in range(n)]
         return cls(*convs("hs"), g("tables.thresholds"), g("tables.y_freqs"), g("tables.y_radius"),
-                   g("tables.z_freqs"), *convs("ctx"), *convs("ccb"), *convs("ccw"))
+                   g("tables.z_freqs"), *convs("ctx"))
 
 
 def _narrowest(a: np.ndarray) -> np.ndarray:
@@ -261,26 +253,6 @@ def context_exact(tables: LossyTables, mean: np.ndarray, raw: np.ndarray, black_
     return np.clip(mean, -ACT_LIMIT, ACT_LIMIT), np.clip(raw, -ACT_LIMIT, ACT_LIMIT)
 
 
-def channel_context_exact(weights: list[np.ndarray], biases: list[np.ndarray], mean: np.ndarray, raw: np.ndarray,
-                          first_hat: np.ndarray, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The integer twin of a channel context network (``LossyModel.cc_black``, ``cc_white``):
-    (mean, raw) [m, h, w] at 2^ACT_BITS with the second half of the channels corrected on
-    ``squares`` [h, w] by the network's reading of ``first_hat``, the first half's y_hat at
-    2^ACT_BITS (zero where not yet decoded).  As :func:`context_exact`: inputs clamped, ReLU
-    layers clamped to [0, ACT_LIMIT], the sums exact (:func:`_conv_exact`)."""
-    a = np.clip(first_hat, -ACT_LIMIT, ACT_LIMIT)
-    last = len(weights) - 1
-    for i, (wt, b) in enumerate(zip(weights, biases)):
-        a = _conv_exact(a, wt, b)
-        a = np.clip(a, 0, ACT_LIMIT) if i < last else a
-    d_mean, d_raw = np.split(a, 2)
-    h = len(mean) - len(d_mean)
-    mean, raw = mean.copy(), raw.copy()
-    mean[h:] += np.where(squares, d_mean, 0)
-    raw[h:] += np.where(squares, d_raw, 0)
-    return np.clip(mean, -ACT_LIMIT, ACT_LIMIT), np.clip(raw, -ACT_LIMIT, ACT_LIMIT)
-
-
 def _from_black_squares(a: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     """:func:`_conv_exact` of a [C, H, W] that is zero off the black squares, at the white
     squares only: [O, H, ceil(W / 2)], row i's k-th entry the output at column
@@ -327,10 +299,6 @@ def _groups(index: np.ndarray):
     ends = np.cumsum(counts)
     for k in np.flatnonzero(counts):
         yield k, order[ends[k] - counts[k]:ends[k]]
-
-
-def _unchanged(mean: np.ndarray, raw: np.ndarray, sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return mean, raw
 
 
 class _Models:
@@ -392,13 +360,13 @@ class LossyCoder:
         mean, raw = hyper_synthesis_raw(self.tables, z_hat)
         y0 = y.astype(np.float64)
         sym = np.zeros(mean.shape, np.int64)
-        for channels, squares, stage in self._parts(mean.shape[1:]):
-            mean, raw = stage(mean, raw, sym)   # the part's parameters read the parts before it
-            index = table_index(self.tables, raw[channels])
+        for k, part in enumerate(self._parts(mean.shape[1:])):
+            if k:   # the white squares' parameters read the black squares' y_hat
+                mean, raw = self._white(mean, raw, sym)
+            index = table_index(self.tables, raw)
             radius = self.models.radius[index]
-            rounded = np.clip(np.round(y0[channels] - mean[channels] / 2 ** ACT_BITS).astype(np.int64), -radius, radius)
-            sym[channels] = np.where(squares, rounded, sym[channels])
-            self._encode_symbols(enc, sym[channels][:, squares], index[:, squares])
+            sym = np.where(part, np.clip(np.round(y0 - mean / 2 ** ACT_BITS).astype(np.int64), -radius, radius), sym)
+            self._encode_symbols(enc, sym[:, part], index[:, part])
         if not (filtered or draw):
             return None
         pic = self._picture(sym, mean, beta, img.shape[0], img.shape[1], img.shape[2])
@@ -428,10 +396,10 @@ class LossyCoder:
         z_hat = z_hat.reshape(n, zh, zw)
         mean, raw = hyper_synthesis_raw(self.tables, z_hat)
         sym = np.zeros(mean.shape, np.int64)
-        for channels, squares, stage in self._parts(mean.shape[1:]):
-            mean, raw = stage(mean, raw, sym)
-            part = sym[channels]     # a view: the symbols land in sym
-            part[:, squares] = self._decode_symbols(dec, table_index(self.tables, raw[channels])[:, squares])
+        for k, part in enumerate(self._parts(mean.shape[1:])):
+            if k:
+                mean, raw = self._white(mean, raw, sym)
+            sym[:, part] = self._decode_symbols(dec, table_index(self.tables, raw)[:, part])
         pic = self._picture(sym, mean, beta, info.height, info.width, info.channels)
         if not filtered:
             return pic
@@ -442,31 +410,13 @@ class LossyCoder:
         q = loop_filter.from_symbols(symbols, (ka, kb), info.channels, kind)
         return loop_filter.apply(pic, q, (ka, kb), self.threads, kind) if ka else pic
 
-    def _parts(self, shape: tuple[int, int]) -> list[tuple[slice, np.ndarray, Callable]]:
-        """The parts of y [m, h, w] in coding order, each (channels, squares [h, w], stage):
-        all of it; or, with a context network, the black squares of the checkerboard and then
-        the white ones; or, with channel context networks too, the first half of the channels'
-        black squares, the second half's, the first half's white squares, the second half's.
-        A part's ``stage`` (mean, raw, sym) -> (mean, raw) gives its means and widths from the
-        symbols of the parts before it (identity for the first)."""
-        m = len(self.tables.hs_biases[-1]) // 2
+    def _parts(self, shape: tuple[int, int]) -> list[np.ndarray]:
+        """The parts of y's grid [h, w] in coding order: all of it, or, with a context
+        network, the black squares and then the white ones."""
         if not self.tables.ctx_weights:
-            return [(slice(0, m), np.ones(shape, bool), _unchanged)]
+            return [np.ones(shape, bool)]
         black = black_squares(*shape)
-        whole = slice(0, m)
-        if not self.tables.ccb_weights:
-            return [(whole, black, _unchanged), (whole, ~black, self._white)]
-        first, second = slice(0, m // 2), slice(m // 2, m)
-
-        def second_black(mean, raw, sym):    # reads the first half's black squares
-            hat = np.where(black, sym[first] * 2 ** ACT_BITS + mean[first], 0)
-            return channel_context_exact(self.tables.ccb_weights, self.tables.ccb_biases, mean, raw, hat, black)
-
-        def second_white(mean, raw, sym):    # reads all of the first half
-            hat = sym[first] * 2 ** ACT_BITS + mean[first]
-            return channel_context_exact(self.tables.ccw_weights, self.tables.ccw_biases, mean, raw, hat, ~black)
-        return [(first, black, _unchanged), (second, black, second_black), (first, ~black, self._white),
-                (second, ~black, second_white)]
+        return [black, ~black]
 
     def _white(self, mean: np.ndarray, raw: np.ndarray, sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mean, raw) with the white squares' corrected from the black squares' symbols."""

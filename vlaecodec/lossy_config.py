@@ -28,7 +28,6 @@ class LossyConfig:
     betas: list[float] = field(default_factory=lambda: list(BETAS))
     hs_mid: int = 0                    # width inside the hyper-synthesis (0: 3m/2)
     context: int = 0                   # width of the checkerboard context network (0: none)
-    channel_context: int = 0           # width of the channel context networks (0: none)
 
     @property
     def hs_width(self) -> int:

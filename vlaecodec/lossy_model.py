@@ -148,18 +148,6 @@ class LossyModel(nn.Module):
                                      nn.Conv2d(cfg.context, 2 * m, 1))
             nn.init.zeros_(self.ctx[2].weight)
             nn.init.zeros_(self.ctx[2].bias)
-        if cfg.channel_context:
-            # y's channels in two halves, the second half of each colour of square coded after
-            # the first half of it, so its means and widths may also read that half (Minnen &
-            # Singh, "Channel-wise autoregressive entropy models", ICIP 2020; He et al., ELIC,
-            # CVPR 2022): on the black squares, the first half's black squares; on the white
-            # ones, the whole of the first half.  Grown at zero, as the context network.
-            h, w = m // 2, cfg.channel_context
-            self.cc_black = nn.Sequential(nn.Conv2d(h, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, 2 * (m - h), 1))
-            self.cc_white = nn.Sequential(nn.Conv2d(h, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, 2 * (m - h), 1))
-            for net in (self.cc_black, self.cc_white):
-                nn.init.zeros_(net[2].weight)
-                nn.init.zeros_(net[2].bias)
         # log-gains per trained beta: on y before quantization (encoder), on y_hat before the
         # synthesis (decoder), and on z before its quantization (encoder only)
         # Started apart, so that every beta has its own rate from the first step: distortion
@@ -207,33 +195,18 @@ class LossyModel(nn.Module):
         return y_hat, mean, F.softplus(raw)
 
     def contexts(self, hs_out, rounded):
-        """(y_hat, mean, raw width) from h_s's output, in the coder's order of parts
-        (:meth:`parts`): each context stage corrects the means and widths of the parts still to
-        come from the parts before, and those parts are rounded anew around their new means.
-        ``rounded(mean)``: y rounded around ``mean`` (where a part's values are kept, only the
-        part's own are taken)."""
+        """(y_hat, mean, raw width) from h_s's output, stage by stage in the coder's order of
+        parts (docs/FORMAT.md, lossy step 2): each context stage corrects the means and widths
+        of the parts still to come from the parts before, which are rounded anew around their
+        new means.  ``rounded(mean)``: y rounded around ``mean`` (only the elements whose
+        means moved are taken from it)."""
         mean, raw = hs_out.chunk(2, dim=1)
         y_hat = rounded(mean)
-        black = anchors(y_hat.shape[2], y_hat.shape[3]).to(y_hat.dtype)
-        m, h = self.cfg.m, self.cfg.m // 2
-
-        def second_half(d, where):   # deltas for the second half of the channels, at ``where``
-            return F.pad(d * where, (0, 0, 0, 0, h, 0))
-
-        def update(d_mean, d_raw, where):
-            nonlocal mean, raw, y_hat
-            mean, raw = mean + d_mean, raw + d_raw
-            y_hat = y_hat * (1 - where) + rounded(mean) * where
-        if self.cfg.channel_context:   # the second half's black squares read the first half's
-            d_mean, d_raw = self.cc_black(y_hat[:, :h] * black).chunk(2, dim=1)
-            update(second_half(d_mean, black), second_half(d_raw, black), second_half(torch.ones_like(d_mean), black))
         if self.cfg.context:   # the white squares read every black one
+            black = anchors(y_hat.shape[2], y_hat.shape[3]).to(y_hat.dtype)
             d_mean, d_raw = self.ctx(y_hat * black).chunk(2, dim=1)
-            update(d_mean * (1 - black), d_raw * (1 - black), (1 - black).expand(-1, m, -1, -1))
-        if self.cfg.channel_context:   # the second half's white squares read all of the first half
-            d_mean, d_raw = self.cc_white(y_hat[:, :h]).chunk(2, dim=1)
-            update(second_half(d_mean, 1 - black), second_half(d_raw, 1 - black),
-                   second_half(torch.ones_like(d_mean), 1 - black))
+            mean, raw = mean + d_mean * (1 - black), raw + d_raw * (1 - black)
+            y_hat = y_hat * black + rounded(mean) * (1 - black)
         return y_hat, mean, raw
 
     def synthesis(self, y_hat, level):

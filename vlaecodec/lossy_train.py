@@ -51,9 +51,7 @@ class LossyTrainSettings:
     gain_lr: float = 10.0           # the gains' learning rate, as a multiple of lr
     betas: str = ""                 # trained betas, comma-separated (empty: the model's default)
     context: int = 0                # width of a checkerboard context network (0: none)
-    ctx_lr: float = 10.0            # the context networks' learning rate, as a multiple of lr
-    channel_context: int = 0        # width of the channel context networks (0: none)
-    cc_lr: float = 0.0              # their learning rate, as a multiple of lr (0: ctx_lr's)
+    ctx_lr: float = 10.0            # the context network's learning rate, as a multiple of lr
     warmup: int = 0                 # rates ramp up from 0 over this invocation's first steps (for a fresh Adam)
 
 
@@ -125,37 +123,34 @@ def _save(path: Path, tensors: dict, meta: dict) -> None:
     tmp.replace(path)
 
 
-GROWN = ("ctx", "cc_black", "cc_white")   # context networks, which a run may grow on a trained model
-
-
-def _groups(model: LossyModel, s: LossyTrainSettings) -> list[tuple[list, float]]:
-    """(parameters, learning rate as a multiple of lr) of each optimiser group, in a fixed
-    order (a checkpoint's Adam state is matched to the parameters by their place in it): the
-    rest; the per-beta gains, faster (they start equal, and the betas only get their own
-    rates once the gains have moved apart); the checkerboard context network and the channel
-    context networks, each group faster too when grown on a trained model."""
-    gains = [model.log_gain_y, model.log_gain_y_inv, model.log_gain_z]
-    ctx = [p for name, p in model.named_parameters() if name.split(".")[0] == "ctx"]
-    cc = [p for name, p in model.named_parameters() if name.split(".")[0] in ("cc_black", "cc_white")]
-    ids = {id(p) for p in gains + ctx + cc}
-    rest = [p for p in model.parameters() if id(p) not in ids]
-    groups = [(rest, 1.0), (gains, s.gain_lr), (ctx, s.ctx_lr), (cc, s.cc_lr or s.ctx_lr)]
-    return [g for g in groups if g[0]]
-
-
 def _optimizer(model: LossyModel, s: LossyTrainSettings) -> torch.optim.Adam:
-    return torch.optim.Adam([{"params": params, "lr": s.lr * mult, "mult": mult} for params, mult in _groups(model, s)])
+    """Adam, with the per-beta gains in a faster group: they start equal, and the betas only
+    get their own rates once the gains have moved apart; a context network grown on a trained
+    model gets its own faster group too."""
+    gains = [model.log_gain_y, model.log_gain_y_inv, model.log_gain_z]
+    ctx = list(model.ctx.parameters()) if model.cfg.context else []
+    ids = {id(p) for p in gains + ctx}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": rest, "lr": s.lr}, {"params": gains, "lr": s.lr * s.gain_lr}]
+    if ctx:
+        groups.append({"params": ctx, "lr": s.lr * s.ctx_lr})
+    return torch.optim.Adam(groups)
 
 
 def _load_growing(model: LossyModel, weights: dict, source) -> None:
-    """``weights`` into ``model``, whose context networks missing from them start at zero (so
-    add nothing); any other missing or unexpected weight is an error (a model with a context
-    network loaded without ``--context`` would silently lose it)."""
+    """``weights`` into ``model``, whose context network, if missing from them, starts at zero
+    (so adds nothing); any other missing weight, or any unexpected one, is an error (weights
+    with a context network loaded without ``--context`` would silently lose it)."""
     result = model.load_state_dict(weights, strict=False)
-    missing = [k for k in result.missing_keys if k.split(".")[0] not in GROWN]
+    missing = [k for k in result.missing_keys if not k.startswith("ctx.")]
     if missing or result.unexpected_keys:
         raise ValueError(f"{source}: missing {missing}, unexpected {result.unexpected_keys} "
-                         "(--context and --channel-context must match the weights or grow them)")
+                         "(--context must match the weights, or grow a context network on weights without one)")
+
+
+def _multipliers(s: LossyTrainSettings) -> tuple[float, float, float]:
+    """Each optimiser group's learning rate as a multiple of lr (see :func:`_optimizer`)."""
+    return 1.0, s.gain_lr, s.ctx_lr
 
 
 def _restore(path: Path, s: LossyTrainSettings):
@@ -171,8 +166,6 @@ def _restore(path: Path, s: LossyTrainSettings):
     cfg = LossyConfig.from_dict(meta["config"])
     if s.context and not cfg.context:
         cfg = replace(cfg, context=s.context)
-    if s.channel_context and not cfg.channel_context:
-        cfg = replace(cfg, channel_context=s.channel_context)
     model = LossyModel(cfg)
     _load_growing(model, {k[6:]: v for k, v in t.items() if k.startswith("model.")}, path)
     opt = _optimizer(model, s)
@@ -182,8 +175,8 @@ def _restore(path: Path, s: LossyTrainSettings):
             opt_state["state"][i] = {"step": t[f"opt.{i}.step"], "exp_avg": t[f"opt.{i}.exp_avg"],
                                      "exp_avg_sq": t[f"opt.{i}.exp_avg_sq"]}
     opt.load_state_dict(opt_state)
-    for group in opt.param_groups:   # this invocation's rates
-        group["lr"] = s.lr * group["mult"]
+    for group, mult in zip(opt.param_groups, _multipliers(s)):  # this invocation's rates
+        group["lr"] = s.lr * mult
     return cfg, model, opt, meta
 
 
@@ -192,7 +185,7 @@ def train(s: LossyTrainSettings) -> None:
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.safetensors"
-    cfg = LossyConfig(n=s.n, m=s.m, context=s.context, channel_context=s.channel_context)
+    cfg = LossyConfig(n=s.n, m=s.m, context=s.context)
     if s.betas:
         cfg.betas = [float(b) for b in s.betas.split(",")]
     model = LossyModel(cfg)
@@ -279,7 +272,7 @@ def train(s: LossyTrainSettings) -> None:
 
 
 def _set_rates(opt, s: LossyTrainSettings, frac: float, done: int) -> None:
-    """Every group's rate for this step, as a multiple of lr (:func:`_groups`).
+    """Every group's rate for this step, as a multiple of lr (:func:`_multipliers`).
 
     With lr_final (and --minutes), a cosine decay from lr to lr_final over the invocation's
     wall time: an annealed model validates far better than one held at a constant rate (a
@@ -290,8 +283,8 @@ def _set_rates(opt, s: LossyTrainSettings, frac: float, done: int) -> None:
     lr = _cosine(s.lr, s.lr_final, s.minutes, frac)
     if s.warmup:
         lr *= min(1.0, (done + 1) / s.warmup)
-    for group in opt.param_groups:
-        group["lr"] = lr * group["mult"]
+    for group, mult in zip(opt.param_groups, _multipliers(s)):
+        group["lr"] = lr * mult
 
 
 def _init_betas(path: str, k: int, default: list[float]) -> list[float]:
