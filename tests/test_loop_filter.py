@@ -58,6 +58,8 @@ def test_float32_sums_are_exact_up_to_their_bound(kind):
     signs = (-1) ** np.arange(lf.n_features(3, kind))[None, :, None]   # sums that need not saturate
     q = top * signs * np.ones((1, 1, 3), np.int64)
     assert lf._exact_dtype(q, 3, kind) is np.float32
+    # every filter the encoder fits (each coefficient within +-LIMIT) sums in float32
+    assert lf._exact_dtype(np.full((8, lf.n_features(3, kind), 3), lf.LIMIT), 3, kind) is np.float32
     q_over = q.copy()
     q_over[0, 0, 0] += 2 ** 24 // int(bound[0])
     assert lf._exact_dtype(q_over, 3, kind) is np.float64
