@@ -14,6 +14,7 @@ import os
 import stat
 import sys
 import tempfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -82,11 +83,19 @@ def read_picture(path: str) -> tuple[np.ndarray, dict[str, bytes]]:
     return np.ascontiguousarray(arr[..., None] if arr.ndim == 2 else arr), meta
 
 
-def png_bytes(img: np.ndarray, meta: dict[str, bytes] | None = None) -> bytes:
-    """A PNG of the pixels, with the ICC profile, EXIF and XMP where given."""
+def png_bytes(img: np.ndarray, meta: dict[str, bytes] | None = None, lossy: bool = False) -> bytes:
+    """A PNG of the pixels, with the ICC profile, EXIF and XMP where given.
+
+    ``lossy``: the picture of a lossy file (or a preview), deflated with zlib's run-length
+    strategy: 3.5-5 times faster than the default one (a tenth of a lossy decode's time), and
+    about as small on such pictures, which have runs but no exact repeats far apart.  An
+    exact image (graphics, screenshots) keeps the default strategy, whose distant matches
+    made flat graphics up to 1.7 times smaller than runs alone (CHANGELOG 0.15)."""
     from PIL.PngImagePlugin import PngInfo
     meta = meta or {}
     extra = {k: meta[k] for k in ("icc_profile", "exif") if k in meta}
+    if lossy:
+        extra["compress_type"] = zlib.Z_RLE
     if "xmp" in meta:
         info = PngInfo()
         info.add_itxt(PNG_XMP, meta["xmp"].decode("utf-8", "replace"))
@@ -355,19 +364,21 @@ def _error(name, e: Exception) -> None:
 def _decode_one(args) -> dict:
     inp, out, model_name, threads, preview, recon, progress = args
     from vlaecodec.api import decode_many, metadata
+    from vlaecodec.fileformat import MODE_LATENT, MODE_LOSSY, unpack_header
     data = read_bytes(inp)
     images = decode_many(data, None if model_name == "auto" else model_name, preview, recon, threads=threads,
                          progress=progress)
     metas = metadata(data)
+    lossy = preview or unpack_header(data)[0].mode in (MODE_LOSSY, MODE_LATENT)
     if len(images) == 1:
-        write_atomic(out, png_bytes(images[0], metas[0]))
+        write_atomic(out, png_bytes(images[0], metas[0], lossy))
         return {"input": inp, "output": out, "width": images[0].shape[1], "height": images[0].shape[0]}
     folder = Path(out).with_suffix("") if out != STDIO else None
     if folder is None:
         raise VlaeError("an archive decodes to a folder, not stdout")
     folder.mkdir(exist_ok=True)
     for k, img in enumerate(images):
-        write_atomic(str(folder / f"{k:05d}.png"), png_bytes(img, metas[k]))
+        write_atomic(str(folder / f"{k:05d}.png"), png_bytes(img, metas[k], lossy))
     return {"input": inp, "output": str(folder), "images": len(images)}
 
 

@@ -1,4 +1,5 @@
 """Lossy coding as a user runs it: the shipped lossy model through the CLI and the API."""
+import io
 import json
 import subprocess
 import sys
@@ -50,6 +51,20 @@ def test_cli_round_trip_reports_what_a_user_needs(tmp_path, img):
     assert np.array_equal(decoded, api.decode(out.read_bytes()))          # another process, same pixels
     info = json.loads(run_cli("info", str(out), "--json").stdout)
     assert info["mode"] == "lossy" and info["beta"] == 100.0 and info["loop_filter"] is True
+
+
+def test_lossy_pictures_are_written_with_run_length_deflate_and_exact_images_without(img):
+    """A lossy picture's PNG (zlib's run-length strategy, fast) holds the same pixels and
+    metadata; an exact image keeps the default strategy, whose distant matches find a
+    pattern that repeats every 7 pixels, as graphics and screenshots do, which runs cannot."""
+    from cli.commands import png_bytes
+    meta = {"icc_profile": b"p" * 300, "exif": b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00"}
+    for lossy in (False, True):
+        back = Image.open(io.BytesIO(png_bytes(img, meta, lossy)))
+        assert np.array_equal(np.asarray(back), img) and back.info["icc_profile"] == meta["icc_profile"]
+    tile = np.random.default_rng(0).integers(0, 256, (1, 7, 3), dtype=np.uint8)
+    pattern = np.tile(tile, (64, 40, 1))
+    assert len(png_bytes(pattern)) * 2 < len(png_bytes(pattern, lossy=True))
 
 
 def test_the_encoders_picture_is_the_decoded_one_loop_filter_and_all(img):
