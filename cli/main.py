@@ -304,7 +304,10 @@ def train_lossy(out, n, m, lr, steps, minutes, val_minutes, threads, init, betas
               help="The zoo model the run started from: its card's training curve goes on with this run's.")
 @click.option("--segment", default="", help="With --continues: this run's name in the training curve.")
 @click.option("--segment-note", default="", help="With --continues: what this run did (lr, command).")
-def export_lossy(run_dir, name, force, notes, continues, segment, segment_note):
+@click.option("--fit-tables", default=0, type=click.IntRange(min=0), metavar="CROPS",
+              help="Fit y's tables and their per-beta channel shifts to the symbols of this many training "
+                   "crops (0: Gaussian tables). Needs the training data.")
+def export_lossy(run_dir, name, force, notes, continues, segment, segment_note, fit_tables):
     """Copy a lossy run's best weights into the zoo, with its integer tables and card."""
     from vlaecodec.lossy_train import export
     from vlaecodec.zoo import models_dir, read_card, resolve
@@ -316,7 +319,7 @@ def export_lossy(run_dir, name, force, notes, continues, segment, segment_note):
         previous = read_card(resolve(continues))
         if "training_curve" not in previous or not segment:
             raise click.UsageError("--continues needs a model whose card has a training_curve, and --segment")
-    card = export(run_dir, weights, name, notes, previous, segment, segment_note)
+    card = export(run_dir, weights, name, notes, previous, segment, segment_note, fit_tables)
     click.echo(json.dumps({k: card[k] for k in ("name", "betas", "parameters", "training", "sha256")}))
 
 

@@ -101,8 +101,12 @@ def test_the_command_line_grows_a_context_network_and_carries_the_curve_on(weigh
         "--init", str(weights), "--context", "4", "--warmup", "10", "--lr-final", "1e-5", "--minutes", "5",
         "--steps", "2")
     cli("export-lossy", str(tmp_path / "run"), "grown", "--continues", "lossy-0.9", "--segment", "z",
-        "--segment-note", "a test")
+        "--segment-note", "a test", "--fit-tables", "2")
     card = json.loads((tmp_path / "zoo" / "grown.json").read_text())
+    with safe_open(str(tmp_path / "zoo" / "grown.safetensors"), "np") as f:
+        assert f.get_tensor("tables.y_shift").shape == (2, 8)   # trained betas x channels
+    assert sum(card["tables"]["shifts"].values()) == 2 * 8
+    assert card["tables"]["bits_on_those_crops"]["fitted"] <= card["tables"]["bits_on_those_crops"]["gaussian"]
     previous = json.loads((ROOT / "models" / "lossy-0.9.json").read_text())["training_curve"]
     assert card["config"]["context"] == 4 and "context" in card["description"]
     assert card["training_curve"]["rows"][:-1] == previous["rows"]

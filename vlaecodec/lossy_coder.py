@@ -49,7 +49,7 @@ from .alpha import join, split_opaque
 from .errors import VlaeError
 from .fileformat import MODE_LATENT, Header, ImageInfo, pack, unpack
 from .images import check_image
-from .lossy_config import SCALE_MIN, LossyConfig, black_squares  # noqa: F401 - black_squares: also named here
+from .lossy_config import SCALE_MIN, LossyConfig, beta_row, black_squares  # noqa: F401 - black_squares: also named here
 from .lossy_transforms import LossyTransforms
 from .zoo import DEFAULT_LOSSY_MODEL, is_lossy_model  # noqa: F401 - also named here, as before
 
@@ -94,6 +94,9 @@ class LossyTables:
     z_freqs: np.ndarray              # int [n, 2 * Z_RADIUS + 1]
     ctx_weights: list[np.ndarray] = field(default_factory=list)   # the context network's convs,
     ctx_biases: list[np.ndarray] = field(default_factory=list)    # as h_s's (none: no context)
+    # int [trained betas, m]: added to each channel's table index at the trained beta nearest
+    # the file's (fitted at export, table_fit.py); empty: no shifts (models before 0.16)
+    y_shift: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
 
     @classmethod
     def from_model(cls, model: LossyModel) -> "LossyTables":
@@ -133,6 +136,8 @@ class LossyTables:
             out[f"tables.hs{i}.weight"], out[f"tables.hs{i}.bias"] = w, b
         for i, (w, b) in enumerate(zip(self.ctx_weights, self.ctx_biases)):
             out[f"tables.ctx{i}.weight"], out[f"tables.ctx{i}.bias"] = w, b
+        if self.y_shift.size:
+            out["tables.y_shift"] = self.y_shift
         return {k: torch.from_numpy(np.ascontiguousarray(_narrowest(v))) for k, v in out.items()}
 
     @classmethod
@@ -142,8 +147,9 @@ class LossyTables:
         def convs(name):
             n = sum(1 for k in t if k.startswith(f"tables.{name}") and k.endswith(".weight"))
             return [g(f"tables.{name}{i}.weight") for i in range(n)], [g(f"tables.{name}{i}.bias") for i in range(n)]
+        shift = g("tables.y_shift") if "tables.y_shift" in t else np.zeros((0, 0), np.int64)
         return cls(*convs("hs"), g("tables.thresholds"), g("tables.y_freqs"), g("tables.y_radius"),
-                   g("tables.z_freqs"), *convs("ctx"))
+                   g("tables.z_freqs"), *convs("ctx"), y_shift=shift)
 
 
 def _narrowest(a: np.ndarray) -> np.ndarray:
@@ -213,9 +219,14 @@ def hyper_synthesis_raw(tables: LossyTables, z_hat: np.ndarray) -> tuple[np.ndar
     return mean, raw
 
 
-def table_index(tables: LossyTables, raw: np.ndarray) -> np.ndarray:
-    """Integer raw widths -> indices of y's tables: integer comparisons with the thresholds."""
-    return np.searchsorted(tables.thresholds, raw.astype(np.int64), side="left")
+def table_index(tables: LossyTables, raw: np.ndarray, row: int = 0) -> np.ndarray:
+    """Integer raw widths [m, h, w] -> indices of y's tables: integer comparisons with the
+    thresholds, then, for a model with table shifts, each channel's shift at trained beta
+    ``row`` (:func:`~vlaecodec.lossy_config.beta_row`), clamped to the tables."""
+    index = np.searchsorted(tables.thresholds, raw.astype(np.int64), side="left")
+    if not tables.y_shift.size:
+        return index
+    return np.clip(index + tables.y_shift[row][:, None, None], 0, len(tables.y_freqs) - 1)
 
 
 def hyper_synthesis_exact(tables: LossyTables, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -357,15 +368,8 @@ class LossyCoder:
         z_hat = np.clip(np.round(z), -Z_RADIUS, Z_RADIUS).astype(np.int64)
         for c, m in enumerate(self.models.z):
             enc.encode((z_hat[c].ravel() + Z_RADIUS).astype(np.int32), m)
-        mean, raw = hyper_synthesis_raw(self.tables, z_hat)
-        y0 = y.astype(np.float64)
-        sym = np.zeros(mean.shape, np.int64)
-        for k, part in enumerate(self._parts(mean.shape[1:])):
-            if k:   # the white squares' parameters read the black squares' y_hat
-                mean, raw = self._white(mean, raw, sym)
-            index = table_index(self.tables, raw)
-            radius = self.models.radius[index]
-            sym = np.where(part, np.clip(np.round(y0 - mean / 2 ** ACT_BITS).astype(np.int64), -radius, radius), sym)
+        sym, mean, index = self.quantize(y, z_hat, beta_row(self.model.cfg.betas, beta))
+        for part in self._parts(mean.shape[1:]):
             self._encode_symbols(enc, sym[:, part], index[:, part])
         if not (filtered or draw):
             return None
@@ -386,8 +390,25 @@ class LossyCoder:
         q = loop_filter.from_symbols(symbols, shape, img.shape[2], kind)
         return loop_filter.apply(pic, q, shape, self.threads, kind) if shape[0] else pic
 
+    def quantize(self, y: np.ndarray, z_hat: np.ndarray, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(symbols, means at 2^ACT_BITS, table indices) of y [m, h, w] given the integer
+        z_hat, at trained beta ``row``: what the encoder codes, part by part (:meth:`_parts`),
+        each part's means and tables read from the parts before it."""
+        mean, raw = hyper_synthesis_raw(self.tables, z_hat)
+        y0 = y.astype(np.float64)
+        sym = np.zeros(mean.shape, np.int64)
+        index = np.zeros(mean.shape, np.int64)
+        for k, part in enumerate(self._parts(mean.shape[1:])):
+            if k:   # the white squares' parameters read the black squares' y_hat
+                mean, raw = self._white(mean, raw, sym)
+            index = np.where(part, table_index(self.tables, raw, row), index)
+            radius = self.models.radius[index]
+            sym = np.where(part, np.clip(np.round(y0 - mean / 2 ** ACT_BITS).astype(np.int64), -radius, radius), sym)
+        return sym, mean, index
+
     def _decode_image(self, dec, info: ImageInfo, beta: float, filtered: bool, kinds: int) -> np.ndarray:
         n = self.model.cfg.n
+        row = beta_row(self.model.cfg.betas, beta)
         hp, wp = _padded(info.height), _padded(info.width)
         zh, zw = hp // 64, wp // 64
         z_hat = np.empty((n, zh * zw), np.int64)
@@ -399,7 +420,7 @@ class LossyCoder:
         for k, part in enumerate(self._parts(mean.shape[1:])):
             if k:
                 mean, raw = self._white(mean, raw, sym)
-            sym[:, part] = self._decode_symbols(dec, table_index(self.tables, raw)[:, part])
+            sym[:, part] = self._decode_symbols(dec, table_index(self.tables, raw, row)[:, part])
         pic = self._picture(sym, mean, beta, info.height, info.width, info.channels)
         if not filtered:
             return pic

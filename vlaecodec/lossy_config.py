@@ -55,6 +55,19 @@ def beta_level(betas: list[float], beta: float) -> float:
     raise AssertionError
 
 
+def beta_row(betas: list[float], beta: float) -> int:
+    """The trained beta nearest to ``beta`` in log scale, as an index into ``betas`` (falling):
+    beta is compared with the geometric midpoints of neighbouring betas, each computed by one
+    IEEE multiplication and square root, so encoder and decoder agree on every machine (a
+    midpoint itself goes to the smaller beta).  Picks per-beta integer data, such as a
+    model's table shifts (``LossyTables.y_shift``).
+
+    >>> [beta_row([800.0, 200.0, 50.0], b) for b in (1000.0, 400.1, 400.0, 100.1, 100.0, 1.0)]
+    [0, 0, 1, 1, 2, 2]
+    """
+    return sum(1 for hi, lo in zip(betas, betas[1:]) if beta <= math.sqrt(hi * lo))
+
+
 def black_squares(h: int, w: int) -> np.ndarray:
     """[h, w] bool: the checkerboard's black squares ((row + column) even), the half of y
     coded first where the model has a context network."""

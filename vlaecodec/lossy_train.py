@@ -384,11 +384,14 @@ def _command_settings(command: str | None, settings: dict) -> dict:
 
 
 def export(run: str | Path, weights: str | Path, name: str, notes: str = "",
-           continues: dict | None = None, segment: str = "", segment_note: str = "") -> dict:
+           continues: dict | None = None, segment: str = "", segment_note: str = "",
+           fit_crops: int = 0) -> dict:
     """A run's best weights -> a zoo model: float weights plus the integer tables
     (:class:`~vlaecodec.lossy_coder.LossyTables`), and a card with the training record.
     ``continues``: the card of the model the run started from; its ``training_curve`` goes on
-    with this run's validations as ``segment`` (:func:`continued_curve`)."""
+    with this run's validations as ``segment`` (:func:`continued_curve`).  ``fit_crops``: fit
+    y's tables and their shifts to the symbols of that many training crops
+    (:mod:`vlaecodec.table_fit`; 0: the Gaussian tables)."""
     from safetensors import safe_open
     from .lossy_coder import LossyTables
     from .zoo import file_sha256, write_card
@@ -400,7 +403,10 @@ def export(run: str | Path, weights: str | Path, name: str, notes: str = "",
     model.load_state_dict(load_file(str(best)))
     model.eval()
     tensors = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
-    tensors.update(LossyTables.from_model(model).to_tensors())
+    tables, fitted = LossyTables.from_model(model), None
+    if fit_crops:
+        tables, fitted = _fit_tables(model, tables, fit_crops)
+    tensors.update(tables.to_tensors())
     weights = Path(weights)
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_suffix(".tmp")
@@ -426,6 +432,8 @@ def export(run: str | Path, weights: str | Path, name: str, notes: str = "",
         "notes": notes,
         "sha256": file_sha256(weights),
     }
+    if fitted is not None:
+        card["tables"] = fitted
     if continues is not None:
         with safe_open(str(Path(run) / "checkpoint.safetensors"), "pt") as f:
             run_meta = json.loads(f.metadata()["json"])   # every validation, not only the best's
@@ -433,6 +441,25 @@ def export(run: str | Path, weights: str | Path, name: str, notes: str = "",
                                                  segment, segment_note)
     write_card(weights, card)
     return card
+
+
+def _fit_tables(model: LossyModel, tables, count: int, size: int = 256, seed: int = 0):
+    """(tables fitted to ``count`` random size x size training crops, photos and graphics in
+    training's shares, the card's record of it)."""
+    from . import table_fit
+    from .lossy_coder import LossyCoder
+    photos, graphics = training_images()
+    rng = np.random.default_rng(seed)
+    n_g = round(count * LossyTrainSettings.graphics_frac)
+    crops = list(D.random_crops(photos, count - n_g, size, rng))
+    crops += list(D.random_crops(graphics, n_g, size, rng)) if n_g else []
+    coder = LossyCoder(model, tables, model_id="00" * 8)
+    fitted, report = table_fit.fit(tables, table_fit.collect(coder, [np.ascontiguousarray(c) for c in crops]))
+    record = {"fitted_to": f"{count - n_g} photo and {n_g} graphics crops of {size}x{size} from the training "
+                           f"images (seed {seed}), at every trained beta (vlaecodec.table_fit)",
+              "bits_on_those_crops": {"gaussian": round(report["gaussian_bits"]), "fitted": round(report["fitted_bits"])},
+              "shifts": report["shifts"]}
+    return fitted, record
 
 
 def main(argv: list[str] | None = None) -> None:
