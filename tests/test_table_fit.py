@@ -59,10 +59,25 @@ def test_the_shift_of_the_nearest_trained_beta_picks_the_tables(coder):
         assert np.array_equal(other.decode(data)[0], other.encode_and_draw([img], beta)[1][0])
 
 
+def test_each_trained_beta_codes_z_with_its_own_tables(coder):
+    z = coder.tables.z_freqs
+    flat = np.full_like(z, 100)
+    per_beta = dataclasses.replace(coder.tables, z_freqs=np.stack([z, flat, z]))
+    other = LossyCoder(coder.model, per_beta, coder.model_id)
+    img = _crops(3, 1)[0]
+    for beta, same in ((300.0, True), (100.0, False), (26.0, True)):
+        data = other.encode([img], beta)
+        assert (data == coder.encode([img], beta)) is same
+        assert np.array_equal(other.decode(data)[0], coder.decode(coder.encode([img], beta))[0])
+
+
 def test_tables_keep_their_shifts_in_the_file_and_older_ones_have_none(coder):
     shift = np.arange(24).reshape(3, 8) - 12
     back = LossyTables.from_tensors(dataclasses.replace(coder.tables, y_shift=shift).to_tensors())
     assert np.array_equal(back.y_shift, shift)
     assert LossyTables.from_tensors(coder.tables.to_tensors()).y_shift.size == 0
+    per_beta = np.stack([coder.tables.z_freqs] * 3)   # z's tables, one set per trained beta
+    assert np.array_equal(LossyTables.from_tensors(
+        dataclasses.replace(coder.tables, z_freqs=per_beta).to_tensors()).z_freqs, per_beta)
     with pytest.raises(ValueError, match="unshifted"):
         table_fit.collect(LossyCoder(coder.model, dataclasses.replace(coder.tables, y_shift=shift), "00" * 8), [])

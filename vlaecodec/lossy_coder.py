@@ -91,7 +91,7 @@ class LossyTables:
     thresholds: np.ndarray           # int [SCALES - 1]: raw width above t_k -> table k + 1
     y_freqs: np.ndarray              # int [SCALES, 2 * Y_RADIUS_MAX + 1]
     y_radius: np.ndarray             # int [SCALES]
-    z_freqs: np.ndarray              # int [n, 2 * Z_RADIUS + 1]
+    z_freqs: np.ndarray              # int [n, 2 * Z_RADIUS + 1], or per trained beta [betas, n, ...] (fitted)
     ctx_weights: list[np.ndarray] = field(default_factory=list)   # the context network's convs,
     ctx_biases: list[np.ndarray] = field(default_factory=list)    # as h_s's (none: no context)
     # int [trained betas, m]: added to each channel's table index at the trained beta nearest
@@ -319,7 +319,10 @@ class _Models:
     def __init__(self, tables: LossyTables):
         def cat(f):
             return constriction.stream.model.Categorical(f / f.sum(), perfect=False)
-        self.z = [cat(f) for f in tables.z_freqs]
+        # z's tables: one set, or (fitted tables, table_fit.py) one per trained beta, made
+        # when a file first needs it
+        self._z = {} if tables.z_freqs.ndim == 3 else {None: [cat(f) for f in tables.z_freqs]}
+        self._z_freqs, self._cat = tables.z_freqs, cat
         self.y = []
         for k, f in enumerate(tables.y_freqs):
             r = int(tables.y_radius[k])
@@ -329,6 +332,13 @@ class _Models:
         self.filter_choice = {k: cat(np.ones(k * len(loop_filter.CLASS_CHOICES), np.int64))
                               for k in (1, len(loop_filter.CLIPS))}
         self.coefficient = cat(loop_filter.coefficient_frequencies())
+
+    def z(self, row: int) -> list:
+        """z's table for each channel at trained beta ``row``."""
+        key = row if self._z_freqs.ndim == 3 else None
+        if key not in self._z:
+            self._z[key] = [self._cat(f) for f in self._z_freqs[row]]
+        return self._z[key]
 
 
 class LossyCoder:
@@ -366,9 +376,10 @@ class LossyCoder:
         if refine and self.refiner is not None:
             y, z = self.refiner.refine(_pixels(img), img.shape[0], img.shape[1], beta, y, z)
         z_hat = np.clip(np.round(z), -Z_RADIUS, Z_RADIUS).astype(np.int64)
-        for c, m in enumerate(self.models.z):
+        row = beta_row(self.model.cfg.betas, beta)
+        for c, m in enumerate(self.models.z(row)):
             enc.encode((z_hat[c].ravel() + Z_RADIUS).astype(np.int32), m)
-        sym, mean, index = self.quantize(y, z_hat, beta_row(self.model.cfg.betas, beta))
+        sym, mean, index = self.quantize(y, z_hat, row)
         for part in self._parts(mean.shape[1:]):
             self._encode_symbols(enc, sym[:, part], index[:, part])
         if not (filtered or draw):
@@ -412,7 +423,7 @@ class LossyCoder:
         hp, wp = _padded(info.height), _padded(info.width)
         zh, zw = hp // 64, wp // 64
         z_hat = np.empty((n, zh * zw), np.int64)
-        for c, m in enumerate(self.models.z):
+        for c, m in enumerate(self.models.z(row)):
             z_hat[c] = dec.decode(m, zh * zw).astype(np.int64) - Z_RADIUS
         z_hat = z_hat.reshape(n, zh, zw)
         mean, raw = hyper_synthesis_raw(self.tables, z_hat)

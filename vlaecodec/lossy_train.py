@@ -457,7 +457,8 @@ def _fit_tables(model: LossyModel, tables, count: int, size: int = 256, seed: in
     fitted, report = table_fit.fit(tables, table_fit.collect(coder, [np.ascontiguousarray(c) for c in crops]))
     record = {"fitted_to": f"{count - n_g} photo and {n_g} graphics crops of {size}x{size} from the training "
                            f"images (seed {seed}), at every trained beta (vlaecodec.table_fit)",
-              "bits_on_those_crops": {"gaussian": round(report["gaussian_bits"]), "fitted": round(report["fitted_bits"])},
+              "bits_on_those_crops": {"gaussian": round(report["gaussian_bits"]), "fitted": round(report["fitted_bits"]),
+                                      "z_density": round(report["z_bits"]), "z_fitted": round(report["z_fitted_bits"])},
               "shifts": report["shifts"]}
     return fitted, record
 

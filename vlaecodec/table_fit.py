@@ -9,10 +9,13 @@ training crops at every trained beta, and
    by ``prior`` pseudo-counts spread as the Gaussian;
 2. each (trained beta, channel) takes the shift of its table indices, within +-``span``, that
    codes its symbols in the fewest bits under those tables;
-3. the tables are fitted again on the shifted indices.
+3. the tables are fitted again on the shifted indices;
+4. z gets one table per trained beta and channel: the histogram of its symbols at that beta,
+   smoothed by ``z_prior`` pseudo-counts spread as the model's density (which serves every
+   beta at once, so it fits none of them exactly).
 
-Both land in the model file as integers (``LossyTables.y_freqs`` and ``.y_shift``): the
-decoder reads them and never fits anything.
+All land in the model file as integers (``LossyTables.y_freqs``, ``.y_shift``, ``.z_freqs``):
+the decoder reads them and never fits anything.
 
 >>> import torch
 >>> from vlaecodec.lossy_model import LossyConfig, LossyModel
@@ -23,8 +26,8 @@ decoder reads them and never fits anything.
 >>> crops = list(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
 >>> samples = collect(coder, crops)
 >>> tables, report = fit(coder.tables, samples)
->>> tables.y_shift.shape, tables.y_freqs.shape == coder.tables.y_freqs.shape
-((2, 8), True)
+>>> tables.y_shift.shape, tables.y_freqs.shape == coder.tables.y_freqs.shape, tables.z_freqs.shape
+((2, 8), True, (2, 8, 97))
 >>> report["fitted_bits"] <= report["gaussian_bits"]
 True
 """
@@ -41,10 +44,12 @@ OUT_OF_RANGE_BITS = 64.0   # a shift that would clamp a symbol (a visible error)
 
 @dataclasses.dataclass
 class Sample:
-    """One crop's y at one trained beta: its unshifted table indices and its symbols, [m, N]."""
+    """One crop at one trained beta: y's unshifted table indices and symbols [m, N], and z's
+    symbols [n, M] (offset to 0..2 Z_RADIUS)."""
     row: int
     index: np.ndarray
     sym: np.ndarray
+    z: np.ndarray
 
 
 def collect(coder: LossyCoder, crops: list[np.ndarray]) -> list[Sample]:
@@ -59,16 +64,17 @@ def collect(coder: LossyCoder, crops: list[np.ndarray]) -> list[Sample]:
             y, z = coder.model.latents(features, coder.model.level(beta))
             z_hat = np.clip(np.round(z), -Z_RADIUS, Z_RADIUS).astype(np.int64)
             sym, _, index = coder.quantize(y, z_hat, row)
-            m = len(sym)
-            out.append(Sample(row, index.reshape(m, -1).astype(np.int16), sym.reshape(m, -1).astype(np.int16)))
+            m, n = len(sym), len(z_hat)
+            out.append(Sample(row, index.reshape(m, -1).astype(np.int16), sym.reshape(m, -1).astype(np.int16),
+                              (z_hat.reshape(n, -1) + Z_RADIUS).astype(np.int16)))
     return out
 
 
 def fit(tables: LossyTables, samples: list[Sample], prior: float = 100.0, span: int = 16,
-        rounds: int = 1) -> tuple[LossyTables, dict]:
-    """(``tables`` with fitted y tables and shifts, a report of the samples' bits under the
-    Gaussian tables and under the fitted ones): tables, then ``rounds`` times shifts and
-    tables again."""
+        rounds: int = 1, z_prior: float = 20.0) -> tuple[LossyTables, dict]:
+    """(``tables`` with fitted y tables and shifts and z tables, a report of the samples' bits
+    under the model's tables and under the fitted ones): y's tables, then ``rounds`` times
+    shifts and tables again; z's tables."""
     rows = 1 + max(s.row for s in samples)
     m = len(samples[0].sym)
     gauss = _probabilities(tables.y_freqs)
@@ -81,11 +87,30 @@ def fit(tables: LossyTables, samples: list[Sample], prior: float = 100.0, span: 
     for k, r in enumerate(tables.y_radius):
         inside = slice(Y_RADIUS_MAX - r, Y_RADIUS_MAX + r + 1)
         freqs[k, inside] = _freqs(probs[k, inside])
-    fitted = dataclasses.replace(tables, y_freqs=freqs, y_shift=shift)
+    z_freqs = _z_fitted(samples, tables.z_freqs, rows, z_prior)
+    fitted = dataclasses.replace(tables, y_freqs=freqs, y_shift=shift, z_freqs=z_freqs)
     report = {"gaussian_bits": _bits(samples, np.zeros_like(shift), _probabilities(tables.y_freqs), tables.y_radius),
               "fitted_bits": _bits(samples, shift, _probabilities(freqs), tables.y_radius),
+              "z_bits": _z_bits(samples, np.repeat(tables.z_freqs[None], rows, 0)),
+              "z_fitted_bits": _z_bits(samples, z_freqs),
               "shifts": {str(v): int(c) for v, c in zip(*np.unique(shift, return_counts=True))}}
     return fitted, report
+
+
+def _z_fitted(samples: list[Sample], density: np.ndarray, rows: int, prior: float) -> np.ndarray:
+    """z's integer tables [rows, n, symbols]: each channel's histogram at each trained beta
+    plus ``prior`` pseudo-counts of the model's density."""
+    counts = np.zeros((rows,) + density.shape)
+    for s in samples:
+        for c, v in enumerate(s.z):
+            counts[s.row, c] += np.bincount(v, minlength=density.shape[1])
+    f = counts + prior * _probabilities(density)[None]
+    return np.stack([[_freqs(p) for p in row] for row in f / f.sum(2, keepdims=True)])
+
+
+def _z_bits(samples: list[Sample], freqs: np.ndarray) -> float:
+    probs = freqs / freqs.sum(2, keepdims=True)
+    return float(sum(-np.log2(probs[s.row, np.arange(len(s.z))[:, None], s.z]).sum() for s in samples))
 
 
 def _probabilities(freqs: np.ndarray) -> np.ndarray:
