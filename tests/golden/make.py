@@ -113,7 +113,7 @@ ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, *
 # the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
 # a subpixel one level apart; these entries also keep the decoded pixels (NAME.npy) and allow
 # that difference (``tolerance``)
-LOSSY_MODELS = ("lossy-0.4", "lossy-0.5", "lossy-0.7", "lossy-0.8", "lossy-0.9", "lossy-0.10", "lossy")
+LOSSY_MODELS = ("lossy-0.4", "lossy-0.5", "lossy-0.7", "lossy-0.8", "lossy-0.9", "lossy-0.10", "lossy-0.15", "lossy")
 LOSSY_KINDS = [
     ("beta64-rgb", "lossy", "encode_lossy", ["rgb"], {"beta": 64.0}),
     ("beta200-grey", "lossy", "encode_lossy", ["grey"], {"beta": 200.0}),
@@ -144,13 +144,18 @@ ENTRIES += [(f"lossy-0.9-{suffix}.vlae", "lossy-0.9", mode, fn, srcs, {"model": 
 # (``lossy`` in 0.10, ``lossy-0.10`` since)
 ENTRIES += [(f"lossy-0.10-{suffix}.vlae", "lossy-0.10", mode, fn, srcs, {"model": "lossy-0.10", **opts})
             for suffix, mode, fn, srcs, opts in FILTERED_KINDS]
-# 0.11's lossy model: 0.10's, trained on; its pictures drawn with numpy
-ENTRIES += [(f"lossy-0.11-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
+# 0.11's lossy model: 0.10's, trained on; its pictures drawn with numpy (``lossy`` in 0.11 to
+# 0.15, ``lossy-0.15`` since)
+ENTRIES += [(f"lossy-0.11-{suffix}.vlae", "lossy-0.15", mode, fn, srcs, {"model": "lossy-0.15", **opts})
             for suffix, mode, fn, srcs, opts in FILTERED_KINDS]
 # vlaecodec 0.14: the loop filter of kind 1 (four clip levels, loop_filter.CLIPS), the same model
-ENTRIES += [(f"lossy-0.14-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
-            for suffix, mode, fn, srcs, opts in FILTERED_KINDS
-            + [("beta15-rgb256", "lossy", "encode_lossy", ["rgb256-tiled"], {"beta": 15.0})]]
+TILED_KINDS = FILTERED_KINDS + [("beta15-rgb256", "lossy", "encode_lossy", ["rgb256-tiled"], {"beta": 15.0})]
+ENTRIES += [(f"lossy-0.14-{suffix}.vlae", "lossy-0.15", mode, fn, srcs, {"model": "lossy-0.15", **opts})
+            for suffix, mode, fn, srcs, opts in TILED_KINDS]
+# 0.16's lossy model: 0.15's trained on, with fitted tables (y's shifted per beta and channel,
+# z's per beta)
+ENTRIES += [(f"lossy-0.16-{suffix}.vlae", "lossy", mode, fn, srcs, {"model": "lossy", **opts})
+            for suffix, mode, fn, srcs, opts in TILED_KINDS]
 TOLERANCE = 1
 # a filtered picture: the loop filter is exact on its input, but may carry a one-level
 # difference of the float32 synthesis a few levels further (docs/FORMAT.md)
