@@ -305,8 +305,8 @@ def train_lossy(out, n, m, lr, steps, minutes, val_minutes, threads, init, betas
 @click.option("--segment", default="", help="With --continues: this run's name in the training curve.")
 @click.option("--segment-note", default="", help="With --continues: what this run did (lr, command).")
 @click.option("--fit-tables", default=0, type=click.IntRange(min=0), metavar="CROPS",
-              help="Fit y's tables and their per-beta channel shifts to the symbols of this many training "
-                   "crops (0: Gaussian tables). Needs the training data.")
+              help="Fit y's tables, their per-beta channel shifts and z's per-beta tables to the symbols of "
+                   "this many training crops (0: the model's own). Needs the training data.")
 def export_lossy(run_dir, name, force, notes, continues, segment, segment_note, fit_tables):
     """Copy a lossy run's best weights into the zoo, with its integer tables and card."""
     from vlaecodec.lossy_train import export

@@ -1,4 +1,4 @@
-"""y's tables fitted to the symbols the coder sends (run once, at export).
+"""A lossy model's tables fitted to the symbols its coder sends (run once, at export).
 
 A lossy model's tables start as zero-mean Gaussians, one per width (``LossyTables.from_model``):
 the shape its training's rate assumed.  The symbols the coder sends are not quite Gaussian,
@@ -117,7 +117,7 @@ def _probabilities(freqs: np.ndarray) -> np.ndarray:
     return freqs / freqs.sum(1, keepdims=True)
 
 
-def _shifted(s: Sample, shift: np.ndarray, radius: np.ndarray, tables: int) -> tuple[np.ndarray, np.ndarray]:
+def _shifted(s: Sample, shift: np.ndarray, tables: int) -> tuple[np.ndarray, np.ndarray]:
     """(table index, symbol offset into a table row) of a sample under ``shift``."""
     k = np.clip(s.index + shift[s.row][:, None], 0, tables - 1)
     return k, s.sym.astype(np.int64) + Y_RADIUS_MAX
@@ -129,7 +129,7 @@ def _fitted(samples: list[Sample], shift: np.ndarray, gauss: np.ndarray, radius:
     pseudo-counts of its Gaussian, normalised over its range."""
     counts = np.zeros(gauss.shape)
     for s in samples:
-        k, v = _shifted(s, shift, radius, len(gauss))
+        k, v = _shifted(s, shift, len(gauss))
         v = np.clip(v, Y_RADIUS_MAX - radius[k], Y_RADIUS_MAX + radius[k])   # as the encoder clamps
         np.add.at(counts, (k.ravel(), v.ravel()), 1)
     f = counts + counts[:, ::-1] + 2 * prior * gauss
@@ -158,4 +158,4 @@ def _best_shifts(samples, probs, radius, rows, m, span) -> np.ndarray:
 
 def _bits(samples, shift, probs, radius) -> float:
     cost = _cost(probs, radius)
-    return float(sum(cost[_shifted(s, shift, radius, len(probs))].sum() for s in samples))
+    return float(sum(cost[_shifted(s, shift, len(probs))].sum() for s in samples))
