@@ -1,9 +1,11 @@
 """Lossy coding with the hyperprior model: z by fixed tables, y by tables that z selects.
 
 The file holds, per image, the hyper-latent z (each channel under its own fixed table) and
-then the latent y, each element under a zero-mean Gaussian table picked by the width that
-``h_s(z)`` predicts, around the mean that ``h_s(z)`` predicts.  One range-coder stream holds
-everything.
+then the latent y, each element under a zero-mean table picked by the width that ``h_s(z)``
+predicts, around the mean that ``h_s(z)`` predicts.  The tables are Gaussian, or, for a model
+exported with fitted tables (:mod:`vlaecodec.table_fit`), the symbols' own histograms, with
+y's table index shifted per trained beta and channel and z's tables per trained beta.  One
+range-coder stream holds everything.
 
 Bit-exactness of the entropy decoding: the decoder must pick the same table for every
 element as the encoder did.  So every number that picks a table comes from integers:

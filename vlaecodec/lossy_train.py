@@ -390,8 +390,8 @@ def export(run: str | Path, weights: str | Path, name: str, notes: str = "",
     (:class:`~vlaecodec.lossy_coder.LossyTables`), and a card with the training record.
     ``continues``: the card of the model the run started from; its ``training_curve`` goes on
     with this run's validations as ``segment`` (:func:`continued_curve`).  ``fit_crops``: fit
-    y's tables and their shifts to the symbols of that many training crops
-    (:mod:`vlaecodec.table_fit`; 0: the Gaussian tables)."""
+    y's tables and their shifts, and z's per-beta tables, to the symbols of that many
+    training crops (:mod:`vlaecodec.table_fit`; 0: the model's own tables)."""
     from safetensors import safe_open
     from .lossy_coder import LossyTables
     from .zoo import file_sha256, write_card
