@@ -82,7 +82,7 @@ def candidate(x, c, y, xx):
     return (left if up == up_left else up), pattern
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def context(x, c, y, xx):
     """(left value, up value, context) of subpixel (c, y, xx): a missing neighbour is the
     other one (both -1 at the top-left corner)."""
@@ -96,7 +96,7 @@ def context(x, c, y, xx):
     return left, up, (c * 9 + pattern) * 2 + repeat
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def choose(lengths, ctx, cand):
     """The option with the shortest code length so far (the first of equals); 0 (the
     network alone) without a candidate."""
@@ -109,7 +109,7 @@ def choose(lengths, ctx, cand):
     return best
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _neg_log2(g, log2):
     """-log2(g) + 64 in 2**-16 bits, for an integer 0 <= g < 2**63 (0 counts as 1)."""
     if g < 1:
@@ -125,7 +125,7 @@ def _neg_log2(g, log2):
     return ((64 - e) << 16) - log2[m]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def update(lengths, counts, log2, weights, ctx, hit_left, hit_up, has, f_net, total):
     """Charge every option of the context what it would have cost to code this subpixel:
     -log2((2**12 - a) * f_net + a * hit * total) (plus a constant), where f_net / total is

@@ -329,7 +329,7 @@ def _first_edge_above(edges, sk, base, step_bits, j_min):
     return lo
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def logistic_components(params, prev_u, c, K, levels, act_bits, exp_step_bits, mix_shift,
                         grid_bits, ls_lo, ls_hi, inv_scale, step_bits, n_grid, exp_table,
                         w, inv_s, base):
@@ -365,7 +365,7 @@ def logistic_components(params, prev_u, c, K, levels, act_bits, exp_step_bits, m
     return wsum
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def logistic_cdf(v, levels, K, w, inv_s, base, edges, sig_table, step_bits, total):
     """The mixture's integer CDF below value v (0 .. levels): sum_k w[k] * sigmoid_k at the
     upper edge of value v-1, 0 at v = 0 and ``total`` (sum(w) * 2**SIGMOID_BITS) at

@@ -87,7 +87,7 @@ def _prefix(tree, ctx, i):
     return s
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _med(x, c, y, xx, width):
     """(MED prediction in bins, activity class) of subpixel (c, y, xx) of x [C, H, W] (values
     on their bins' values, ``width`` values a bin), from its neighbours in the same channel; a
@@ -106,7 +106,7 @@ def _med(x, c, y, xx, width):
     return pred, a
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def predict(x, c, y, xx, width):
     """(MED prediction in bins, context) of subpixel (c, y, xx), whose channels below c are
     decoded: the context is (channel, activity class, sign of channel c - 1's residual)."""
@@ -119,7 +119,7 @@ def predict(x, c, y, xx, width):
     return pred, (c * ACTIVITY + a) * SIGNS + sign
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def span(tree, ctx, pred, bins):
     """(count below the first bin, count over all bins) of context ctx's histogram, shifted
     to a prediction: the residuals that a bin 0 .. bins - 1 can have."""
@@ -139,7 +139,7 @@ def mix(q_rep, q_hist, w):
     return ((4096 - w) * q_rep + w * q_hist) >> 12
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def choose_weight(lengths, ctx):
     """The weight with the shortest code length so far (the first of equals)."""
     best = 0
@@ -149,7 +149,7 @@ def choose_weight(lengths, ctx):
     return WEIGHTS[best]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def learn(counts, tree, totals, lengths, seen, log2, ctx, b, pred, bins, rep_width, hist_width):
     """After a symbol: charge every weight what it would have cost (its two layers' widths of
     2**24), then count the residual."""

@@ -18,8 +18,8 @@ rounded division per entry, from the same integer masses).
 Why each integer width is safe (the weight bounds are checked when the weights are
 prepared, :func:`_int_matrix`; the rest follows from the clipping):
 
-* network input u = 2x - (levels-1): |u| <= 255 (it would fit int16; it is read from the
-  float64 padded input and used as int64);
+* network input u = 2x - (levels-1): |u| <= 255 (it is read from the float64 padded input
+  into the window's int32 inputs);
 * weights: :func:`~vlaecodec.fixedpoint.weight_exponent` scales each layer so that
   fan_in * max|w| <= 2**WEIGHT_SUM_BITS = 2**29, so |w| <= 2**29 and sum_k |w_k| <= 2**29
   (plus rounding): int32;
@@ -27,7 +27,10 @@ prepared, :func:`_int_matrix`; the rest follows from the clipping):
   window output plus the z features (clipped to 2**22 by their last layer), and each of the
   B residual blocks adds one more clipped output: |ctx| <= (2 + B) * 2**22 < 2**25 for B <= 6.
   A head adds at most C-1 = 2 embeddings, each checked to be below 2**31: every layer input
-  is below 2**33;
+  is below 2**33.  The inputs are int32 wherever they fit (the window's, the trunk's, the
+  inner layers' and a head's whose sum stays below 2**31, in practice every one), so each
+  product is of two int32 widened to int64 (:func:`_dense`); a head input above 2**31 takes
+  int64 products, the same integers;
 * so every accumulator, bias + sum_k x_k w_k, is below 2**53 + 2**33 * 2**29 < 2**63: int64
   sums never overflow, whatever the order.  The numpy path is exact only while its float64
   sums stay below 2**53 (which the layer scaling guarantees for inputs clipped to 2**22);
@@ -40,13 +43,10 @@ prepared, :func:`_int_matrix`; the rest follows from the clipping):
 Rows are independent, so any split of a pixel set between threads gives the same rows; the
 kernels release the GIL (``nogil``), so the split waves of ``--threads 2`` run in parallel.
 
-Speed (2-core AMD EPYC with AVX-512, one core busy with other work, CPU seconds): a pixel
-costs about 8 us (window 1.0, trunk 2.0, each of the three heads 0.9 plus 0.8 for its
-logistic table), about what the numpy path's float64 BLAS products cost on waves of a Kodak
-image: the ~79k multiply-adds per pixel bound both, not the Python between them.  Whole
-`vlaecodec encode`/`decode` processes on kodim23 (768x512, 1 thread) took the same time
-with either path (12.3 s and 12.7 s); the first use after an install compiles the kernels
-(9 s measured on the busy 2-core machine; numba then caches them on disk).
+Speed (2-core AMD EPYC, AVX2): `fast`'s trunk (a 93x96 window layer, two blocks of
+96-32-96) costs about 5.6 us a pixel, and its three heads (96-32-25 each) have about half as many
+multiply-adds again; the vector multiplies bound them.  The first use after an install compiles the kernels (numba
+then caches them on disk).
 """
 from __future__ import annotations
 
@@ -201,40 +201,43 @@ class WaveKernel:
 
 # --- kernels ---------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
-def _dense(x, W, b, shift, low, high, out):
-    """out[:m] = clip((b + x @ W) >> shift, low, high) for one row x [fan_in] (int64).
+def _dense(x, W, b, shift, low, high, acc, out):
+    """out[:m] = clip((b + x @ W) >> shift, low, high) for one row x [fan_in], summed in the
+    int64 ``acc`` [>= m] (``out`` may be ``acc`` or a slice of it).
 
-    One pass over the outputs per nonzero input (a row of W, int32, sign-extended into int64
-    products): zero inputs (ReLU outputs: about half) are skipped, as an exact sum does not
-    change.  Measured on the 2-core test machine (AMD EPYC, AVX-512): about 0.4 us per
-    96x96 layer and pixel, as fast as blocking four inputs per pass, branch-free compaction
-    of the nonzeros, float64 FMA or output blocks for L1; the vector int64 multiplies bound it."""
+    One pass over the outputs per nonzero input (a row of W, int32): zero inputs (ReLU
+    outputs: about half) are skipped, as an exact sum does not change.  Each product is of two
+    int64 sign-extended from int32 where x is int32: x86 then multiplies 32 x 32 -> 64 bits in
+    vector lanes (AVX2's vpmuldq), where a full int64 product has no AVX2 instruction.  That
+    made a 96x96 layer 1.6 times faster on the 2-core AVX2 test machine (1.09 against 1.73 us
+    per pixel); the sums are the same integers either way."""
     m = out.shape[0]
     for j in range(m):
-        out[j] = b[j]
+        acc[j] = b[j]
     for k in range(x.shape[0]):
-        a = x[k]
+        a = np.int64(x[k])
         if a != 0:
             for j in range(m):
-                out[j] += a * W[k, j]
+                acc[j] += a * np.int64(W[k, j])
     for j in range(m):
-        out[j] = min(max(out[j] >> shift, low), high)
+        out[j] = min(max(acc[j] >> shift, low), high)
 
 
 @njit(cache=True, nogil=True)
 def trunk_pixel(u_pad, zfeat, y, x, r0, dy, dx, win_w, win_b, win_s, tw1, tb1, ts1, tw2, tb2, ts2,
-                lim, feats, a, h, ctx):
+                lim, scratch, ctx):
     """ctx [ph] = the trunk features of pixel (y, x) of a band starting at image row r0
-    (feats, a, h: scratch of the window's, the stream's and the inner width)."""
+    (scratch: :func:`trunk_scratch`)."""
+    feats, a, h, acc = scratch
     ph = zfeat.shape[2]
     C = u_pad.shape[0]
     n_off = dy.shape[0]
     if n_off:
-        # the window, ordered (offset, channel) as the window matrix's rows
+        # the window, ordered (offset, channel) as the window matrix's rows; |u| <= 255
         for o in range(n_off):
             for c in range(C):
-                feats[o * C + c] = np.int64(u_pad[c, y + r0 + dy[o], x + dx[o]])
-        _dense(feats, win_w, win_b, win_s, -lim, lim, ctx)
+                feats[o * C + c] = np.int32(u_pad[c, y + r0 + dy[o], x + dx[o]])
+        _dense(feats, win_w, win_b, win_s, -lim, lim, ctx, ctx)
     else:
         ctx[:] = 0
     z = zfeat[y >> 1, x >> 1]
@@ -242,17 +245,19 @@ def trunk_pixel(u_pad, zfeat, y, x, r0, dy, dx, win_w, win_b, win_s, tw1, tb1, t
         ctx[j] += np.int64(z[j])
     for k in range(tw1.shape[0]):
         for j in range(ph):
-            a[j] = max(ctx[j], 0)
-        _dense(a, tw1[k], tb1[k], ts1[k], 0, lim, h)
-        _dense(h, tw2[k], tb2[k], ts2[k], -lim, lim, a)
+            a[j] = max(ctx[j], 0)          # |ctx| < 2**25 (module docstring): int32
+        _dense(a, tw1[k], tb1[k], ts1[k], 0, lim, acc, h)
+        _dense(h, tw2[k], tb2[k], ts2[k], -lim, lim, acc, acc[:ph])
         for j in range(ph):
-            ctx[j] += a[j]
+            ctx[j] += acc[j]
 
 
 @njit(cache=True, nogil=True)
 def trunk_scratch(dy, C, ph, inner):
-    """The scratch arrays of :func:`trunk_pixel`: (feats, a, h)."""
-    return np.empty(max(dy.shape[0] * C, 1), np.int64), np.empty(ph, np.int64), np.empty(inner, np.int64)
+    """The scratch of :func:`trunk_pixel`: the window's inputs, the stream's and the inner
+    layer's (int32, the products' inputs), and an int64 accumulator."""
+    return (np.empty(max(dy.shape[0] * C, 1), np.int32), np.empty(ph, np.int32),
+            np.empty(inner, np.int32), np.empty(max(ph, inner), np.int64))
 
 
 @njit(cache=True, nogil=True)
@@ -260,18 +265,27 @@ def _trunk(u_pad, zfeat, ys, xs, r0, dy, dx, win_w, win_b, win_s, tw1, tb1, ts1,
     n = ys.shape[0]
     ph = zfeat.shape[2]
     t = np.empty((n, ph), np.int64)
-    feats, a, h = trunk_scratch(dy, u_pad.shape[0], ph, tw1.shape[2])
+    scratch = trunk_scratch(dy, u_pad.shape[0], ph, tw1.shape[2])
     for i in range(n):
         trunk_pixel(u_pad, zfeat, ys[i], xs[i], r0, dy, dx, win_w, win_b, win_s, tw1, tb1, ts1,
-                    tw2, tb2, ts2, lim, feats, a, h, t[i])
+                    tw2, tb2, ts2, lim, scratch, t[i])
     return t
 
 
 @njit(cache=True, nogil=True)
+def head_scratch(ph, inner, n_out):
+    """The scratch of :func:`head_pixel`: its input (int64, and int32 when it fits), the
+    inner layer's output (int32) and an int64 accumulator."""
+    return (np.empty(ph, np.int64), np.empty(ph, np.int32), np.empty(inner, np.int32),
+            np.empty(max(inner, n_out), np.int64))
+
+
+@njit(cache=True, nogil=True)
 def head_pixel(c, t, prev, embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, out_s, lim,
-               u, h, params):
+               scratch, params):
     """params [n_params[c]] = channel c's head output for one pixel of trunk features t [ph],
-    its earlier channels' values in prev (u [ph], h [inner]: scratch)."""
+    its earlier channels' values in prev (scratch: :func:`head_scratch`)."""
+    u, u32, h, acc = scratch
     ph = t.shape[0]
     for j in range(ph):
         u[j] = t[j]
@@ -281,10 +295,19 @@ def head_pixel(c, t, prev, embed, autoregressive, hid_w, hid_b, hid_s, out_w, ou
             e = embed[base + p, prev[p]]
             for j in range(ph):
                 u[j] += e[j]
+    wide = False
     for j in range(ph):
         u[j] = max(u[j], 0)
-    _dense(u, hid_w[c], hid_b[c], hid_s[c], 0, lim, h)
-    _dense(h, out_w[c], out_b[c], out_s[c], -lim, lim, params)
+        wide |= u[j] > 0x7FFFFFFF
+    # the embeddings are only bounded by 2**31 each: the int64 products where the sum
+    # does not fit int32 (the same integers, more slowly)
+    if wide:
+        _dense(u, hid_w[c], hid_b[c], hid_s[c], 0, lim, acc, h)
+    else:
+        for j in range(ph):
+            u32[j] = u[j]
+        _dense(u32, hid_w[c], hid_b[c], hid_s[c], 0, lim, acc, h)
+    _dense(h, out_w[c], out_b[c], out_s[c], -lim, lim, acc, params)
 
 
 @njit(cache=True, nogil=True)
@@ -294,11 +317,10 @@ def _head(c, t, prev, embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, 
           sig_bits):
     n, ph = t.shape
     params = np.empty((n, n_params[c]), np.int64)
-    u = np.empty(ph, np.int64)
-    h = np.empty(hid_w.shape[2], np.int64)
+    scratch = head_scratch(ph, hid_w.shape[2], out_w.shape[2])
     for i in range(n):
         head_pixel(c, t[i], prev[i], embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b,
-                   out_s, lim, u, h, params[i])
+                   out_s, lim, scratch, params[i])
     if not logistic:
         return _softmax_rows(params, exp, act_bits - exp_step_bits)
     q = c if autoregressive else 0
