@@ -1,4 +1,4 @@
-"""Large images: ``python -m bench.large [--size 4096] [--grey] [--model default]``.
+"""Large images: ``python -m bench.large [--size 4096] [--grey] [--model default] [--threads 1]``.
 
 The picture is a mosaic of Kodak photos (each used whole where it fits, cut at the right and
 bottom edges), so the content is natural, not noise or a flat field.  It is encoded and decoded
@@ -45,10 +45,10 @@ def mosaic(photos: list[np.ndarray], size: int, grey: bool = False) -> np.ndarra
     return out
 
 
-def measure(img: np.ndarray, name: str, model: str, beta: float | None = None) -> dict:
+def measure(img: np.ndarray, name: str, model: str, beta: float | None = None, threads: int = 1) -> dict:
     if beta is not None:
         return measure_lossy(img, name, model, beta)
-    codec = load_codec(model)
+    codec = load_codec(model, threads=threads)
     t = time.perf_counter()
     data = codec.encode(img)
     enc = time.perf_counter() - t
@@ -56,7 +56,7 @@ def measure(img: np.ndarray, name: str, model: str, beta: float | None = None) -
     t = time.perf_counter()
     out = codec.decode(data)
     dec = time.perf_counter() - t
-    return {"image": name, "model": model,
+    return {"image": name, "model": model if threads == 1 else f"{model}, {threads} threads",
             "bytes": len(data), "bpd": len(data) * 8 / img.size, "exact": bool(np.array_equal(out, img)),
             "enc_s": enc, "dec_s": dec, "peak_rss_mb_after_encode": rss_enc, "peak_rss_mb_after_decode": peak_rss_mb()}
 
@@ -100,12 +100,13 @@ def main(argv=None) -> None:
     ap.add_argument("--grey", action="store_true")
     ap.add_argument("--model", default="default")
     ap.add_argument("--beta", type=float, default=None, help="Lossy coding at this beta (a lossy model).")
+    ap.add_argument("--threads", type=int, default=1, help="Threads of the lossless codec.")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args(argv)
     command = "python -m bench.large " + " ".join(argv if argv is not None else sys.argv[1:])
     img = mosaic(list(D.load_dataset("kodak", 24)), args.size, args.grey)
     name = f"kodak mosaic {args.size}x{args.size} {'grey' if args.grey else 'RGB'}"
-    row = measure(img, name, args.model, args.beta)
+    row = measure(img, name, args.model, args.beta, args.threads)
     row["command"] = command
     print(json.dumps(row))
     write([row], Path(args.out), {"machine": f"{platform.machine()} {platform.processor() or 'cpu'}",

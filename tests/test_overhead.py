@@ -131,8 +131,8 @@ def test_a_starved_near_lossless_archive_is_interleaved_and_round_trips(rng):
 
 def test_a_later_version_is_refused_by_name():
     data = bytearray(load_codec("default").encode(quadrants()[0][:8, :8]))
-    data[4] = 5
-    with pytest.raises(VlaeError, match="version 5"):
+    data[4] = 6
+    with pytest.raises(VlaeError, match="version 6"):
         unpack(bytes(data))
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import VlaeError
-from .fileformat import ALPHA_NAMES, MODE_LATENT, MODE_NAMES, unpack_header, with_metadata
+from .fileformat import ALPHA_NAMES, MODE_LATENT, MODE_NAMES, STRIPES_VERSION, unpack_header, with_metadata
 from .zoo import DEFAULT_LOSSY_MODEL, DEFAULT_MODEL, is_lossy_model, load_model, load_weights, resolve
 
 if TYPE_CHECKING:
@@ -261,6 +261,8 @@ def info(data: bytes) -> dict:
         rec["alpha"] = ALPHA_NAMES[first.alpha]
     if header.metadata.get(0):   # what the first image carries beside its pixels, in bytes
         rec["metadata"] = {k: len(v) for k, v in sorted(header.metadata[0].items())}
+    if header.version == STRIPES_VERSION:   # coded as independent stripes, decoded threads at once
+        rec["stripes"] = len(header.bands)
     if header.max_error:
         rec["max_error"] = header.max_error
     if header.channel_bits:

@@ -74,6 +74,12 @@ class CodingStats:
     bits_back: float = 0.0
     starved: bool = False   # a band popped its z from a stack holding fewer bits than z_bits per latent
 
+    def add(self, other: CodingStats) -> None:
+        self.bits_pixels += other.bits_pixels
+        self.bits_prior += other.bits_prior
+        self.bits_back += other.bits_back
+        self.starved |= other.starved
+
 
 def units(infos: list[ImageInfo], last_bands: list[int]) -> list[Unit]:
     """The bands of all images, in decoding order: one band per image, except the last
@@ -155,10 +161,7 @@ class BandChain:
             alt = self._encode(images, infos, other, max_error, interleaved, tail, version)
             if len(alt) < len(data):
                 data, first = alt, other
-        stats.bits_pixels += first.bits_pixels
-        stats.bits_prior += first.bits_prior
-        stats.bits_back += first.bits_back
-        stats.starved |= first.starved
+        stats.add(first)
         return data
 
     def _encode(self, images: list[np.ndarray], infos: list[ImageInfo], stats: CodingStats,

@@ -27,7 +27,8 @@ from .errors import VlaeError
 MAGIC = b"VLAE"
 VERSION = 3                                   # what new lossy files are written as
 RANS_VERSION = 4                              # new lossless and near-lossless files: rANS payload
-VERSIONS = (2, 3, 4)                          # what this build reads
+STRIPES_VERSION = 5                           # ... of large images: version 4 files of stripes (stripes.py)
+VERSIONS = (2, 3, 4, 5)                       # what this build reads
 MODE_LOSSLESS = 0
 MODE_NEAR_LOSSLESS = 1
 MODE_LOSSY = 2                                # z only, from a VLAE model (0.3)
@@ -84,7 +85,7 @@ class Header:
     images: list[ImageInfo] = field(default_factory=list)
     mode: int = MODE_LOSSLESS
     version: int = VERSION
-    bands: list[int] = field(default_factory=list)  # rows of the last image's bands, top to bottom
+    bands: list[int] = field(default_factory=list)  # rows of the last image's bands, top to bottom (version 5: of its stripes)
     digest: bytes = bytes(8)   # SHA-256 prefix of all decoded pixels, image after image
     max_error: int = 0         # near-lossless: every subpixel within this of the original
     recon: int = 0             # lossy: index into RECON_NAMES
@@ -409,8 +410,11 @@ def _unpack3(data: bytes) -> tuple[Header, int]:
             or header.filter_kinds > 1 and not header.filtered \
             or header.residuals and header.version != RANS_VERSION:
         raise VlaeError("corrupt header (flags)")
-    if header.version == RANS_VERSION and header.mode not in (MODE_LOSSLESS, MODE_NEAR_LOSSLESS):
-        raise VlaeError("corrupt header (version 4 holds lossless and near-lossless files only)")
+    if header.version >= RANS_VERSION and header.mode not in (MODE_LOSSLESS, MODE_NEAR_LOSSLESS):
+        raise VlaeError(f"corrupt header (version {header.version} holds lossless and near-lossless files only)")
+    if header.version == STRIPES_VERSION and (header.interleaved or len(runs) != 1 or runs[0][0] != 1
+                                              or runs[0][3] >> 4 == ALPHA_PLANE or len(header.bands) < 2):
+        raise VlaeError("corrupt header (version 5: one image without a coded alpha, in two or more stripes)")
     if not 1 <= len(runs) <= MAX_IMAGES or not 1 <= header.z_bits <= 16:
         raise VlaeError("corrupt header")
     header.images = _images(runs)

@@ -48,6 +48,9 @@ def source(name: str) -> np.ndarray:
         return np.ascontiguousarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]))
     if name == "rgb256-tiled":   # large enough for a filter of kind 1 to pay
         return np.ascontiguousarray(np.tile(source("rgb128"), (2, 2, 1)))
+    if name == "grey512-tiled":   # large enough (2**18 pixels) to be cut into stripes
+        grey = np.asarray(Image.open(ROOT / SAMPLE).convert("L"))[..., None]
+        return np.ascontiguousarray(np.tile(grey, (4, 4, 1)))
     if name == "rgba":
         box = SOURCES["rgb"][0]
         sample = Image.open(ROOT / SAMPLE)
@@ -65,6 +68,8 @@ def describe(name: str) -> str:
         return describe("rgb") + ", with an opaque alpha"
     if name == "rgb256-tiled":
         return describe("rgb128") + ", tiled 2 x 2"
+    if name == "grey512-tiled":
+        return f"{SAMPLE} as L, tiled 4 x 4"
     (rows, cols), mode = SOURCES[name]
     return f"{SAMPLE}[{rows.start}:{rows.stop}, {cols.start}:{cols.stop}] as {mode}"
 
@@ -110,6 +115,8 @@ V4R_KINDS = [("v4r-lossless-rgb", "lossless", "encode", ["rgb"], {}),
              ("v4r-lossless-rgb64", "lossless", "encode", ["rgb64"], {})]
 ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, **opts})
             for model in ("default", "fast") for suffix, mode, fn, srcs, opts in V4R_KINDS]
+# vlaecodec 0.17: format version 5, a large image in stripes (two of 256 rows)
+ENTRIES += [("fast-v5-stripes-grey512.vlae", "fast", "lossless", "encode", ["grey512-tiled"], {"model": "fast"})]
 # the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
 # a subpixel one level apart; these entries also keep the decoded pixels (NAME.npy) and allow
 # that difference (``tolerance``)
