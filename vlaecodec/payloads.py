@@ -25,8 +25,10 @@ from .wave_coder import WaveCoder
 
 # Posterior tables are 2**z_bits entries per latent: a large band's would not fit in memory
 # at once, so they are made and coded a chunk at a time.  Chunks pushed last-first are the
-# same symbol-by-symbol pushes as one call, so the bits do not change.
-LATENT_CHUNK = 1 << 14
+# same symbol-by-symbol pushes as one call, so the bits do not change.  A chunk's integer
+# tables take 2**12 * 257 * 8 bytes twice (8 MB, where 2**14 took 34 MB): stripes decoded
+# at once (stripes.py) each hold their own.
+LATENT_CHUNK = 1 << 12
 
 
 def _chunks(n: int) -> range:

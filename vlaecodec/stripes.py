@@ -25,7 +25,7 @@ from .errors import VlaeError
 from .fileformat import RANS_VERSION, Header, ImageInfo, unpack_header
 
 STRIPE_PIXELS = 1 << 17   # pixels per stripe, at least: an image of fewer is one stream
-MIN_STRIPE_ROWS = 64      # a thinner stripe would code too many rows without the rows above
+MIN_STRIPE_ROWS = 128     # thinner stripes would code too many rows without the rows above
 MAX_STRIPES = 8
 
 
