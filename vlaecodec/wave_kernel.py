@@ -28,7 +28,7 @@ prepared, :func:`_int_matrix`; the rest follows from the clipping):
   B residual blocks adds one more clipped output: |ctx| <= (2 + B) * 2**22 < 2**25 for B <= 6.
   A head adds at most C-1 = 2 embeddings, each checked to be below 2**31: every layer input
   is below 2**33.  The inputs are int32 wherever they fit (the window's, the trunk's, the
-  inner layers' and a head's whose sum stays below 2**31, in practice every one), so each
+  inner layers' and a head's whose sum stays below 2**31), so each
   product is of two int32 widened to int64 (:func:`_dense`); a head input above 2**31 takes
   int64 products, the same integers;
 * so every accumulator, bias + sum_k x_k w_k, is below 2**53 + 2**33 * 2**29 < 2**63: int64
