@@ -10,7 +10,8 @@ so too.  The files do not depend on the thread count.
 What it costs: a stripe's pixel window does not reach into the stripe above (its first
 row is coded as an image's first row is), and each stripe has a bottom band with nothing
 to borrow from.  Two stripes made Kodak 1, 5 and 23 0.1-0.3% larger than one stream with
-the `fast` model, and on two threads halved the time to decode them.
+the `fast` model; two threads decoded the two halves in 0.54 times one thread's time
+(CHANGELOG 0.17.0 has the whole-process figures).
 
 >>> stripe_heights(512, 768), stripe_heights(768, 512), stripe_heights(500, 500)
 ([256, 256], [384, 384], [500])
