@@ -16,11 +16,26 @@ def numpy_path(net, u_pad, zfeat, ys, xs, r0, prev):
     return t, [net.probabilities(c, t, prev if c else None) for c in range(net.cfg.channels)]
 
 
+def wave_rows(kernel, u_pad, zfeat, ys, xs, r0, prev):
+    """What the wave coder's kernels compute a layer at a time for a set of pixels: trunk
+    features and every channel's head output."""
+    from vlaecodec.wave_kernel import head_rows, trunk_rows
+    zf = kernel._channels_last(zfeat)
+    t = np.empty((len(ys), zf.shape[2]), np.int64)
+    trunk_rows(u_pad, zf, ys.astype(np.int64), xs.astype(np.int64), r0, kernel.trunk_w, t)
+    params = np.zeros((len(ys), kernel.channels, kernel.out_w.shape[2]), np.int64)
+    for c in range(kernel.channels):
+        head_rows(c, t, np.ascontiguousarray(prev, np.int64), kernel.head_w, params[:, c])
+    return t, params
+
+
 def check(net, x, zfeat, r0=0, rows=None):
-    """Every wave of rows [r0, r1) of x [C,H,W]: kernel == numpy path, bit for bit."""
+    """Every wave of rows [r0, r1) of x [C,H,W]: kernel == numpy path, bit for bit; the
+    wave's rows by BLAS == the same rows in int64 (no BLAS) == the numpy path's trunk."""
     coder = PixelCoder(net)
     u_pad = coder.padded_input(x)
     kernel = WaveKernel(net)
+    reference = WaveKernel(net, blas=False)
     r1 = x.shape[1] if rows is None else rows
     waves = coder.schedule(r1 - r0, x.shape[2])
     # every wave of a small band; a sample of a large one (first, last, widest, some between)
@@ -37,6 +52,10 @@ def check(net, x, zfeat, r0=0, rows=None):
         both = kernel.tables(u_pad, zfeat, ys, xs, r0, prev)
         for c in range(net.cfg.channels):
             assert np.array_equal(both[c], p_want[c])
+        t_blas, params_blas = wave_rows(kernel, u_pad, zfeat, ys, xs, r0, prev)
+        t_int, params_int = wave_rows(reference, u_pad, zfeat, ys, xs, r0, prev)
+        assert np.array_equal(t_blas, t_want) and np.array_equal(t_int, t_want)
+        assert np.array_equal(params_blas, params_int)
 
 
 def random_zfeat(net, rng, H, W):

@@ -52,6 +52,62 @@ def rows_of(a: np.ndarray, lo: int, hi: int, pad_cols: int) -> np.ndarray:
     return np.pad(a[max(lo, 0):min(hi, H)], ((max(0, -lo), max(0, hi - H)), (pad_cols, pad_cols), (0, 0)))
 
 
+def space_to_depth(a: np.ndarray) -> np.ndarray:
+    """[H, W, C] (H, W even) as [H/2, W/2, 4C]: each 2x2 block's pixels side by side, in the
+    order (row in block, column in block, channel)."""
+    H, W, C = a.shape
+    return np.ascontiguousarray(a.reshape(H // 2, 2, W // 2, 2, C).transpose(0, 2, 1, 3, 4)).reshape(H // 2, W // 2, 4 * C)
+
+
+def space_to_depth_taps(taps: np.ndarray) -> np.ndarray:
+    """Taps [kh, kw, C, N] of a stride-2 kernel (kh, kw even) as the taps [kh/2, kw/2, 4C, N]
+    of the stride-1 kernel that reads :func:`space_to_depth`'s blocks: the same sums."""
+    kh, kw, C, N = taps.shape
+    t = taps.reshape(kh // 2, 2, kw // 2, 2, C, N).transpose(0, 2, 1, 3, 4, 5)
+    return np.ascontiguousarray(t).reshape(kh // 2, kw // 2, 4 * C, N)
+
+
+# Below this many input channels a tap row (kw taps) is gathered into one product, with kw
+# times the depth; above it each tap is its own product over a view, with no copy at all.
+GATHER_BELOW_CHANNELS = 64
+
+
+def flat_conv(ap: np.ndarray, taps: np.ndarray, ho: int) -> np.ndarray:
+    """Sums of a stride-1 convolution, [ho, Wp, N], of a padded input ap [ho + kh - 1, Wp, C]
+    by taps [kh, kw, C, N]; output column x < Wp - kw + 1 is valid, the rest is not.
+
+    Why: in the rows of ap laid end to end (one [rows*Wp, C] matrix), the input under tap
+    (ky, kx) of every output position is one contiguous run, starting at ky*Wp + kx, if each
+    output row is Wp wide (its last kw - 1 columns read across the row's end and are thrown
+    away).  So every tap is a matrix product over a view: BLAS at full speed, no gathering.
+
+    >>> rng = np.random.default_rng(0)
+    >>> a, t = rng.integers(-9, 9, (6, 7, 2)).astype(float), rng.integers(-9, 9, (3, 3, 2, 4)).astype(float)
+    >>> want = sum(a[ky:ky + 4, kx:kx + 5] @ t[ky, kx] for ky in range(3) for kx in range(3))
+    >>> bool((flat_conv(a, t, 4)[:, :5] == want).all())
+    True
+    """
+    kh, kw, C, N = taps.shape
+    Wp = ap.shape[1]
+    flat = np.ascontiguousarray(ap[:ho + kh - 1]).reshape(-1)
+    n = ho * Wp - (kw - 1)          # output positions up to the last valid one
+    acc = np.zeros((ho * Wp, N))
+    part = np.empty((n, N))
+    gather = C < GATHER_BELOW_CHANNELS and kw > 1
+    windows = np.lib.stride_tricks.sliding_window_view(flat, kw * C)[::C] if gather else None
+    for ky in range(kh):
+        if gather:
+            terms = [(np.ascontiguousarray(windows[ky * Wp:ky * Wp + n]), taps[ky].reshape(kw * C, N))]
+        else:
+            rows = flat.reshape(-1, C)
+            terms = [(rows[ky * Wp + kx:ky * Wp + kx + n], taps[ky, kx]) for kx in range(kw)]
+        for x, w in terms:
+            np.matmul(x, w, out=part)
+            acc[:n] += part
+    return acc.reshape(ho, Wp, N)
+
+
+
 class QLinear:
     """A convolution (or 1x1 layer) with integer weights: out = floor(W.x + b) at scale 2**out_bits.
     ``weight`` [out, in, kh, kw] and ``bias`` [out] are float arrays (any array-like)."""
@@ -74,6 +130,9 @@ class QLinear:
         self.kernel = tuple(self.weight.shape[-2:])
         self.taps = np.ascontiguousarray(self.weight.transpose(2, 3, 1, 0))
         self.tap_matrix = self.taps.reshape(-1, self.taps.shape[-1])
+        # a stride-2 kernel of even size is a stride-1 kernel of half the size over 2x2 blocks
+        even = stride == 2 and self.kernel[0] % 2 == 0 and self.kernel[1] % 2 == 0
+        self.s2d_taps = space_to_depth_taps(self.taps) if even else None
 
     def conv(self, a: np.ndarray) -> np.ndarray:
         """The layer on a batch [B, C, H, W] (float64 holding integers)."""
@@ -109,31 +168,35 @@ class QLinear:
         return out
 
     def _conv_rows(self, ap: np.ndarray, ho: int, wo: int) -> np.ndarray:
-        """The layer on a padded input holding exactly the rows that ho output rows read."""
+        """The layer on a padded input holding (at least) the rows that ho output rows read."""
         C = ap.shape[2]
         (kh, kw), s = self.kernel, self.stride
-        def tap(ky, kx):  # input under tap (ky, kx) of every output position, [ho*wo, C]
-            return ap[ky:ky + s * (ho - 1) + 1:s, kx:kx + s * (wo - 1) + 1:s].reshape(ho * wo, C)
         if kh * kw * C <= self.IM2COL_MAX_FAN_IN:
-            cols = np.concatenate([tap(ky, kx) for ky in range(kh) for kx in range(kw)], axis=1)
-            acc = cols @ self.tap_matrix
-        else:
-            acc = tap(0, 0) @ self.taps[0, 0]
-            part = np.empty_like(acc)
-            for ky in range(kh):
-                for kx in range(kw):
-                    if ky or kx:
-                        np.matmul(tap(ky, kx), self.taps[ky, kx], out=part)
-                        acc += part
+            # thin input: every tap of a position side by side, one product
+            cols = np.concatenate([ap[ky:ky + s * (ho - 1) + 1:s, kx:kx + s * (wo - 1) + 1:s].reshape(ho * wo, C)
+                                   for ky in range(kh) for kx in range(kw)], axis=1)
+            return self._finish(cols @ self.tap_matrix).reshape(ho, wo, -1)
+        ap = ap[:s * (ho - 1) + kh]
+        if s == 1:
+            return self._finish_flat(flat_conv(ap, self.taps, ho), wo)
+        if self.s2d_taps is not None and ap.shape[0] % 2 == 0 and ap.shape[1] == s * (wo - 1) + kw:
+            return self._finish_flat(flat_conv(space_to_depth(ap), self.s2d_taps, ho), wo)
+        acc = 0     # any other stride: a product per tap over gathered (strided) positions
+        for ky in range(kh):
+            for kx in range(kw):
+                acc = acc + ap[ky:ky + s * (ho - 1) + 1:s, kx:kx + s * (wo - 1) + 1:s].reshape(ho * wo, C) \
+                    @ self.taps[ky, kx]
         return self._finish(acc).reshape(ho, wo, -1)
 
+    def _finish_flat(self, acc: np.ndarray, wo: int) -> np.ndarray:
+        """:meth:`_finish` of :func:`flat_conv`'s sums [ho, Wp, N], less the columns past wo."""
+        ho, Wp, N = acc.shape
+        return self._finish(acc.reshape(ho * Wp, N)).reshape(ho, Wp, N)[:, :wo]
+
     def _finish(self, acc: np.ndarray) -> np.ndarray:
-        """Bias, shift (floor) and clip of the sums, in place: the output integers."""
-        acc += self.bias
-        if self.shift:
-            acc *= self.scale       # a power of two: exact
-            np.floor(acc, out=acc)
-        return np.clip(acc, -ACT_LIMIT, ACT_LIMIT, out=acc)
+        """Bias, shift (floor) and clip of the sums [n, out], in place and in one pass: the
+        output integers."""
+        return finish_rows(acc, self.bias, self.scale, ACT_LIMIT, False)
 
     # A 3x3 convolution (padding 1) of a nearest-upsampled image reads, for each output phase
     # (row parity, column parity), only 2x2 pixels of the small image: for an even output row

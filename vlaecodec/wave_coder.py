@@ -39,7 +39,7 @@ from .residuals import Residuals, choose_weight, hist_slot, learn, mix, predict,
 from .fixedpoint import SIGMOID_BITS, logistic_cdf, logistic_components
 from .pixels import PixelCoder
 from .rans import PRECISION, pop_slot, pop_symbol
-from .wave_kernel import LIMIT, WaveKernel, head_pixel, head_scratch, trunk_pixel, trunk_scratch
+from .wave_kernel import WaveKernel, head_rows, trunk_rows
 from .workers import workers
 
 ENCODE_CHUNK = 1 << 13      # pixels per encoder work item
@@ -278,19 +278,13 @@ def _bisect_residual(slot, width, bins, total, a, cand_bin, cdf, w, inv_s, base,
 @njit(cache=True, nogil=True)
 def _net_stage(c, t, ylo, lo, hi, W, lag, r0, u_pad, zfeat, trunk_w, head_w, T, P, prev):
     """Channel c's head output P of pixels [lo, hi) of wave t (for c = 0, their trunk T
-    first): every pixel on its own, so any split of [0, m) gives the same integers."""
-    (dy, dx, win_w, win_b, win_s, tw1, tb1, ts1, tw2, tb2, ts2, lim) = trunk_w
-    (embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, out_s, n_params, _) = head_w
-    ph = zfeat.shape[2]
-    trunk_s = trunk_scratch(dy, u_pad.shape[0], ph, tw1.shape[2])
-    head_s = head_scratch(ph, hid_w.shape[2], out_w.shape[2])
-    for i in range(lo, hi):
-        if c == 0:
-            y, xx = _pixel_at(t, ylo, i, W, lag)
-            trunk_pixel(u_pad, zfeat, y, xx, r0, dy, dx, win_w, win_b, win_s, tw1, tb1, ts1,
-                        tw2, tb2, ts2, lim, trunk_s, T[i])
-        head_pixel(c, T[i], prev[i], embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b,
-                   out_s, lim, head_s, P[i, :n_params[c]])
+    first): every pixel's integers on their own, so any split of [0, m) gives the same."""
+    if c == 0:
+        ys, xs = np.empty(hi - lo, np.int64), np.empty(hi - lo, np.int64)
+        for i in range(lo, hi):
+            ys[i - lo], xs[i - lo] = _pixel_at(t, ylo, i, W, lag)
+        trunk_rows(u_pad, zfeat, ys, xs, r0, trunk_w, T[lo:hi])
+    head_rows(c, T[lo:hi], prev[lo:hi], head_w, P[lo:hi])
 
 
 @njit(cache=True, nogil=True)
@@ -382,9 +376,7 @@ class WaveCoder:
         self.lag = lag or 0
         self.up, self.left = up, left
         self.threads = max(1, threads)
-        self.trunk_w = (k.dy, k.dx, *k.win, *k.trunk1, *k.trunk2, np.int64(LIMIT))
-        self.head_w = (k.embed, k.autoregressive, k.hid_w, k.hid_b, k.hid_s, k.out_w, k.out_b,
-                       k.out_s, k.n_params, np.int64(LIMIT))
+        self.trunk_w, self.head_w = k.trunk_w, k.head_w
         (act_bits, exp_step_bits, mix_shift, grid_bits, ls_lo, ls_hi, inv_scale, edges, sig_table,
          step_bits, n_grid, exp_table, _) = k.table_args
         # F is shifted right until F(levels) < 2**(63 - 24 - 12): a logistic mixture's is

@@ -9,11 +9,15 @@ for a set of pixels (a wave, or a chunk of waves) exactly what the numpy path co
 * :meth:`WaveKernel.first`: both for channel 0 (what a decoder needs before its first pop);
 * :meth:`WaveKernel.tables`: every channel's rows when all pixels are known (the encoder).
 
-Each is one or two calls of fused numba kernels (gather, layers, table) per pixel set, with no
-Python between the layers.  The numpy path carries integers in float64 and is exact because
-every sum stays below 2**53; here they are int64 sums of integer products, exact below 2**63,
-so both give the same integers and hence the same float64 probability rows (one correctly
-rounded division per entry, from the same integer masses).
+Each is one or two calls of numba kernels per pixel set, with no Python between the layers.
+A layer of a pixel set is one float64 matrix product (BLAS, called from numba) whenever that
+product is exact: its inputs and weights are integers and the layer's bound
+(:func:`_float_matrix`) keeps every partial sum below 2**53, in any order of summation, so
+any BLAS on any CPU gives the same integers (a gemm sums the products, in some order; no
+BLAS uses a fast, inexact algorithm for it).  Where an input exceeds the bound (the zoo's
+clipped activations never do) the layer falls back to exact int64 sums (:func:`_dense`).
+The numpy path carries the same integers in float64, so both give the same float64
+probability rows (one correctly rounded division per entry, from the same integer masses).
 
 Why each integer width is safe (the weight bounds are checked when the weights are
 prepared, :func:`_int_matrix`; the rest follows from the clipping):
@@ -27,14 +31,10 @@ prepared, :func:`_int_matrix`; the rest follows from the clipping):
   window output plus the z features (clipped to 2**22 by their last layer), and each of the
   B residual blocks adds one more clipped output: |ctx| <= (2 + B) * 2**22 < 2**25 for B <= 6.
   A head adds at most C-1 = 2 embeddings, each checked to be below 2**31: every layer input
-  is below 2**33.  The inputs are int32 wherever they fit (the window's, the trunk's, the
-  inner layers' and a head's whose sum stays below 2**31), so each
-  product is of two int32 widened to int64 (:func:`_dense`); a head input above 2**31 takes
-  int64 products, the same integers;
-* so every accumulator, bias + sum_k x_k w_k, is below 2**53 + 2**33 * 2**29 < 2**63: int64
-  sums never overflow, whatever the order.  The numpy path is exact only while its float64
-  sums stay below 2**53 (which the layer scaling guarantees for inputs clipped to 2**22);
-  wherever it is exact, the two agree bit for bit.
+  is below 2**33;
+* so every int64 accumulator of the fallback, bias + sum_k x_k w_k, is below
+  2**53 + 2**33 * 2**29 < 2**63: it never overflows, whatever the order.  The matrix
+  products are exact while each input is within the layer's bound, checked per product.
 * bias: round(b * 2**(w_bits + in_bits)), checked to be an integer below 2**53 (held exactly
   in float64 by the numpy path);
 * floor(v * 2**-shift) of the numpy path is ``v >> shift`` on int64 (an arithmetic shift
@@ -42,11 +42,12 @@ prepared, :func:`_int_matrix`; the rest follows from the clipping):
 
 Rows are independent, so any split of a pixel set between threads gives the same rows; the
 kernels release the GIL (``nogil``), so the split waves of ``--threads 2`` run in parallel.
+The BLAS is held to one thread (:func:`use_one_blas_thread`): the coders' own threads share
+the cores.
 
-Speed (2-core AMD EPYC, AVX2): `fast`'s trunk (a 93x96 window layer, two blocks of
-96-32-96) costs about 5.6 us a pixel, and its three heads (96-32-25 each) have about half as many
-multiply-adds again; the vector multiplies bound them.  The first use after an install compiles the kernels (numba
-then caches them on disk).
+Speed (2-core AMD EPYC, AVX2): a product of a wave of 64-256 pixels runs at 10-16 GMAC/s in
+one thread, against 3-5 for per-pixel int64 loops.  The first use after an install compiles
+the kernels (numba then caches them on disk).
 """
 from __future__ import annotations
 
@@ -100,10 +101,44 @@ def _stack(layers):
     return W, b, np.array([s for _, _, s in layers], np.int64)
 
 
+def _float_matrix(w: np.ndarray, blas: bool = True) -> tuple[np.ndarray, np.ndarray | float]:
+    """(w as float64, the exact-product bound of each matrix): the integer weights [..., fan_in,
+    out] of one layer or of stacked ones, and for each matrix the largest input magnitude
+    (a float64 integer) for which every partial sum of x @ w stays below 2**53 in magnitude,
+    whatever the order: then float64's products and sums are all exact (:func:`_rows`).
+    ``blas=False``: a bound of -1, which no input meets."""
+    w = np.asarray(w, np.int64)
+    col_sums = np.abs(w).sum(axis=-2)                       # sum_k |w[k, j]|, per output
+    worst = np.maximum(col_sums.max(axis=-1, initial=0), 1)
+    limit = ((F64_EXACT - 1) // worst).astype(np.float64) if blas else np.full(worst.shape, -1.0)
+    return np.ascontiguousarray(w.astype(np.float64)), (float(limit) if w.ndim == 2 else limit)
+
+
+def use_one_blas_thread() -> None:
+    """Load the BLAS that numba's matrix products call (scipy's, through
+    ``scipy.linalg.cython_blas``) and keep it to one thread: the coders run one kernel per
+    thread of their own, and a product of a wave is too small to share.  A BLAS that numpy
+    loaded first (the same library) is left as it is."""
+    global _BLAS_SET
+    if _BLAS_SET:
+        return
+    from threadpoolctl import ThreadpoolController
+    before = {lib.filepath for lib in ThreadpoolController().lib_controllers}
+    import scipy.linalg.cython_blas  # noqa: F401  (numba finds dgemm there)
+    ctl = ThreadpoolController()
+    new = [lib.filepath for lib in ctl.lib_controllers if lib.filepath not in before]
+    if new:
+        ctl.select(filepath=new).limit(limits=1)
+    _BLAS_SET = True
+
+
+_BLAS_SET = False
+
+
 class WaveKernel:
     """The pixel decoder of one exact network (``local`` or ``factorized``), for the kernels."""
 
-    def __init__(self, net: ExactVLAE):
+    def __init__(self, net: ExactVLAE, blas: bool = True):
         cfg = net.cfg
         self.cfg = cfg
         self.channels, self.levels = cfg.channels, cfg.levels
@@ -145,6 +180,19 @@ class WaveKernel:
                            exp_table(), SIGMOID_BITS)
         self.exp = exp_table()
         self._zfeat = None
+        # every layer again as float64 for one BLAS product per set of pixels (:func:`_rows`),
+        # with the largest input for which that product is exact
+        # (``blas=False``: never; the tests' reference)
+        floats = [_float_matrix(w, blas) for w in (self.win[0], self.trunk1[0], self.trunk2[0],
+                                                    self.hid_w, self.out_w)]
+        if blas:
+            use_one_blas_thread()
+        # the weights as the kernels take them (wave_coder's _net_stage)
+        self.trunk_w = (self.dy, self.dx, *self.win, *self.trunk1, *self.trunk2, np.int64(LIMIT),
+                        *floats[0], *floats[1], *floats[2])
+        self.head_w = (self.embed, self.autoregressive, self.hid_w, self.hid_b, self.hid_s,
+                       self.out_w, self.out_b, self.out_s, self.n_params, np.int64(LIMIT),
+                       *floats[3], *floats[4])
         # the largest layer input (see the module's bounds) times sum|w| < 2**30, plus a bias
         largest_input = (2 + len(net.trunk)) * LIMIT + (C - 1) * int(np.abs(self.embed).max(initial=0))
         if largest_input.bit_length() + 30 > 62:
@@ -158,8 +206,10 @@ class WaveKernel:
         W+left+right] is the whole image's padded input (float64 holding integers)."""
         ys = np.ascontiguousarray(ys, np.int64)
         xs = np.ascontiguousarray(xs, np.int64)
-        return _trunk(u_pad, self._channels_last(zfeat), ys, xs, r0, self.dy, self.dx, *self.win,
-                      *self.trunk1, *self.trunk2, LIMIT)
+        zf = self._channels_last(zfeat)
+        t = np.empty((len(ys), zf.shape[2]), np.int64)
+        trunk_rows(u_pad, zf, ys, xs, r0, self.trunk_w, t)
+        return t
 
     def probabilities(self, c: int, t: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
         """Probability rows [n, levels] of channel c from trunk features t; prev [n, >= c]
@@ -194,23 +244,16 @@ class WaveKernel:
         return last[1]
 
     def _head_args(self):
-        return (self.embed, self.autoregressive, self.hid_w, self.hid_b, self.hid_s,
-                self.out_w, self.out_b, self.out_s, self.n_params, LIMIT,
-                self.logistic, self.K, self.levels, self.exp, *self.table_args)
+        return (self.head_w, self.logistic, self.K, self.levels, self.exp, *self.table_args)
 
 
 # --- kernels ---------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
 def _dense(x, W, b, shift, low, high, acc, out):
-    """out[:m] = clip((b + x @ W) >> shift, low, high) for one row x [fan_in], summed in the
-    int64 ``acc`` [>= m] (``out`` may be ``acc`` or a slice of it).
-
-    One pass over the outputs per nonzero input (a row of W, int32): zero inputs (ReLU
-    outputs: about half) are skipped, as an exact sum does not change.  Each product is of two
-    int64 sign-extended from int32 where x is int32: x86 then multiplies 32 x 32 -> 64 bits in
-    vector lanes (AVX2's vpmuldq), where a full int64 product has no AVX2 instruction.  That
-    made a 96x96 layer 1.6 times faster on the 2-core AVX2 test machine (1.09 against 1.73 us
-    per pixel); the sums are the same integers either way."""
+    """out[:m] = clip((b + x @ W) >> shift, low, high) for one row x [fan_in] (int64), summed
+    in the int64 ``acc`` [>= m] (``out`` may be ``acc`` or a slice of it): :func:`_rows`'s
+    exact fallback.  Zero inputs (ReLU outputs: about half) are skipped, as an exact sum does
+    not change."""
     m = out.shape[0]
     for j in range(m):
         acc[j] = b[j]
@@ -224,103 +267,110 @@ def _dense(x, W, b, shift, low, high, acc, out):
 
 
 @njit(cache=True, nogil=True)
-def trunk_pixel(u_pad, zfeat, y, x, r0, dy, dx, win_w, win_b, win_s, tw1, tb1, ts1, tw2, tb2, ts2,
-                lim, scratch, ctx):
-    """ctx [ph] = the trunk features of pixel (y, x) of a band starting at image row r0
-    (scratch: :func:`trunk_scratch`)."""
-    feats, a, h, acc = scratch
+def _rows(X, Wf, x_limit, W, b, shift, low, high, out):
+    """out[i, j] = clip((b[j] + X[i] @ W[:, j]) >> shift, low, high) for the rows of X [n,
+    fan_in] (float64 holding integers) and j < out.shape[1].
+
+    One float64 matrix product (BLAS) for all rows when it is exact: every |X| <= x_limit,
+    so that every partial sum, in any order, is an integer below 2**53 (:func:`_float_matrix`).
+    Otherwise, which the clipped activations of the zoo's models never come near, each row
+    in int64 (:func:`_dense`).  The integers are the same either way: only the speed
+    differs (BLAS is about 3x the per-row kernel for a wave of 64 or more pixels)."""
+    n, K = X.shape
+    m = out.shape[1]
+    big = 0.0
+    for i in range(n):
+        for k in range(K):
+            big = max(big, abs(X[i, k]))
+    if big <= x_limit:
+        acc = X @ Wf
+        for i in range(n):
+            for j in range(m):
+                out[i, j] = min(max((np.int64(acc[i, j]) + b[j]) >> shift, low), high)
+    else:
+        x = np.empty(K, np.int64)
+        acc = np.empty(W.shape[1], np.int64)
+        for i in range(n):
+            for k in range(K):
+                x[k] = np.int64(X[i, k])
+            _dense(x, W, b, shift, low, high, acc, out[i])
+
+
+@njit(cache=True, nogil=True)
+def trunk_rows(u_pad, zfeat, ys, xs, r0, trunk_w, T):
+    """T [n, ph] = the trunk features of pixels (ys, xs) of a band starting at image row r0:
+    a layer at a time over all of them (:func:`_rows`)."""
+    (dy, dx, win_w, win_b, win_s, tw1, tb1, ts1, tw2, tb2, ts2, lim,
+     win_f, win_lim, tw1_f, lim1, tw2_f, lim2) = trunk_w
+    n = ys.shape[0]
     ph = zfeat.shape[2]
     C = u_pad.shape[0]
     n_off = dy.shape[0]
     if n_off:
-        # the window, ordered (offset, channel) as the window matrix's rows; |u| <= 255
-        for o in range(n_off):
-            for c in range(C):
-                feats[o * C + c] = np.int32(u_pad[c, y + r0 + dy[o], x + dx[o]])
-        _dense(feats, win_w, win_b, win_s, -lim, lim, ctx, ctx)
+        F = np.empty((n, n_off * C))
+        for i in range(n):
+            for o in range(n_off):
+                for c in range(C):
+                    F[i, o * C + c] = u_pad[c, ys[i] + r0 + dy[o], xs[i] + dx[o]]
+        _rows(F, win_f, win_lim, win_w, win_b, win_s, -lim, lim, T)
     else:
-        ctx[:] = 0
-    z = zfeat[y >> 1, x >> 1]
-    for j in range(ph):
-        ctx[j] += np.int64(z[j])
-    for k in range(tw1.shape[0]):
-        for j in range(ph):
-            a[j] = max(ctx[j], 0)          # |ctx| < 2**25 (module docstring): int32
-        _dense(a, tw1[k], tb1[k], ts1[k], 0, lim, acc, h)
-        _dense(h, tw2[k], tb2[k], ts2[k], -lim, lim, acc, acc[:ph])
-        for j in range(ph):
-            ctx[j] += acc[j]
-
-
-@njit(cache=True, nogil=True)
-def trunk_scratch(dy, C, ph, inner):
-    """The scratch of :func:`trunk_pixel`: the window's inputs, the stream's and the inner
-    layer's (int32, the products' inputs), and an int64 accumulator."""
-    return (np.empty(max(dy.shape[0] * C, 1), np.int32), np.empty(ph, np.int32),
-            np.empty(inner, np.int32), np.empty(max(ph, inner), np.int64))
-
-
-@njit(cache=True, nogil=True)
-def _trunk(u_pad, zfeat, ys, xs, r0, dy, dx, win_w, win_b, win_s, tw1, tb1, ts1, tw2, tb2, ts2, lim):
-    n = ys.shape[0]
-    ph = zfeat.shape[2]
-    t = np.empty((n, ph), np.int64)
-    scratch = trunk_scratch(dy, u_pad.shape[0], ph, tw1.shape[2])
+        T[:] = 0
     for i in range(n):
-        trunk_pixel(u_pad, zfeat, ys[i], xs[i], r0, dy, dx, win_w, win_b, win_s, tw1, tb1, ts1,
-                    tw2, tb2, ts2, lim, scratch, t[i])
-    return t
-
-
-@njit(cache=True, nogil=True)
-def head_scratch(ph, inner, n_out):
-    """The scratch of :func:`head_pixel`: its input (int64, and int32 when it fits), the
-    inner layer's output (int32) and an int64 accumulator."""
-    return (np.empty(ph, np.int64), np.empty(ph, np.int32), np.empty(inner, np.int32),
-            np.empty(max(inner, n_out), np.int64))
-
-
-@njit(cache=True, nogil=True)
-def head_pixel(c, t, prev, embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, out_s, lim,
-               scratch, params):
-    """params [n_params[c]] = channel c's head output for one pixel of trunk features t [ph],
-    its earlier channels' values in prev (scratch: :func:`head_scratch`)."""
-    u, u32, h, acc = scratch
-    ph = t.shape[0]
-    for j in range(ph):
-        u[j] = t[j]
-    if autoregressive:
-        base = c * (c - 1) // 2            # config.embed_index(c, p) = base + p
-        for p in range(c):
-            e = embed[base + p, prev[p]]
-            for j in range(ph):
-                u[j] += e[j]
-    wide = False
-    for j in range(ph):
-        u[j] = max(u[j], 0)
-        wide |= u[j] > 0x7FFFFFFF
-    # the embeddings are only bounded by 2**31 each: the int64 products where the sum
-    # does not fit int32 (the same integers, more slowly)
-    if wide:
-        _dense(u, hid_w[c], hid_b[c], hid_s[c], 0, lim, acc, h)
-    else:
+        z = zfeat[ys[i] >> 1, xs[i] >> 1]
         for j in range(ph):
-            u32[j] = u[j]
-        _dense(u32, hid_w[c], hid_b[c], hid_s[c], 0, lim, acc, h)
-    _dense(h, out_w[c], out_b[c], out_s[c], -lim, lim, acc, params)
+            T[i, j] += np.int64(z[j])
+    inner = tw1.shape[2]
+    A, Hf = np.empty((n, ph)), np.empty((n, inner))
+    H, D = np.empty((n, inner), np.int64), np.empty((n, ph), np.int64)
+    for k in range(tw1.shape[0]):
+        for i in range(n):
+            for j in range(ph):
+                A[i, j] = max(T[i, j], 0)
+        _rows(A, tw1_f[k], lim1[k], tw1[k], tb1[k], ts1[k], 0, lim, H)
+        for i in range(n):
+            for j in range(inner):
+                Hf[i, j] = H[i, j]
+        _rows(Hf, tw2_f[k], lim2[k], tw2[k], tb2[k], ts2[k], -lim, lim, D)
+        for i in range(n):
+            for j in range(ph):
+                T[i, j] += D[i, j]
 
 
 @njit(cache=True, nogil=True)
-def _head(c, t, prev, embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, out_s,
-          n_params, lim, logistic, K, levels, exp, act_bits, exp_step_bits, mix_shift,
+def head_rows(c, T, prev, head_w, P):
+    """P[i, :n_params[c]] = channel c's head output for pixels of trunk features T [n, ph]
+    and earlier channels prev [n, >= c]: a layer at a time."""
+    (embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, out_s, n_params, lim,
+     hid_f, hid_lim, out_f, out_lim) = head_w
+    n, ph = T.shape
+    inner = hid_w.shape[2]
+    U = np.empty((n, ph))
+    base = c * (c - 1) // 2            # config.embed_index(c, p) = base + p
+    for i in range(n):
+        for j in range(ph):
+            v = T[i, j]
+            if autoregressive:
+                for p in range(c):
+                    v += embed[base + p, prev[i, p], j]
+            U[i, j] = max(v, 0)
+    H = np.empty((n, inner), np.int64)
+    _rows(U, hid_f[c], hid_lim[c], hid_w[c], hid_b[c], hid_s[c], 0, lim, H)
+    Hf = np.empty((n, inner))
+    for i in range(n):
+        for j in range(inner):
+            Hf[i, j] = H[i, j]
+    _rows(Hf, out_f[c], out_lim[c], out_w[c], out_b[c], out_s[c], -lim, lim, P[:, :n_params[c]])
+
+
+@njit(cache=True, nogil=True)
+def _head(c, t, prev, head_w, logistic, K, levels, exp, act_bits, exp_step_bits, mix_shift,
           grid_bits, ls_lo, ls_hi, inv_scale, edges, sig_table, step_bits, n_grid, exp_table,
           sig_bits):
-    n, ph = t.shape
+    """Channel c's probability rows [n, levels] of pixels of trunk features t."""
+    n = t.shape[0]
+    autoregressive, n_params = head_w[1], head_w[8]
     params = np.empty((n, n_params[c]), np.int64)
-    scratch = head_scratch(ph, hid_w.shape[2], out_w.shape[2])
-    for i in range(n):
-        head_pixel(c, t[i], prev[i], embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b,
-                   out_s, lim, scratch, params[i])
+    head_rows(c, t, prev, head_w, params)
     if not logistic:
         return _softmax_rows(params, exp, act_bits - exp_step_bits)
     q = c if autoregressive else 0
