@@ -256,18 +256,46 @@ def _bisect_residual(slot, width, bins, total, a, cand_bin, cdf, w, inv_s, base,
                      pred, lo, hsum, wh):
     """:func:`_bisect` on the intervals mixed with the residual histogram
     (:mod:`vlaecodec.residuals`): (b, Q(b), Q(b+1), the network's F(b+1) - F(b), the first
-    layer's width, the histogram's width)."""
+    layer's width, the histogram's width).
+
+    The search starts at the prediction ``pred`` and gallops away from it (steps 1, 2, 4,
+    ...) until it brackets the slot, then bisects the bracket: most symbols lie within a
+    few bins of the prediction, so this takes about 4 evaluations of Q where bisecting all
+    the bins takes 8.  The bin found is the one bin with Q(b) <= slot < Q(b+1), whatever
+    the search's path."""
     b_lo, b_hi = 0, bins
     f_lo, f_hi = np.int64(0), total
+    g = min(max(pred, 0), bins - 1)
+    step = 1
+    up = True           # galloping: from g upwards (Q(g) <= slot) or downwards
+    if g > 0:
+        f = _f(g, width, total, cdf, w, inv_s, base, cum)
+        q = mix(_slot(_mixed(f, g, a, cand_bin, total), g, bins, total),
+                hist_slot(tree, hctx, g, pred, bins, lo, hsum), wh)
+        if q > slot:
+            b_hi, f_hi, up = g, f, False
+        else:
+            b_lo, f_lo = g, f
     while b_hi - b_lo > 1:
-        mid = (b_lo + b_hi) >> 1
+        if step:
+            mid = b_lo + step if up else b_hi - step
+            if mid >= b_hi or mid <= b_lo:
+                step = 0                                   # past the end: bisect from here
+                continue
+            step *= 2
+        else:
+            mid = (b_lo + b_hi) >> 1
         f = _f(mid, width, total, cdf, w, inv_s, base, cum)
         q = mix(_slot(_mixed(f, mid, a, cand_bin, total), mid, bins, total),
                 hist_slot(tree, hctx, mid, pred, bins, lo, hsum), wh)
         if q > slot:
             b_hi, f_hi = mid, f
+            if up:
+                step = 0                                   # bracketed
         else:
             b_lo, f_lo = mid, f
+            if not up:
+                step = 0
     q_lo = _slot(_mixed(f_lo, b_lo, a, cand_bin, total), b_lo, bins, total)
     q_hi = _slot(_mixed(f_hi, b_hi, a, cand_bin, total), b_hi, bins, total)
     h_lo = hist_slot(tree, hctx, b_lo, pred, bins, lo, hsum)

@@ -267,38 +267,42 @@ def _dense(x, W, b, shift, low, high, acc, out):
 
 
 @njit(cache=True, nogil=True)
-def _rows(X, Wf, x_limit, W, b, shift, low, high, out):
+def _rows(X, big, Wf, x_limit, W, b, shift, low, high, out):
     """out[i, j] = clip((b[j] + X[i] @ W[:, j]) >> shift, low, high) for the rows of X [n,
-    fan_in] (float64 holding integers) and j < out.shape[1].
+    fan_in] (float64 holding integers, at most ``big`` in magnitude) and j < out.shape[1]
+    (out: int64, or float64 as the next layer's input); returns max |out|.
 
-    One float64 matrix product (BLAS) for all rows when it is exact: every |X| <= x_limit,
-    so that every partial sum, in any order, is an integer below 2**53 (:func:`_float_matrix`).
+    One float64 matrix product (BLAS) for all rows when it is exact: big <= x_limit, so
+    that every partial sum, in any order, is an integer below 2**53 (:func:`_float_matrix`).
     Otherwise, which the clipped activations of the zoo's models never come near, each row
     in int64 (:func:`_dense`).  The integers are the same either way: only the speed
     differs (BLAS is about 3x the per-row kernel for a wave of 64 or more pixels)."""
     n, K = X.shape
     m = out.shape[1]
-    big = 0.0
-    for i in range(n):
-        for k in range(K):
-            big = max(big, abs(X[i, k]))
+    top = 0
     if big <= x_limit:
         acc = X @ Wf
         for i in range(n):
             for j in range(m):
-                out[i, j] = min(max((np.int64(acc[i, j]) + b[j]) >> shift, low), high)
+                v = min(max((np.int64(acc[i, j]) + b[j]) >> shift, low), high)
+                out[i, j] = v
+                top = max(top, abs(v))
     else:
         x = np.empty(K, np.int64)
         acc = np.empty(W.shape[1], np.int64)
         for i in range(n):
             for k in range(K):
                 x[k] = np.int64(X[i, k])
-            _dense(x, W, b, shift, low, high, acc, out[i])
+            _dense(x, W, b, shift, low, high, acc, acc)
+            for j in range(m):
+                out[i, j] = acc[j]
+                top = max(top, abs(acc[j]))
+    return float(top)
 
 
 @njit(cache=True, nogil=True)
 def trunk_rows(u_pad, zfeat, ys, xs, r0, trunk_w, T):
-    """T [n, ph] = the trunk features of pixels (ys, xs) of a band starting at image row r0:
+    """T [n, ph] = the trunk features of pixels (ys, xs) of a band starting at image row r0,
     a layer at a time over all of them (:func:`_rows`)."""
     (dy, dx, win_w, win_b, win_s, tw1, tb1, ts1, tw2, tb2, ts2, lim,
      win_f, win_lim, tw1_f, lim1, tw2_f, lim2) = trunk_w
@@ -308,29 +312,31 @@ def trunk_rows(u_pad, zfeat, ys, xs, r0, trunk_w, T):
     n_off = dy.shape[0]
     if n_off:
         F = np.empty((n, n_off * C))
+        big = 0.0
         for i in range(n):
             for o in range(n_off):
                 for c in range(C):
-                    F[i, o * C + c] = u_pad[c, ys[i] + r0 + dy[o], xs[i] + dx[o]]
-        _rows(F, win_f, win_lim, win_w, win_b, win_s, -lim, lim, T)
+                    v = u_pad[c, ys[i] + r0 + dy[o], xs[i] + dx[o]]
+                    F[i, o * C + c] = v
+                    big = max(big, abs(v))
+        _rows(F, big, win_f, win_lim, win_w, win_b, win_s, -lim, lim, T)
     else:
         T[:] = 0
     for i in range(n):
         z = zfeat[ys[i] >> 1, xs[i] >> 1]
         for j in range(ph):
             T[i, j] += np.int64(z[j])
-    inner = tw1.shape[2]
-    A, Hf = np.empty((n, ph)), np.empty((n, inner))
-    H, D = np.empty((n, inner), np.int64), np.empty((n, ph), np.int64)
+    A, H = np.empty((n, ph)), np.empty((n, tw1.shape[2]))
+    D = np.empty((n, ph), np.int64)
     for k in range(tw1.shape[0]):
+        big = 0.0
         for i in range(n):
             for j in range(ph):
-                A[i, j] = max(T[i, j], 0)
-        _rows(A, tw1_f[k], lim1[k], tw1[k], tb1[k], ts1[k], 0, lim, H)
-        for i in range(n):
-            for j in range(inner):
-                Hf[i, j] = H[i, j]
-        _rows(Hf, tw2_f[k], lim2[k], tw2[k], tb2[k], ts2[k], -lim, lim, D)
+                v = max(T[i, j], 0)
+                A[i, j] = v
+                big = max(big, float(v))
+        big = _rows(A, big, tw1_f[k], lim1[k], tw1[k], tb1[k], ts1[k], 0, lim, H)
+        _rows(H, big, tw2_f[k], lim2[k], tw2[k], tb2[k], ts2[k], -lim, lim, D)
         for i in range(n):
             for j in range(ph):
                 T[i, j] += D[i, j]
@@ -339,27 +345,25 @@ def trunk_rows(u_pad, zfeat, ys, xs, r0, trunk_w, T):
 @njit(cache=True, nogil=True)
 def head_rows(c, T, prev, head_w, P):
     """P[i, :n_params[c]] = channel c's head output for pixels of trunk features T [n, ph]
-    and earlier channels prev [n, >= c]: a layer at a time."""
+    and earlier channels prev [n, >= c], a layer at a time."""
     (embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, out_s, n_params, lim,
      hid_f, hid_lim, out_f, out_lim) = head_w
     n, ph = T.shape
-    inner = hid_w.shape[2]
     U = np.empty((n, ph))
     base = c * (c - 1) // 2            # config.embed_index(c, p) = base + p
+    big = 0.0
     for i in range(n):
         for j in range(ph):
             v = T[i, j]
             if autoregressive:
                 for p in range(c):
                     v += embed[base + p, prev[i, p], j]
-            U[i, j] = max(v, 0)
-    H = np.empty((n, inner), np.int64)
-    _rows(U, hid_f[c], hid_lim[c], hid_w[c], hid_b[c], hid_s[c], 0, lim, H)
-    Hf = np.empty((n, inner))
-    for i in range(n):
-        for j in range(inner):
-            Hf[i, j] = H[i, j]
-    _rows(Hf, out_f[c], out_lim[c], out_w[c], out_b[c], out_s[c], -lim, lim, P[:, :n_params[c]])
+            v = max(v, 0)
+            U[i, j] = v
+            big = max(big, float(v))
+    H = np.empty((n, hid_w.shape[2]))
+    big = _rows(U, big, hid_f[c], hid_lim[c], hid_w[c], hid_b[c], hid_s[c], 0, lim, H)
+    _rows(H, big, out_f[c], out_lim[c], out_w[c], out_b[c], out_s[c], -lim, lim, P[:, :n_params[c]])
 
 
 @njit(cache=True, nogil=True)
