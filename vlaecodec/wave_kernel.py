@@ -42,7 +42,7 @@ prepared, :func:`_int_matrix`; the rest follows from the clipping):
 
 Rows are independent, so any split of a pixel set between threads gives the same rows; the
 kernels release the GIL (``nogil``), so the split waves of ``--threads 2`` run in parallel.
-The BLAS is held to one thread (:func:`use_one_blas_thread`): the coders' own threads share
+The BLAS is held to one thread (:mod:`vlaecodec.blas`): the coders' own threads share
 the cores.
 
 Speed (2-core AMD EPYC, AVX2): a product of a wave of 64-256 pixels runs at 10-16 GMAC/s in
@@ -54,6 +54,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .blas import load as load_blas
 from .exact import ExactVLAE, QLinear
 from .fixedpoint import (
     ACT_BITS,
@@ -114,27 +115,6 @@ def _float_matrix(w: np.ndarray, blas: bool = True) -> tuple[np.ndarray, np.ndar
     return np.ascontiguousarray(w.astype(np.float64)), (float(limit) if w.ndim == 2 else limit)
 
 
-def use_one_blas_thread() -> None:
-    """Load the BLAS that numba's matrix products call (scipy's, through
-    ``scipy.linalg.cython_blas``) and keep it to one thread: the coders run one kernel per
-    thread of their own, and a product of a wave is too small to share.  A BLAS that numpy
-    loaded first (the same library) is left as it is."""
-    global _BLAS_SET
-    if _BLAS_SET:
-        return
-    from threadpoolctl import ThreadpoolController
-    before = {lib.filepath for lib in ThreadpoolController().lib_controllers}
-    import scipy.linalg.cython_blas  # noqa: F401  (numba finds dgemm there)
-    ctl = ThreadpoolController()
-    new = [lib.filepath for lib in ctl.lib_controllers if lib.filepath not in before]
-    if new:
-        ctl.select(filepath=new).limit(limits=1)
-    _BLAS_SET = True
-
-
-_BLAS_SET = False
-
-
 class WaveKernel:
     """The pixel decoder of one exact network (``local`` or ``factorized``), for the kernels."""
 
@@ -186,7 +166,7 @@ class WaveKernel:
         floats = [_float_matrix(w, blas) for w in (self.win[0], self.trunk1[0], self.trunk2[0],
                                                     self.hid_w, self.out_w)]
         if blas:
-            use_one_blas_thread()
+            load_blas()
         # the weights as the kernels take them (wave_coder's _net_stage)
         self.trunk_w = (self.dy, self.dx, *self.win, *self.trunk1, *self.trunk2, np.int64(LIMIT),
                         *floats[0], *floats[1], *floats[2])
