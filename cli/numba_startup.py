@@ -1,12 +1,13 @@
 """The command line's first import of numba, without scipy.
 
 When numba loads (``numba/__init__`` and ``numba.np.arraymath``, which checks for a BLAS)
-it imports scipy and ``scipy.linalg``; with scipy installed that alone takes 0.3-0.45 s of
-every lossless command on the 2-core test machine (an 8x8 decode: 1.8 -> 1.4 s).  The coder's
-kernels do no linear algebra inside numba, so a ``vlaecodec`` process hides scipy while numba
-is imported: numba records that it has no BLAS (compiled code that needs one would import
-scipy when it is compiled; ours never is).  scipy is visible again as soon as numba is
-loaded, so anything else may import it.
+it imports scipy and ``scipy.linalg``; that alone takes 0.3-0.45 s of every lossless command
+on the 2-core test machine (an 8x8 decode: 1.8 -> 1.4 s).  So a ``vlaecodec`` process hides
+scipy while numba is imported: numba records that it has no BLAS for ``np.inner`` and
+``np.vdot``, which the coder never calls.  The kernels' matrix products look their BLAS up
+when they first run, and :mod:`vlaecodec.blas` has loaded it by then without
+``scipy.linalg``.  scipy is visible again as soon as numba is loaded, so anything else may
+import it.
 
 A library process (``import vlaecodec``) is left alone: another package there may compile
 numba code that uses BLAS.
