@@ -82,6 +82,7 @@ def test_wheel_ships_the_zoo_and_nothing_else_from_models(installed):
     for weights in (ROOT / "models").glob("*.safetensors"):
         assert {weights.name, weights.with_suffix(".json").name} <= shipped
     assert not [n for n in shipped if not n.endswith((".safetensors", ".json")) or "/" in n]
+    assert "vlaecodec/tables.npz" in names         # the fixed tables (vlaecodec/shipped_tables.py)
 
 
 def run_installed(installed, *args):

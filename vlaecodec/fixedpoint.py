@@ -31,6 +31,7 @@ import numpy as np
 from numba import njit
 
 from .config import LOGISTIC_LOGSCALE_MAX, LOGISTIC_LOGSCALE_MIN, LOGSCALE_MAX, LOGSCALE_MIN
+from .shipped_tables import table
 
 # --- number formats ------------------------------------------------------------------------
 ACT_BITS = 12            # activations are integers at scale 2**12
@@ -81,6 +82,10 @@ PROB_BITS = 30
 @lru_cache(maxsize=1)
 def exp_table() -> np.ndarray:
     """round(2**30 * exp(-k/256)) for k = 0 .. 40*256, from ``decimal`` (no libm)."""
+    return table("exp", _exp_table)
+
+
+def _exp_table() -> np.ndarray:
     with localcontext() as ctx:
         ctx.prec = DECIMAL_DIGITS
         step = (Decimal(-1) / Decimal(2 ** EXP_STEP_BITS)).exp()
@@ -95,6 +100,15 @@ def exp_table() -> np.ndarray:
 def decimal_exp_table(lo: int, hi: int, grid_bits: int, scale_bits: int) -> np.ndarray:
     """round(2**scale_bits * exp(-s / 2**grid_bits)) for s = lo .. hi, from ``decimal``: the
     1/sigma tables of a log scale on a grid (latents, logistic mixtures)."""
+    return table(_exp_name(lo, hi, grid_bits, scale_bits),
+                 lambda: _decimal_exp_table(lo, hi, grid_bits, scale_bits))
+
+
+def _exp_name(lo: int, hi: int, grid_bits: int, scale_bits: int) -> str:
+    return f"exp_{lo}_{hi}_{grid_bits}_{scale_bits}".replace("-", "m")
+
+
+def _decimal_exp_table(lo: int, hi: int, grid_bits: int, scale_bits: int) -> np.ndarray:
     with localcontext() as ctx:
         ctx.prec = DECIMAL_DIGITS
         out = [int(((Decimal(-s) / (1 << grid_bits)).exp() * (1 << scale_bits)).to_integral_value())
@@ -119,6 +133,9 @@ CDF_GRID_BITS = 7        # Phi tabulated every 1/128
 CDF_RANGE = 8            # on [-8, 8]
 CDF_BITS = 31
 LOGSCALE_GRID_BITS = 6   # log sigma rounded down to 1/64 for the 1/sigma table
+# (lo, hi, grid_bits, scale_bits) of the latents' 1/sigma table (decimal_exp_table)
+LATENT_SCALE_GRID = (int(LOGSCALE_MIN * (1 << LOGSCALE_GRID_BITS)), int(LOGSCALE_MAX * (1 << LOGSCALE_GRID_BITS)),
+                     LOGSCALE_GRID_BITS, ACT_BITS)
 
 
 def checked_round(v: float) -> int:
@@ -144,8 +161,7 @@ def cdf_table() -> np.ndarray:
 
 def inv_sigma_table() -> np.ndarray:
     """round(2**12 * exp(-s/64)) for s/64 in [LOGSCALE_MIN, LOGSCALE_MAX]."""
-    g = 1 << LOGSCALE_GRID_BITS
-    return decimal_exp_table(int(LOGSCALE_MIN * g), int(LOGSCALE_MAX * g), LOGSCALE_GRID_BITS, ACT_BITS)
+    return decimal_exp_table(*LATENT_SCALE_GRID)
 
 
 def _mean_and_inv_sigma(mean: np.ndarray, logscale: np.ndarray):
@@ -228,12 +244,18 @@ SIGMOID_RANGE = 20       # ... on [-20, 20]
 SIGMOID_BITS = 28
 MIX_WEIGHT_SHIFT = 8     # mixture weights at 2**22, so sum_k w_k * mass_k < 2**53
 LOGISTIC_GRID_BITS = 8   # log scale rounded to 1/256 for the 1/s table
+LOGISTIC_SCALE_GRID = (int(LOGISTIC_LOGSCALE_MIN * (1 << LOGISTIC_GRID_BITS)),
+                       int(LOGISTIC_LOGSCALE_MAX * (1 << LOGISTIC_GRID_BITS)), LOGISTIC_GRID_BITS, ACT_BITS)
 
 
 @lru_cache(maxsize=1)
 def sigmoid_table() -> np.ndarray:
     """round(2**28 * sigmoid(j/1024)) for j = -20480 .. 20480, from ``decimal``
     (exp(-j/1024) by repeated multiplication at 40 digits; sigmoid(-t) = 1 - sigmoid(t))."""
+    return table("sigmoid", _sigmoid_table)
+
+
+def _sigmoid_table() -> np.ndarray:
     n = SIGMOID_RANGE << SIGMOID_GRID_BITS
     with localcontext() as ctx:
         ctx.prec = DECIMAL_DIGITS
@@ -249,9 +271,16 @@ def sigmoid_table() -> np.ndarray:
 
 def logistic_inv_scale_table() -> np.ndarray:
     """round(2**12 * exp(-s/256)) over the clamped log-scale range."""
-    g = 1 << LOGISTIC_GRID_BITS
-    return decimal_exp_table(int(LOGISTIC_LOGSCALE_MIN * g), int(LOGISTIC_LOGSCALE_MAX * g),
-                             LOGISTIC_GRID_BITS, ACT_BITS)
+    return decimal_exp_table(*LOGISTIC_SCALE_GRID)
+
+
+def fixed_tables() -> dict:
+    """Every ``decimal`` table that coding uses, by its name in :mod:`vlaecodec.shipped_tables`:
+    the functions that compute it."""
+    out = {"exp": _exp_table, "sigmoid": _sigmoid_table}
+    for grid in (LATENT_SCALE_GRID, LOGISTIC_SCALE_GRID):
+        out[_exp_name(*grid)] = lambda grid=grid: _decimal_exp_table(*grid)
+    return out
 
 
 @lru_cache(maxsize=4)
