@@ -21,7 +21,7 @@ def wave_rows(kernel, u_pad, zfeat, ys, xs, r0, prev):
     features and every channel's head output."""
     from vlaecodec.wave_kernel import head_rows, trunk_rows
     zf = kernel._channels_last(zfeat)
-    t = np.empty((len(ys), zf.shape[2]), np.int64)
+    t = np.empty((len(ys), zf.shape[2]))
     trunk_rows(u_pad, zf, ys.astype(np.int64), xs.astype(np.int64), r0, kernel.trunk_w, t)
     params = np.zeros((len(ys), kernel.channels, kernel.out_w.shape[2]), np.int64)
     for c in range(kernel.channels):

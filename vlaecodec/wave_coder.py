@@ -166,9 +166,9 @@ def _choice(x, c, y, xx, width, lengths, weights):
 
 @njit(cache=True, nogil=True)
 def _wave_arrays(head_w, C, ph, m):
-    """Per-pixel arrays of a wave of up to m pixels: trunk features, head outputs, values
-    of the channels coded so far (and as network inputs)."""
-    return (np.empty((m, ph), np.int64), np.empty((m, head_w[5].shape[2]), np.int64),
+    """Per-pixel arrays of a wave of up to m pixels: trunk features (float64 holding
+    integers), head outputs, values of the channels coded so far (and as network inputs)."""
+    return (np.empty((m, ph)), np.empty((m, head_w[5].shape[2]), np.int64),
             np.zeros((m, C), np.int64), np.zeros((m, C), np.int64))
 
 

@@ -102,17 +102,20 @@ def _stack(layers):
     return W, b, np.array([s for _, _, s in layers], np.int64)
 
 
-def _float_matrix(w: np.ndarray, blas: bool = True) -> tuple[np.ndarray, np.ndarray | float]:
-    """(w as float64, the exact-product bound of each matrix): the integer weights [..., fan_in,
-    out] of one layer or of stacked ones, and for each matrix the largest input magnitude
-    (a float64 integer) for which every partial sum of x @ w stays below 2**53 in magnitude,
-    whatever the order: then float64's products and sums are all exact (:func:`_rows`).
-    ``blas=False``: a bound of -1, which no input meets."""
-    w = np.asarray(w, np.int64)
+def _float_layer(w: np.ndarray, b: np.ndarray, blas: bool = True):
+    """(w, bias as float64, the exact bound of each matrix): the integer weights [..., fan_in,
+    out] and biases [..., out] of one layer or of stacked ones, and for each matrix the
+    largest input magnitude (a float64 integer) for which every partial sum of x @ w, and
+    the sums plus their bias, stay below 2**53 in magnitude, whatever the order: then
+    float64's products and sums are all exact (:func:`_rows`).  ``blas=False``: a bound of
+    -1, which no input meets."""
+    w, b = np.asarray(w, np.int64), np.asarray(b, np.int64)
     col_sums = np.abs(w).sum(axis=-2)                       # sum_k |w[k, j]|, per output
     worst = np.maximum(col_sums.max(axis=-1, initial=0), 1)
-    limit = ((F64_EXACT - 1) // worst).astype(np.float64) if blas else np.full(worst.shape, -1.0)
-    return np.ascontiguousarray(w.astype(np.float64)), (float(limit) if w.ndim == 2 else limit)
+    room = F64_EXACT - 1 - np.abs(b).max(axis=-1, initial=0)
+    limit = (room // worst).astype(np.float64) if blas else np.full(worst.shape, -1.0)
+    return (np.ascontiguousarray(w.astype(np.float64)), np.ascontiguousarray(b.astype(np.float64)),
+            (float(limit) if w.ndim == 2 else limit))
 
 
 class WaveKernel:
@@ -163,8 +166,9 @@ class WaveKernel:
         # every layer again as float64 for one BLAS product per set of pixels (:func:`_rows`),
         # with the largest input for which that product is exact
         # (``blas=False``: never; the tests' reference)
-        floats = [_float_matrix(w, blas) for w in (self.win[0], self.trunk1[0], self.trunk2[0],
-                                                    self.hid_w, self.out_w)]
+        floats = [_float_layer(w, b, blas) for w, b in ((self.win[0], self.win[1]), self.trunk1[:2],
+                                                         self.trunk2[:2], (self.hid_w, self.hid_b),
+                                                         (self.out_w, self.out_b))]
         if blas:
             load_blas()
         # the weights as the kernels take them (wave_coder's _net_stage)
@@ -187,9 +191,9 @@ class WaveKernel:
         ys = np.ascontiguousarray(ys, np.int64)
         xs = np.ascontiguousarray(xs, np.int64)
         zf = self._channels_last(zfeat)
-        t = np.empty((len(ys), zf.shape[2]), np.int64)
+        t = np.empty((len(ys), zf.shape[2]))
         trunk_rows(u_pad, zf, ys, xs, r0, self.trunk_w, t)
-        return t
+        return t.astype(np.int64)
 
     def probabilities(self, c: int, t: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
         """Probability rows [n, levels] of channel c from trunk features t; prev [n, >= c]
@@ -247,24 +251,26 @@ def _dense(x, W, b, shift, low, high, acc, out):
 
 
 @njit(cache=True, nogil=True)
-def _rows(X, big, Wf, x_limit, W, b, shift, low, high, out):
-    """out[i, j] = clip((b[j] + X[i] @ W[:, j]) >> shift, low, high) for the rows of X [n,
-    fan_in] (float64 holding integers, at most ``big`` in magnitude) and j < out.shape[1]
-    (out: int64, or float64 as the next layer's input); returns max |out|.
+def _rows(X, big, Wf, bf, x_limit, W, b, shift, low, high, out):
+    """out[i, j] = clip(floor((b[j] + X[i] @ W[:, j]) / 2**shift), low, high) for the rows of X
+    [n, fan_in] and j < out.shape[1]; X and out are float64 holding integers, at most ``big``
+    in magnitude in X; returns max |out|.
 
     One float64 matrix product (BLAS) for all rows when it is exact: big <= x_limit, so
-    that every partial sum, in any order, is an integer below 2**53 (:func:`_float_matrix`).
-    Otherwise, which the clipped activations of the zoo's models never come near, each row
-    in int64 (:func:`_dense`).  The integers are the same either way: only the speed
+    that every partial sum, in any order, and each sum plus its bias, is an integer below
+    2**53 (:func:`_float_layer`); the scaling by a power of two, floor and clip are exact
+    too.  Otherwise, which the clipped activations of the zoo's models never come near, each
+    row in int64 (:func:`_dense`).  The integers are the same either way: only the speed
     differs (BLAS is about 3x the per-row kernel for a wave of 64 or more pixels)."""
     n, K = X.shape
     m = out.shape[1]
-    top = 0
+    top = 0.0
     if big <= x_limit:
         acc = X @ Wf
+        scale = 1.0 / float(np.int64(1) << shift)      # a power of two: exact
         for i in range(n):
             for j in range(m):
-                v = min(max((np.int64(acc[i, j]) + b[j]) >> shift, low), high)
+                v = min(max(np.floor((acc[i, j] + bf[j]) * scale), low), high)
                 out[i, j] = v
                 top = max(top, abs(v))
     else:
@@ -273,23 +279,24 @@ def _rows(X, big, Wf, x_limit, W, b, shift, low, high, out):
         for i in range(n):
             for k in range(K):
                 x[k] = np.int64(X[i, k])
-            _dense(x, W, b, shift, low, high, acc, acc)
+            _dense(x, W, b, shift, np.int64(low), np.int64(high), acc, acc)
             for j in range(m):
                 out[i, j] = acc[j]
-                top = max(top, abs(acc[j]))
-    return float(top)
+                top = max(top, abs(out[i, j]))
+    return top
 
 
 @njit(cache=True, nogil=True)
 def trunk_rows(u_pad, zfeat, ys, xs, r0, trunk_w, T):
-    """T [n, ph] = the trunk features of pixels (ys, xs) of a band starting at image row r0,
-    a layer at a time over all of them (:func:`_rows`)."""
+    """T [n, ph] (float64 holding integers) = the trunk features of pixels (ys, xs) of a band
+    starting at image row r0, a layer at a time over all of them (:func:`_rows`)."""
     (dy, dx, win_w, win_b, win_s, tw1, tb1, ts1, tw2, tb2, ts2, lim,
-     win_f, win_lim, tw1_f, lim1, tw2_f, lim2) = trunk_w
+     win_f, win_bf, win_lim, tw1_f, tb1_f, lim1, tw2_f, tb2_f, lim2) = trunk_w
     n = ys.shape[0]
     ph = zfeat.shape[2]
     C = u_pad.shape[0]
     n_off = dy.shape[0]
+    hi = float(lim)
     if n_off:
         F = np.empty((n, n_off * C))
         big = 0.0
@@ -299,24 +306,24 @@ def trunk_rows(u_pad, zfeat, ys, xs, r0, trunk_w, T):
                     v = u_pad[c, ys[i] + r0 + dy[o], xs[i] + dx[o]]
                     F[i, o * C + c] = v
                     big = max(big, abs(v))
-        _rows(F, big, win_f, win_lim, win_w, win_b, win_s, -lim, lim, T)
+        _rows(F, big, win_f, win_bf, win_lim, win_w, win_b, win_s, -hi, hi, T)
     else:
         T[:] = 0
     for i in range(n):
         z = zfeat[ys[i] >> 1, xs[i] >> 1]
         for j in range(ph):
-            T[i, j] += np.int64(z[j])
+            T[i, j] += z[j]
     A, H = np.empty((n, ph)), np.empty((n, tw1.shape[2]))
-    D = np.empty((n, ph), np.int64)
+    D = np.empty((n, ph))
     for k in range(tw1.shape[0]):
         big = 0.0
         for i in range(n):
             for j in range(ph):
-                v = max(T[i, j], 0)
+                v = max(T[i, j], 0.0)
                 A[i, j] = v
-                big = max(big, float(v))
-        big = _rows(A, big, tw1_f[k], lim1[k], tw1[k], tb1[k], ts1[k], 0, lim, H)
-        _rows(H, big, tw2_f[k], lim2[k], tw2[k], tb2[k], ts2[k], -lim, lim, D)
+                big = max(big, v)
+        big = _rows(A, big, tw1_f[k], tb1_f[k], lim1[k], tw1[k], tb1[k], ts1[k], 0.0, hi, H)
+        _rows(H, big, tw2_f[k], tb2_f[k], lim2[k], tw2[k], tb2[k], ts2[k], -hi, hi, D)
         for i in range(n):
             for j in range(ph):
                 T[i, j] += D[i, j]
@@ -324,10 +331,10 @@ def trunk_rows(u_pad, zfeat, ys, xs, r0, trunk_w, T):
 
 @njit(cache=True, nogil=True)
 def head_rows(c, T, prev, head_w, P):
-    """P[i, :n_params[c]] = channel c's head output for pixels of trunk features T [n, ph]
-    and earlier channels prev [n, >= c], a layer at a time."""
+    """P[i, :n_params[c]] (int64) = channel c's head output for pixels of trunk features T
+    [n, ph] and earlier channels prev [n, >= c], a layer at a time."""
     (embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, out_s, n_params, lim,
-     hid_f, hid_lim, out_f, out_lim) = head_w
+     hid_f, hid_bf, hid_lim, out_f, out_bf, out_lim) = head_w
     n, ph = T.shape
     U = np.empty((n, ph))
     base = c * (c - 1) // 2            # config.embed_index(c, p) = base + p
@@ -338,12 +345,18 @@ def head_rows(c, T, prev, head_w, P):
             if autoregressive:
                 for p in range(c):
                     v += embed[base + p, prev[i, p], j]
-            v = max(v, 0)
+            v = max(v, 0.0)
             U[i, j] = v
-            big = max(big, float(v))
+            big = max(big, v)
+    hi = float(lim)
     H = np.empty((n, hid_w.shape[2]))
-    big = _rows(U, big, hid_f[c], hid_lim[c], hid_w[c], hid_b[c], hid_s[c], 0, lim, H)
-    _rows(H, big, out_f[c], out_lim[c], out_w[c], out_b[c], out_s[c], -lim, lim, P[:, :n_params[c]])
+    big = _rows(U, big, hid_f[c], hid_bf[c], hid_lim[c], hid_w[c], hid_b[c], hid_s[c], 0.0, hi, H)
+    m = n_params[c]
+    Q = np.empty((n, m))
+    _rows(H, big, out_f[c], out_bf[c], out_lim[c], out_w[c], out_b[c], out_s[c], -hi, hi, Q)
+    for i in range(n):
+        for j in range(m):
+            P[i, j] = np.int64(Q[i, j])
 
 
 @njit(cache=True, nogil=True)
