@@ -12,10 +12,12 @@ for a set of pixels (a wave, or a chunk of waves) exactly what the numpy path co
 Each is one or two calls of numba kernels per pixel set, with no Python between the layers.
 A layer of a pixel set is one float64 matrix product (BLAS, called from numba) whenever that
 product is exact: its inputs and weights are integers and the layer's bound
-(:func:`_float_matrix`) keeps every partial sum below 2**53, in any order of summation, so
-any BLAS on any CPU gives the same integers (a gemm sums the products, in some order; no
-BLAS uses a fast, inexact algorithm for it).  Where an input exceeds the bound (the zoo's
-clipped activations never do) the layer falls back to exact int64 sums (:func:`_dense`).
+(:func:`_float_layer`) keeps every partial sum, and each sum plus its bias, below 2**53, in
+any order of summation, so any BLAS on any CPU gives the same integers (a gemm sums the
+products, in some order; no BLAS uses a fast, inexact algorithm for it).  The bias, the
+scaling by a power of two, floor and clip stay in float64 and are exact too.  Where an input
+exceeds the bound (the zoo's clipped activations never do) the layer falls back to exact
+int64 sums (:func:`_dense`).
 The numpy path carries the same integers in float64, so both give the same float64
 probability rows (one correctly rounded division per entry, from the same integer masses).
 
