@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -323,10 +324,31 @@ def export_lossy(run_dir, name, force, notes, continues, segment, segment_note, 
     click.echo(json.dumps({k: card[k] for k in ("name", "betas", "parameters", "training", "sha256")}))
 
 
+# The commands that code images leave without Python's finalization once they are done (every
+# output written and renamed, the streams flushed): tearing down numba's typing context and
+# the kernels' compiled code took 0.4-0.6 s of every such process on the 2-core machine, a
+# third of an 8x8 image's decode.  Training and the other commands exit as usual.
+QUICK_EXIT = {"encode", "decode", "info"}
+
+
+def leave(code) -> None:
+    """Exit now with ``code`` (SystemExit's: None, an int, or a message for stderr)."""
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if code is None else code if isinstance(code, int) else 1)
+
+
 def main():
     from cli import numba_startup
     numba_startup.install()
-    cli()
+    try:
+        cli()
+    except SystemExit as e:
+        if len(sys.argv) > 1 and sys.argv[1] in QUICK_EXIT:
+            leave(e.code)
+        raise
 
 
 if __name__ == "__main__":

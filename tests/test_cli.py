@@ -160,3 +160,20 @@ def test_threads_default_to_the_cores_shared_by_the_jobs(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert [threads_for(None, jobs) for jobs in (1, 2, 3, 8)] == [4, 2, 1, 1]
     assert threads_for(3, 8) == 3
+
+
+def test_coding_commands_leave_quickly_with_their_output_whole(tmp_path, model_path):
+    """encode, decode and info end with os._exit (no finalization): what they print through a
+    pipe is complete, the exit status is theirs, and the outputs are in place."""
+    img = np.random.default_rng(1).integers(0, 256, (9, 10, 3), dtype=np.uint8)
+    src = save(tmp_path / "a.png", img)
+    names = [f"a{i}.vlae" for i in range(3)]
+    for name in names:
+        r = run("encode", src, "-o", str(tmp_path / name), "--model", model_path, "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["bytes"] > 0, r.stderr
+    r = run("info", *(str(tmp_path / n) for n in names), "--json")
+    assert r.returncode == 0 and [json.loads(line)["width"] for line in r.stdout.splitlines()] == [10] * 3
+    r = run("decode", str(tmp_path / "missing.vlae"), "-o", str(tmp_path / "b.png"))
+    assert r.returncode == 1 and r.stderr.decode().count("\n") == 1
+    r = run("decode", str(tmp_path / names[0]), "-o", str(tmp_path / "b.png"), "--model", model_path)
+    assert r.returncode == 0 and np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), img)
