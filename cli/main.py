@@ -333,11 +333,15 @@ QUICK_EXIT = {"encode", "decode", "info"}
 
 def leave(code) -> None:
     """Exit now with ``code`` (SystemExit's: None, an int, or a message for stderr)."""
-    if isinstance(code, str):
-        print(code, file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0 if code is None else code if isinstance(code, int) else 1)
+    status = 0 if code is None else code if isinstance(code, int) else 1
+    try:
+        if isinstance(code, str):
+            print(code, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:             # a reader that went away (a closed pipe): nothing to tell it
+        status = status or 1
+    os._exit(status)
 
 
 def main():
