@@ -163,3 +163,27 @@ def test_bands_of_output_rows_give_the_same_integers(rng, monkeypatch, kernel, s
     assert np.array_equal(q.conv_hwc(a, pad_rows=pad_rows), whole)
     if up is not None:
         assert np.array_equal(q.conv_up2_hwc(a), up)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (1, 1, 0), (4, 2, 1), (5, 2, 2), (3, 2, 1), (2, 1, 0)])
+@pytest.mark.parametrize("channels", [3, 9, 70])
+def test_convolution_paths_give_a_direct_sum(rng, kernel, stride, padding, channels):
+    """Every way conv_hwc computes a layer (gathered patches, products over views of the flat
+    input, stride 2 as space-to-depth, strided taps) gives the integers of the direct sum."""
+    from vlaecodec.exact import QLinear
+    from vlaecodec.fixedpoint import ACT_LIMIT
+    q = QLinear(rng.normal(size=(5, channels, kernel, kernel)), rng.normal(size=5), 12, stride=stride,
+                padding=padding)
+    for H, W in ((11, 8), (6, 13), (1, 1)):
+        a = rng.integers(-ACT_LIMIT, ACT_LIMIT + 1, (H, W, channels)).astype(np.float64)
+        ap = np.pad(a, ((padding, padding), (padding, padding), (0, 0))).astype(np.int64)
+        ho, wo = (H + 2 * padding - kernel) // stride + 1, (W + 2 * padding - kernel) // stride + 1
+        if ho < 1 or wo < 1:
+            continue
+        w = q.taps.astype(np.int64)
+        acc = np.zeros((ho, wo, w.shape[-1]), np.int64) + q.bias.astype(np.int64)
+        for ky in range(kernel):
+            for kx in range(kernel):
+                acc += ap[ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride] @ w[ky, kx]
+        want = np.clip(acc >> q.shift, -ACT_LIMIT, ACT_LIMIT)
+        assert np.array_equal(q.conv_hwc(a), want)

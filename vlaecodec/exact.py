@@ -107,7 +107,6 @@ def flat_conv(ap: np.ndarray, taps: np.ndarray, ho: int) -> np.ndarray:
     return acc.reshape(ho, Wp, N)
 
 
-
 class QLinear:
     """A convolution (or 1x1 layer) with integer weights: out = floor(W.x + b) at scale 2**out_bits.
     ``weight`` [out, in, kh, kw] and ``bias`` [out] are float arrays (any array-like)."""
