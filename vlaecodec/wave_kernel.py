@@ -121,7 +121,9 @@ def _float_layer(w: np.ndarray, b: np.ndarray, blas: bool = True):
 
 
 class WaveKernel:
-    """The pixel decoder of one exact network (``local`` or ``factorized``), for the kernels."""
+    """The pixel decoder of one exact network (``local`` or ``factorized``), for the kernels.
+    ``blas=False``: every layer takes the int64 loop instead of the matrix products (the
+    tests' reference; the integers are the same)."""
 
     def __init__(self, net: ExactVLAE, blas: bool = True):
         cfg = net.cfg
@@ -167,7 +169,6 @@ class WaveKernel:
         self._zfeat = None
         # every layer again as float64 for one BLAS product per set of pixels (:func:`_rows`),
         # with the largest input for which that product is exact
-        # (``blas=False``: never; the tests' reference)
         floats = [_float_layer(w, b, blas) for w, b in ((self.win[0], self.win[1]), self.trunk1[:2],
                                                          self.trunk2[:2], (self.hid_w, self.hid_b),
                                                          (self.out_w, self.out_b))]
