@@ -4,8 +4,8 @@
 # default (its posterior and its pixel features) on CIFAR-10 plus crops of the photos,
 # photos-wall and graphics (held-out images excluded), one CPU thread.  About 35% fewer
 # multiply-adds per pixel in the pixel decoder than `fast`, and fewer in the encoder and z
-# decoder, for the lossless decode's speed; after 3,026 steps it decoded kodim23 11% faster
-# than `fast` for 1.35% more bits (its card's notes).  models/recipes/faster-wip.safetensors
+# decoder, for the lossless decode's speed; after 5,241 steps it decoded kodim23 11-22% faster
+# than `fast` (two runs) for 1.22% more bits (its card's notes).  models/recipes/faster-wip.safetensors
 # holds the weights so far (its .json beside them: steps, time, validation); the run goes on
 # from them with a fresh optimiser:
 #   models/recipes/faster.sh RUN MINUTES [INIT]      (INIT: a .safetensors, default the wip)
