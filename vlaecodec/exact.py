@@ -95,11 +95,11 @@ def flat_conv(ap: np.ndarray, taps: np.ndarray, ho: int) -> np.ndarray:
     part = np.empty((n, N))
     gather = C < GATHER_BELOW_CHANNELS and kw > 1
     windows = np.lib.stride_tricks.sliding_window_view(flat, kw * C)[::C] if gather else None
+    rows = flat.reshape(-1, C)
     for ky in range(kh):
         if gather:
             terms = [(np.ascontiguousarray(windows[ky * Wp:ky * Wp + n]), taps[ky].reshape(kw * C, N))]
         else:
-            rows = flat.reshape(-1, C)
             terms = [(rows[ky * Wp + kx:ky * Wp + kx + n], taps[ky, kx]) for kx in range(kw)]
         for x, w in terms:
             np.matmul(x, w, out=part)
