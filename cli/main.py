@@ -46,6 +46,8 @@ def cli():
 @click.option("--mixtures", type=int)
 @click.option("--window", nargs=2, type=int, help="A B: window A pixels wide, B rows up.")
 @click.option("--z-channels", type=int)
+@click.option("--no-latent", "latent", is_flag=True, flag_value=False, default=None,
+              help="No latent: z = 0, no encoder, no rate (a local model; files carry no z).")
 @click.option("--hidden", type=int)
 @click.option("--pixel-hidden", type=int)
 @click.option("--res-blocks", type=int)

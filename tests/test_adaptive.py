@@ -47,3 +47,29 @@ def test_flat_and_repeated_images_cost_a_fraction():
     v3, v4 = codec.encode(img, version=3), codec.encode(img, version=4)
     assert np.array_equal(codec.decode(v4), img)
     assert len(v4) < 0.6 * len(v3)
+
+
+def test_code_length_of_an_integer_is_its_exponent_and_mantissa():
+    """_neg_log2 takes the exponent from the top bit's position (a CPU instruction): it
+    must give the integers of the definition, floor(log2 g) and the table at g's next 10
+    bits, for every size of g."""
+    from numba import njit
+
+    from vlaecodec.adaptive import _neg_log2
+
+    @njit
+    def lengths(gs, table):
+        return np.array([_neg_log2(g, table) for g in gs])
+
+    table = log2_table()
+    rng = np.random.default_rng(0)
+    powers = np.int64(1) << np.arange(63, dtype=np.int64)
+    gs = np.concatenate([np.arange(-3, 3000), powers, powers - 1, powers + 1, powers[1:] + powers[:-1],
+                         rng.integers(1, 1 << 62, 20000), [(1 << 63) - 1]]).astype(np.int64)
+
+    def reference(g):
+        g = max(int(g), 1)
+        e = g.bit_length() - 1
+        m = (g >> (e - 10)) & 1023 if e >= 10 else (g << (10 - e)) & 1023
+        return ((64 - e) << 16) - int(table[m])
+    assert lengths(gs, table).tolist() == [reference(g) for g in gs]

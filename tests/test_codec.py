@@ -156,3 +156,27 @@ def test_shipped_model_round_trips_odd_sizes(shape, channels, rng):
     img = rng.integers(0, 256, (*shape, channels), dtype=np.uint8)
     img = np.sort(img, axis=1)  # some structure, so the model has bits to borrow
     assert np.array_equal(codec.decode(codec.encode(img)), img)
+
+
+def test_a_local_model_codes_without_z(rng, monkeypatch):
+    """latent=False: no z in the file (no active channel), the posterior is never run, the
+    z features come from the small grid, and every image still round-trips."""
+    from vlaecodec import exact
+    from vlaecodec.fileformat import unpack
+    from vlaecodec.posterior import Posterior
+
+    codec = Codec(tiny_model(likelihood="logistic", latent=False), "ef" * 32, active_channels=[])
+
+    def never(*args, **kwargs):
+        raise AssertionError("a local model needs no posterior")
+    monkeypatch.setattr(Posterior, "rows", never)
+    whole = exact.ExactVLAE.z_features_half
+
+    def small_only(self, z):     # a 90x70 image has 23x18 latents: only the small grid is run
+        assert z.shape[2] <= 11 and z.shape[3] <= 11, z.shape
+        return whole(self, z)
+    monkeypatch.setattr(exact.ExactVLAE, "z_features_half", small_only)
+    images = [rng.integers(0, 256, (90, 70, 3), dtype=np.uint8), rng.integers(0, 256, (5, 9, 3), dtype=np.uint8)]
+    data = codec.encode_many(images)
+    assert unpack(data)[0].active == []
+    assert all(np.array_equal(a, b) for a, b in zip(codec.decode_many(data), images))

@@ -187,3 +187,15 @@ def test_convolution_paths_give_a_direct_sum(rng, kernel, stride, padding, chann
                 acc += ap[ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride] @ w[ky, kx]
         want = np.clip(acc >> q.shift, -ACT_LIMIT, ACT_LIMIT)
         assert np.array_equal(q.conv_hwc(a), want)
+
+
+@pytest.mark.parametrize("grid", [(1, 1), (2, 5), (9, 40), (23, 23), (24, 61), (70, 3)])
+def test_features_of_z_zero_come_from_a_small_grid(grid):
+    """zero_features_half (a local model's, every bottom band's) gives the z-decoder's
+    integers for z = 0, from a grid of at most (2R+1)^2 latents, at every distance from the
+    edges, for grids smaller and larger than that on each side."""
+    net = ExactVLAE.from_module(tiny_model(res_blocks=2))
+    want = net.z_features_half(np.zeros((1, net.cfg.z_channels, *grid)))
+    got = net.zero_features_half(grid)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert np.array_equal(got, want)

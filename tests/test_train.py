@@ -190,3 +190,23 @@ def test_feature_match_compares_the_pixel_features_of_a_pruned_model():
     assert float(loss) > 1e-6
     loss.backward()
     assert student.heads.trunk[0][1].weight.grad is not None
+
+
+def test_no_latent_trains_a_local_model(tmp_path, folder):
+    """--no-latent: the run's model has latent=False, no rate, and its encoder is never
+    trained (its weights stay as they started); z = 0 in every forward pass."""
+    from conftest import tiny_model
+    model = tiny_model(latent=False)
+    x = torch.randint(0, 256, (2, 3, 16, 16))
+    out = model(x)
+    assert float(out["rate"].abs().sum()) == 0 and float(out["z"].abs().sum()) == 0
+    want = model.pixel_nll(x, torch.zeros_like(out["z"])).sum(dim=(1, 2, 3))
+    assert torch.allclose(out["distortion"], want)
+    train(["--data", str(folder), *TINY, "--out", str(tmp_path / "run"), "--steps", "3", "--no-latent",
+           "--likelihood", "logistic"])
+    card = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert card["config"]["latent"] is False
+    w = load_file(str(tmp_path / "run" / "model.safetensors"))
+    fresh = tiny_model(latent=False, likelihood="logistic").state_dict()   # the same seed's start
+    encoder = [k for k in w if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(w[k], fresh[k]) for k in encoder if k in fresh)

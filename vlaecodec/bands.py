@@ -213,14 +213,14 @@ class BandChain:
         (none for the bottom band, which is coded with z = 0)."""
         r0, r1 = unit.rows
         n = len(self.active) * unit.latents_per_channel
-        if unit.borrow:  # bits-back: z is a sample from q(z|x) read off the stack
+        if unit.borrow and self.active:  # bits-back: z is a sample from q(z|x) read off the stack
             mean, logscale = self.posterior.rows(x[:, r0:r1], self.active)
             before = coder.num_bits()
             stats.starved |= before < n * self.latents.bits
             z = coder.pop_posterior(mean, logscale)
             stats.bits_back += before - coder.num_bits()
             values = self.latents.values(z)
-        else:  # nothing below to borrow from: z = 0, not coded
+        else:  # nothing below to borrow from, or no latent (latent=False): z = 0, not coded
             z = np.zeros(0, np.int32)
             values = np.zeros(n)
         zhalf = self.pixels.features(values, self.active, unit.grid)
@@ -274,7 +274,7 @@ class BandChain:
                 z = z_bins[k]
             zhalf = pixels.features(self._values(header, u, z), active, u.grid)
             coder.pop_pixels(x, u_pad, zhalf, u.rows, bins)
-            if u.borrow:
+            if u.borrow and active:   # (no z coded: nothing to push back)
                 mean, logscale = self.posterior.rows(x[:, u.rows[0]:u.rows[1]], active)
                 coder.push_posterior(z, mean, logscale)
             if k + 1 == len(bands) or bands[k + 1].image != u.image:

@@ -35,7 +35,13 @@ class VLAEConfig:
     mixtures: int = 5            # components of the logistic mixture
     inner: int = 0               # width inside the encoder's and z-decoder's layers (0: hidden)
     pixel_inner: int = 0         # width inside the pixel decoder's blocks and heads (0: pixel_hidden)
+    latent: bool = True          # False: z = 0 everywhere, no posterior, no rate (a local model)
 
+    # ``latent=False`` makes the pixel decoder a local autoregressive model on its own (as
+    # NeLLoC's): its z-features are the z-decoder's output for z = 0, the encoder is never run,
+    # and the coder sends no z and needs no bits-back (vlaecodec.bands), so a decoder skips the
+    # posterior and the z-decoder, about two-fifths of a lossless decode's work.
+    #
     # The residual streams (``hidden``, ``pixel_hidden``) carry what the layers share; the
     # layers' own hidden units (``inner``, ``pixel_inner``) can be fewer: most of the
     # multiply-adds are theirs, and a model cut out of a wider one (:mod:`vlaecodec.prune`)

@@ -446,6 +446,28 @@ class ExactVLAE:
             out[2 * r0:2 * r1] = self.z_up2.conv_hwc(np.maximum(rows, 0, out=rows))
         return out.transpose(2, 0, 1)
 
+    def zero_features_half(self, grid: tuple[int, int]) -> np.ndarray:
+        """:meth:`z_features_half` of z = 0 on a grid of latents [h, w], the same integers,
+        from a grid of at most (2R+1) x (2R+1) latents.
+
+        Why: with every z zero, a feature depends only on how far its latent lies from each
+        edge of the grid, and not at all beyond the decoder's reach R (zero padding is all
+        that differs from the interior): every row farther than R from both edges is the
+        small grid's middle row, and likewise for columns.  A local model (``latent=False``)
+        and every model's bottom band (z = 0) get their features without the z-decoder's
+        full-size convolutions."""
+        h, w = grid
+        reach = 2 * len(self.z_blocks) + 3        # z_inp and the blocks' 3x3 layers, and up1's
+        side = 2 * reach + 1
+        sh, sw = min(h, side), min(w, side)
+        small = self.z_features_half(np.zeros((1, self.cfg.z_channels, sh, sw))).transpose(1, 2, 0)
+
+        def index(n, ns):   # a half-resolution row (or column) of the grid -> one of the small's
+            low = np.arange(n)
+            low = np.where(low < reach, low, np.where(low >= n - reach, low - n + ns, reach)) if n > ns else low
+            return (2 * low[:, None] + np.arange(2)).reshape(-1)
+        return small[index(h, sh)][:, index(w, sw)].transpose(2, 0, 1)
+
     def _z_low_hwc(self, z: np.ndarray) -> np.ndarray:
         """The z-decoder's layers at the latents' resolution (before the upsampling)."""
         a = self.z_inp.conv_hwc(z)

@@ -323,8 +323,12 @@ class VLAE(nn.Module):
 
     def forward(self, x, beta: float = 1.0, valid=None, sample: bool = True):
         """Loss terms per image, in nats unless named *_bpd.  ``valid`` [B,1,H,W] masks padding."""
-        mean, logscale = self.posterior(x)
-        z = mean + torch.exp(logscale) * torch.randn_like(mean) if sample else mean
+        if self.cfg.latent:
+            mean, logscale = self.posterior(x)
+            z = mean + torch.exp(logscale) * torch.randn_like(mean) if sample else mean
+        else:   # no latent: z = 0 (the prior's mean) and no rate; the encoder is not run
+            mean = logscale = z = x.new_zeros((x.shape[0], self.cfg.z_channels, x.shape[2] // 4, x.shape[3] // 4),
+                                              dtype=torch.float32)
         trunk = self.heads.trunk_forward(self.pixel_context(x, z))
         nll = self.heads.nll_from_trunk(trunk, x)  # B,C,H,W
         if valid is not None:
@@ -333,7 +337,7 @@ class VLAE(nn.Module):
         else:
             dims = torch.full((x.shape[0],), float(x[0].numel()), device=x.device)
         distortion = nll.sum(dim=(1, 2, 3))
-        kl_map = self.kl(z, mean, logscale).float()
+        kl_map = self.kl(z, mean, logscale).float() if self.cfg.latent else torch.zeros_like(z)
         rate = kl_map.sum(dim=(1, 2, 3))
         loss = (distortion + beta * rate) / dims
         return {

@@ -141,6 +141,8 @@ class PixelCoder:
 
     def features(self, values: np.ndarray, channels: list[int], grid: tuple[int, int]) -> np.ndarray:
         """Half-resolution z features from integer z values of the given latent channels."""
+        if not np.any(values):    # z = 0: a local model's, or a bottom band's
+            return self.net.zero_features_half(grid)
         z = np.zeros((1, self.cfg.z_channels, *grid), dtype=np.float64)
         z[0, channels] = values.reshape(len(channels), *grid)
         with threadpool_limits(limits=self.threads, user_api="blas"):

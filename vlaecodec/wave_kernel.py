@@ -176,14 +176,16 @@ class WaveKernel:
             load_blas()
         # the weights as the kernels take them (wave_coder's _net_stage)
         self.trunk_w = (self.dy, self.dx, *self.win, *self.trunk1, *self.trunk2, np.int64(LIMIT),
-                        *floats[0], *floats[1], *floats[2])
-        self.head_w = (self.embed, self.autoregressive, self.hid_w, self.hid_b, self.hid_s,
-                       self.out_w, self.out_b, self.out_s, self.n_params, np.int64(LIMIT),
-                       *floats[3], *floats[4])
+                        *floats[0], *floats[1], *floats[2], float(cfg.levels - 1))   # |u| <= levels - 1
         # the largest layer input (see the module's bounds) times sum|w| < 2**30, plus a bias
         largest_input = (2 + len(net.trunk)) * LIMIT + (C - 1) * int(np.abs(self.embed).max(initial=0))
         if largest_input.bit_length() + 30 > 62:
             raise ValueError("network too deep for the kernel's int64 bounds")
+        # the embeddings as float64 (integers below 2**31: exact), so that adding them to the
+        # float trunk features is a vector loop, not a conversion per number
+        self.head_w = (self.embed.astype(np.float64), self.autoregressive, self.hid_w, self.hid_b, self.hid_s,
+                       self.out_w, self.out_b, self.out_s, self.n_params, np.int64(LIMIT),
+                       *floats[3], *floats[4], float(largest_input))
 
     # --- the interface -------------------------------------------------------------------------
     def trunk(self, u_pad: np.ndarray, zfeat: np.ndarray, ys: np.ndarray, xs: np.ndarray,
@@ -234,6 +236,12 @@ class WaveKernel:
         return (self.head_w, self.logistic, self.K, self.levels, self.exp, *self.table_args)
 
 
+# The float kernels hold integers: no NaN, no infinity, and -0 is 0.  Saying so lets LLVM
+# vectorize their max and clip loops; no sum is reordered (no "reassoc"), though any order
+# would give the same integers below 2**53.
+FINITE = {"nnan", "ninf", "nsz"}
+
+
 # --- kernels ---------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
 def _dense(x, W, b, shift, low, high, acc, out):
@@ -253,29 +261,34 @@ def _dense(x, W, b, shift, low, high, acc, out):
         out[j] = min(max(acc[j] >> shift, low), high)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=FINITE)
 def _rows(X, big, Wf, bf, x_limit, W, b, shift, low, high, out):
     """out[i, j] = clip(floor((b[j] + X[i] @ W[:, j]) / 2**shift), low, high) for the rows of X
-    [n, fan_in] and j < out.shape[1]; X and out are float64 holding integers, at most ``big``
-    in magnitude in X; returns max |out|.
+    [n, fan_in] and j < out.shape[1]; X and out are float64 holding integers, and ``big``
+    bounds |X| (the bounds of the module's docstring); returns the bound of |out|, its clip.
 
-    One float64 matrix product (BLAS) for all rows when it is exact: big <= x_limit, so
+    One float64 matrix product (BLAS) for all rows when it is exact: |X| <= x_limit, so
     that every partial sum, in any order, and each sum plus its bias, is an integer below
     2**53 (:func:`_float_layer`); the scaling by a power of two, floor and clip are exact
-    too.  Otherwise, which the clipped activations of the zoo's models never come near, each
-    row in int64 (:func:`_dense`).  The integers are the same either way: only the speed
-    differs (BLAS is about 3x the per-row kernel for a wave of 64 or more pixels)."""
+    too.  When ``big`` is above x_limit, X's largest magnitude decides; if that is above it
+    too, which the clipped activations of the zoo's models never come near, each row goes
+    in int64 (:func:`_dense`).  The integers are the same either way: only the speed
+    differs (BLAS is about 3x the per-row kernel for a wave of 64 or more pixels).  Bounds
+    rather than each product's largest input: a running maximum keeps LLVM from
+    vectorizing the loops it sits in, which cost as much as the products."""
     n, K = X.shape
     m = out.shape[1]
-    top = 0.0
+    if big > x_limit:
+        big = 0.0
+        for i in range(n):
+            for k in range(K):
+                big = max(big, abs(X[i, k]))
     if big <= x_limit:
         acc = X @ Wf
         scale = 1.0 / float(np.int64(1) << shift)      # a power of two: exact
         for i in range(n):
             for j in range(m):
-                v = min(max(np.floor((acc[i, j] + bf[j]) * scale), low), high)
-                out[i, j] = v
-                top = max(top, abs(v))
+                out[i, j] = min(max(np.floor((acc[i, j] + bf[j]) * scale), low), high)
     else:
         x = np.empty(K, np.int64)
         acc = np.empty(W.shape[1], np.int64)
@@ -285,16 +298,15 @@ def _rows(X, big, Wf, bf, x_limit, W, b, shift, low, high, out):
             _dense(x, W, b, shift, np.int64(low), np.int64(high), acc, acc)
             for j in range(m):
                 out[i, j] = acc[j]
-                top = max(top, abs(out[i, j]))
-    return top
+    return max(abs(low), abs(high))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=FINITE)
 def trunk_rows(u_pad, zfeat, ys, xs, r0, trunk_w, T):
     """T [n, ph] (float64 holding integers) = the trunk features of pixels (ys, xs) of a band
     starting at image row r0, a layer at a time over all of them (:func:`_rows`)."""
     (dy, dx, win_w, win_b, win_s, tw1, tb1, ts1, tw2, tb2, ts2, lim,
-     win_f, win_bf, win_lim, tw1_f, tb1_f, lim1, tw2_f, tb2_f, lim2) = trunk_w
+     win_f, win_bf, win_lim, tw1_f, tb1_f, lim1, tw2_f, tb2_f, lim2, in_bound) = trunk_w
     n = ys.shape[0]
     ph = zfeat.shape[2]
     C = u_pad.shape[0]
@@ -302,14 +314,11 @@ def trunk_rows(u_pad, zfeat, ys, xs, r0, trunk_w, T):
     hi = float(lim)
     if n_off:
         F = np.empty((n, n_off * C))
-        big = 0.0
         for i in range(n):
             for o in range(n_off):
                 for c in range(C):
-                    v = u_pad[c, ys[i] + r0 + dy[o], xs[i] + dx[o]]
-                    F[i, o * C + c] = v
-                    big = max(big, abs(v))
-        _rows(F, big, win_f, win_bf, win_lim, win_w, win_b, win_s, -hi, hi, T)
+                    F[i, o * C + c] = u_pad[c, ys[i] + r0 + dy[o], xs[i] + dx[o]]
+        _rows(F, in_bound, win_f, win_bf, win_lim, win_w, win_b, win_s, -hi, hi, T)
     else:
         T[:] = 0
     for i in range(n):
@@ -318,42 +327,40 @@ def trunk_rows(u_pad, zfeat, ys, xs, r0, trunk_w, T):
             T[i, j] += z[j]
     A, H = np.empty((n, ph)), np.empty((n, tw1.shape[2]))
     D = np.empty((n, ph))
+    bound = 2.0 * hi           # |T|: the window's clipped output plus the z features (clipped)
     for k in range(tw1.shape[0]):
-        big = 0.0
         for i in range(n):
             for j in range(ph):
-                v = max(T[i, j], 0.0)
-                A[i, j] = v
-                big = max(big, v)
-        big = _rows(A, big, tw1_f[k], tb1_f[k], lim1[k], tw1[k], tb1[k], ts1[k], 0.0, hi, H)
-        _rows(H, big, tw2_f[k], tb2_f[k], lim2[k], tw2[k], tb2[k], ts2[k], -hi, hi, D)
+                A[i, j] = max(T[i, j], 0.0)
+        big = _rows(A, bound, tw1_f[k], tb1_f[k], lim1[k], tw1[k], tb1[k], ts1[k], 0.0, hi, H)
+        bound += _rows(H, big, tw2_f[k], tb2_f[k], lim2[k], tw2[k], tb2[k], ts2[k], -hi, hi, D)
         for i in range(n):
             for j in range(ph):
                 T[i, j] += D[i, j]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=FINITE)
 def head_rows(c, T, prev, head_w, P):
     """P[i, :n_params[c]] (int64) = channel c's head output for pixels of trunk features T
     [n, ph] and earlier channels prev [n, >= c], a layer at a time."""
     (embed, autoregressive, hid_w, hid_b, hid_s, out_w, out_b, out_s, n_params, lim,
-     hid_f, hid_bf, hid_lim, out_f, out_bf, out_lim) = head_w
+     hid_f, hid_bf, hid_lim, out_f, out_bf, out_lim, u_bound) = head_w
     n, ph = T.shape
     U = np.empty((n, ph))
     base = c * (c - 1) // 2            # config.embed_index(c, p) = base + p
-    big = 0.0
-    for i in range(n):
+    for i in range(n):         # T plus the earlier channels' embeddings, in that order
         for j in range(ph):
-            v = T[i, j]
-            if autoregressive:
-                for p in range(c):
-                    v += embed[base + p, prev[i, p], j]
-            v = max(v, 0.0)
-            U[i, j] = v
-            big = max(big, v)
+            U[i, j] = T[i, j]
+        if autoregressive:
+            for p in range(c):
+                e = embed[base + p, prev[i, p]]
+                for j in range(ph):
+                    U[i, j] += e[j]
+        for j in range(ph):
+            U[i, j] = max(U[i, j], 0.0)
     hi = float(lim)
     H = np.empty((n, hid_w.shape[2]))
-    big = _rows(U, big, hid_f[c], hid_bf[c], hid_lim[c], hid_w[c], hid_b[c], hid_s[c], 0.0, hi, H)
+    big = _rows(U, u_bound, hid_f[c], hid_bf[c], hid_lim[c], hid_w[c], hid_b[c], hid_s[c], 0.0, hi, H)
     m = n_params[c]
     Q = np.empty((n, m))
     _rows(H, big, out_f[c], out_bf[c], out_lim[c], out_w[c], out_b[c], out_s[c], -hi, hi, Q)
