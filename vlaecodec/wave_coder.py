@@ -412,6 +412,9 @@ class WaveCoder:
         # mixture (adaptive.py, 12 bits) times 2**PRECISION never overflows int64.
         largest = (k.K << (30 - mix_shift + SIGMOID_BITS)) if k.logistic else (k.levels << 30)
         shift = max(0, largest.bit_length() - (63 - PRECISION - WEIGHT_BITS))
+        # the sigmoid table as int32 (its entries are below 2**SIGMOID_BITS): half the bytes, so
+        # more of it stays in cache for the search's random reads
+        sig_table = sig_table.astype(np.int32)
         self.cdf = (bool(k.logistic), int(k.K), int(k.levels), act_bits, exp_step_bits, mix_shift,
                     grid_bits, ls_lo, ls_hi, inv_scale, edges, sig_table, step_bits, n_grid,
                     exp_table, shift)
