@@ -251,7 +251,7 @@ def models_cmd(as_json):
         rows.append({"name": c["name"], "kind": c.get("kind", "vlae"), "beta": c.get("beta"),
                      "lossy_betas": c.get("betas") if c.get("kind") == "lossy" else None,
                      "serves": ["lossy"] if c.get("kind") == "lossy" else
-                               ["lossless", "near-lossless", "lossy-z-only"],
+                               ["lossless", "near-lossless"] + (["lossy-z-only"] if c.get("config", {}).get("latent", True) else []),
                      "data": c.get("data"),
                      "window": c.get("window"), "decoder": c.get("decoder"),
                      "parameters": c.get("parameters"), "test_set": test_set,

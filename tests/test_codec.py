@@ -180,3 +180,7 @@ def test_a_local_model_codes_without_z(rng, monkeypatch):
     data = codec.encode_many(images)
     assert unpack(data)[0].active == []
     assert all(np.array_equal(a, b) for a, b in zip(codec.decode_many(data), images))
+    # no z layer: the preview is the full decode; and there is no z-only lossy file to make
+    assert all(np.array_equal(a, b) for a, b in zip(codec.decode_many(data, preview=True), images))
+    with pytest.raises(VlaeError, match="no latent"):
+        codec.encode_lossy(images[:1])

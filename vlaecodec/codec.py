@@ -137,6 +137,9 @@ class Codec:
     def encode_lossy(self, images: list[np.ndarray], recon: str = "mean", seed: int = 0,
                      extra_bits: int = 0) -> bytes:
         """A file holding z only (:mod:`vlaecodec.zonly`), decoded with the ``recon`` rule."""
+        if not self.cfg.latent:
+            raise VlaeError("this model has no latent, so it has no z-only lossy files: it codes "
+                            "lossless and near-lossless (for lossy, use a lossy model such as 'lossy')")
         if recon not in RECON_NAMES:
             raise VlaeError(f"reconstruction must be one of {RECON_NAMES}")
         for img in images:
@@ -148,7 +151,8 @@ class Codec:
     def decode_many(self, data: bytes, preview: bool = False, rule: str = "mean") -> list[np.ndarray]:
         """All images of a file.  ``preview``: only the z layer of a lossless or near-lossless
         file, reconstructed with ``rule`` (a lossy file always decodes this way); an
-        interleaved file has no z layer in front, so its preview is the full decode."""
+        interleaved file has no z layer in front, nor has a file without z (a model with no
+        latent), so their preview is the full decode."""
         header, words = unpack(data)
         if header.model_id != self.model_id[:2 * MODEL_ID_BYTES]:
             raise VlaeError(f"file was made with model {header.model_id}, not this model "
@@ -160,7 +164,7 @@ class Codec:
             return join(_guard(self.zonly.decode, header, words), header.images)
         if header.version == STRIPES_VERSION:
             return self._decode_stripes(header, words, preview, rule)
-        if preview and not header.interleaved:
+        if preview and not header.interleaved and header.active:
             return _guard(lambda: self.zonly.preview(header, self.bands.z_layer(header, words), rule))
         out = _guard(self.bands.decode, header, words)
         if pixel_digest(out) != header.digest:
