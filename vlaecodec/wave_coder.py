@@ -268,14 +268,17 @@ def _bisect_residual(slot, width, bins, total, a, cand_bin, cdf, w, inv_s, base,
     g = min(max(pred, 0), bins - 1)
     step = 1
     up = True           # galloping: from g upwards (Q(g) <= slot) or downwards
+    # each end's two slots (the first layer's, the histogram's) as they are evaluated; -1 for
+    # an end never evaluated (0 or bins), whose slots are computed at the end
+    r_lo = h_lo = r_hi = h_hi = np.int64(-1)
     if g > 0:
         f = _f(g, width, total, cdf, w, inv_s, base, cum)
-        q = mix(_slot(_mixed(f, g, a, cand_bin, total), g, bins, total),
-                hist_slot(tree, hctx, g, pred, bins, lo, hsum), wh)
-        if q > slot:
-            b_hi, f_hi, up = g, f, False
+        r = _slot(_mixed(f, g, a, cand_bin, total), g, bins, total)
+        h = hist_slot(tree, hctx, g, pred, bins, lo, hsum)
+        if mix(r, h, wh) > slot:
+            b_hi, f_hi, r_hi, h_hi, up = g, f, r, h, False
         else:
-            b_lo, f_lo = g, f
+            b_lo, f_lo, r_lo, h_lo = g, f, r, h
     while b_hi - b_lo > 1:
         if step:
             mid = b_lo + step if up else b_hi - step
@@ -286,21 +289,23 @@ def _bisect_residual(slot, width, bins, total, a, cand_bin, cdf, w, inv_s, base,
         else:
             mid = (b_lo + b_hi) >> 1
         f = _f(mid, width, total, cdf, w, inv_s, base, cum)
-        q = mix(_slot(_mixed(f, mid, a, cand_bin, total), mid, bins, total),
-                hist_slot(tree, hctx, mid, pred, bins, lo, hsum), wh)
-        if q > slot:
-            b_hi, f_hi = mid, f
+        r = _slot(_mixed(f, mid, a, cand_bin, total), mid, bins, total)
+        h = hist_slot(tree, hctx, mid, pred, bins, lo, hsum)
+        if mix(r, h, wh) > slot:
+            b_hi, f_hi, r_hi, h_hi = mid, f, r, h
             if up:
                 step = 0                                   # bracketed
         else:
-            b_lo, f_lo = mid, f
+            b_lo, f_lo, r_lo, h_lo = mid, f, r, h
             if not up:
                 step = 0
-    q_lo = _slot(_mixed(f_lo, b_lo, a, cand_bin, total), b_lo, bins, total)
-    q_hi = _slot(_mixed(f_hi, b_hi, a, cand_bin, total), b_hi, bins, total)
-    h_lo = hist_slot(tree, hctx, b_lo, pred, bins, lo, hsum)
-    h_hi = hist_slot(tree, hctx, b_hi, pred, bins, lo, hsum)
-    return b_lo, mix(q_lo, h_lo, wh), mix(q_hi, h_hi, wh), f_hi - f_lo, q_hi - q_lo, h_hi - h_lo
+    if r_lo < 0:
+        r_lo = _slot(_mixed(f_lo, b_lo, a, cand_bin, total), b_lo, bins, total)
+        h_lo = hist_slot(tree, hctx, b_lo, pred, bins, lo, hsum)
+    if r_hi < 0:
+        r_hi = _slot(_mixed(f_hi, b_hi, a, cand_bin, total), b_hi, bins, total)
+        h_hi = hist_slot(tree, hctx, b_hi, pred, bins, lo, hsum)
+    return b_lo, mix(r_lo, h_lo, wh), mix(r_hi, h_hi, wh), f_hi - f_lo, r_hi - r_lo, h_hi - h_lo
 
 
 @njit(cache=True, nogil=True)
