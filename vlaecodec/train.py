@@ -355,7 +355,8 @@ def train(cfg: VLAEConfig, s: TrainSettings, run_dir: Path, resume: bool = False
             card = dict(model_card or {})
             card.update(beta=s.beta, data=s.data, steps=step, train_seconds=meta["train_seconds"],
                         training_segments=meta["segments"], parameters=count_parameters(model),
-                        latent_shape=f"{cfg.z_channels} x H/4 x W/4", window=cfg.window,
+                        latent_shape=f"{cfg.z_channels} x H/4 x W/4" if cfg.latent else "none (z = 0)",
+                        window=cfg.window,
                         decoder=cfg.decoder, prior=cfg.prior, settings=s.__dict__)
             if meta.get("init"):  # a fine-tune: say where its weights started
                 card["init"] = meta["init"]

@@ -117,6 +117,12 @@ ENTRIES += [(f"{model}-{suffix}.vlae", model, mode, fn, srcs, {"model": model, *
             for model in ("default", "fast") for suffix, mode, fn, srcs, opts in V4R_KINDS]
 # vlaecodec 0.17: format version 5, a large image in stripes (two of 256 rows)
 ENTRIES += [("fast-v5-stripes-grey512.vlae", "fast", "lossless", "encode", ["grey512-tiled"], {"model": "fast"})]
+# vlaecodec 0.19: a model with no latent (no z in the file, no bits-back)
+ENTRIES += [("fast-local-lossless-rgb64.vlae", "fast-local", "lossless", "encode", ["rgb64"], {"model": "fast-local"}),
+            ("fast-local-near2-grey.vlae", "fast-local", "near-lossless", "encode", ["grey"],
+             {"model": "fast-local", "max_error": 2}),
+            ("fast-local-v5-stripes-grey512.vlae", "fast-local", "lossless", "encode", ["grey512-tiled"],
+             {"model": "fast-local"})]
 # the lossy (hyperprior) model: its picture is drawn in float32, so another machine may decode
 # a subpixel one level apart; these entries also keep the decoded pixels (NAME.npy) and allow
 # that difference (``tolerance``)
