@@ -298,6 +298,10 @@ class VLAE(nn.Module):
     def posterior(self, x):
         return self.encoder(x)
 
+    def zero_latent(self, x):
+        """z = 0 for images x [B, C, H, W]: the shape the posterior gives, [B, zc, H/4, W/4]."""
+        return x.new_zeros((x.shape[0], self.cfg.z_channels, x.shape[2] // 4, x.shape[3] // 4), dtype=torch.float32)
+
     def pixel_context(self, x, z):
         """Per-pixel features before the heads: z features plus (causal) window features."""
         ctx = self.zdecoder(z)
@@ -327,8 +331,7 @@ class VLAE(nn.Module):
             mean, logscale = self.posterior(x)
             z = mean + torch.exp(logscale) * torch.randn_like(mean) if sample else mean
         else:   # no latent: z = 0 (the prior's mean) and no rate; the encoder is not run
-            mean = logscale = z = x.new_zeros((x.shape[0], self.cfg.z_channels, x.shape[2] // 4, x.shape[3] // 4),
-                                              dtype=torch.float32)
+            mean = logscale = z = self.zero_latent(x)
         trunk = self.heads.trunk_forward(self.pixel_context(x, z))
         nll = self.heads.nll_from_trunk(trunk, x)  # B,C,H,W
         if valid is not None:
@@ -353,7 +356,10 @@ class VLAE(nn.Module):
 
     @torch.no_grad()
     def iw_nll(self, x, k: int = 16):
-        """Importance-weighted bound on -log p(x) in nats per image, with k samples."""
+        """Importance-weighted bound on -log p(x) in nats per image, with k samples (exact,
+        -log p(x | z = 0), for a model without a latent)."""
+        if not self.cfg.latent:
+            return self.pixel_nll(x, self.zero_latent(x)).sum(dim=(1, 2, 3))
         mean, logscale = self.posterior(x)
         terms = []
         for _ in range(k):

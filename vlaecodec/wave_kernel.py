@@ -237,8 +237,8 @@ class WaveKernel:
 
 
 # The float kernels hold integers: no NaN, no infinity, and -0 is 0.  Saying so lets LLVM
-# vectorize their max and clip loops; no sum is reordered (no "reassoc"), though any order
-# would give the same integers below 2**53.
+# use vector max and min for their ReLUs and clips; no sum is reordered (no "reassoc"),
+# though any order would give the same integers below 2**53.
 FINITE = {"nnan", "ninf", "nsz"}
 
 
